@@ -1,0 +1,51 @@
+# fosp: two commands on a fresh machine: `make demo` (the main job) and `make test`.
+# Both install what they need first: system libraries for headless rendering (apt, when
+# root), then a virtualenv in .venv with every Python dependency.
+
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.10 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' && echo $$p && break; done)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   ?= runs/demo
+# Debian packages for headless MuJoCo rendering (EGL on Mesa llvmpipe; OSMesa as fallback).
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+
+.PHONY: install system-deps test lint demo bench clean
+
+install: $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $$missing"; apt-get update -qq && apt-get install -y -qq $$missing; \
+		else echo "warning: missing system packages ($$missing); install them for headless rendering"; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "need Python 3.10-3.12"; exit 1; }
+	$(MAKE) system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned, so no later requirement can pull a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[ros,dev]'
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
+	$(PY) -m pytest -q
+
+demo: install
+	rm -rf $(DEMO)/data
+	$(VENV)/bin/fosp collect --task safereach --mix real --episodes 40 --seed 0 --out $(DEMO)/data
+	$(VENV)/bin/fosp dataset info $(DEMO)/data --plot $(DEMO)/returns.png
+
+bench: install
+	$(PY) benchmarks/bench_env.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

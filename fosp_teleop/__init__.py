@@ -1,0 +1,1 @@
+"""SpaceMouse teleoperation and demonstration recording for FOSP (arrives with the teleop work)."""
