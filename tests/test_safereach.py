@@ -1,0 +1,200 @@
+"""The simulated SafeReach twin: spaces, determinism, tasks and the Fig. 8 labelling."""
+
+import numpy as np
+import pytest
+
+from fosp_core.envs.behaviours import make_behaviour
+from fosp_core.envs.planner import plan_path
+from fosp_core.envs.safereach import (
+    EPISODE_STEPS,
+    OBSTACLE_POINTS,
+    START_XY,
+    STATE_DIM,
+    TARGET_POINTS,
+    TASKS,
+    Layout,
+    SafeReachEnv,
+    sample_layout,
+    task_spec,
+)
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = SafeReachEnv(task="safereach", obs_mode="image")
+    yield e
+    e.close()
+
+
+def test_spaces_and_episode_length(env):
+    obs, info = env.reset(seed=1)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["pose"].shape == (6,) and info["state"].shape == (STATE_DIM,)
+    assert env.observation_space.contains(obs)
+    truncated = False
+    for t in range(EPISODE_STEPS):
+        assert not truncated, f"truncated early at step {t}"
+        _, _, terminated, truncated, info = env.step(np.zeros(6, np.float32))
+        assert not terminated
+    assert truncated and info["step"] == EPISODE_STEPS
+
+
+def test_image_shows_red_target_and_green_obstacles(env):
+    obs, _ = env.reset(seed=0)
+    img = obs["image"].astype(int)
+    red = (img[..., 0] > 150) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    green = (img[..., 1] > 120) & (img[..., 0] < 100) & (img[..., 2] < 100)
+    assert red.sum() > 10 and green.sum() > 20
+
+
+def test_same_seed_same_frames_different_seed_differs():
+    a, b = SafeReachEnv(), SafeReachEnv()
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, 6)).astype(np.float32)
+    frames = []
+    for e in (a, b):
+        obs, _ = e.reset(seed=7)
+        seq = [obs["image"]]
+        for act in actions:
+            obs, *_ = e.step(act)
+            seq.append(obs["image"])
+        frames.append(np.stack(seq))
+    np.testing.assert_array_equal(frames[0], frames[1])
+    layouts = {tuple(a.reset(seed=s)[1]["layout"]["obstacle_indices"]) for s in range(10)}
+    assert len(layouts) > 1
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task(task):
+    spec = task_spec(task)
+    e = SafeReachEnv(task=task, obs_mode="state")
+    obs, info = e.reset(seed=3)
+    assert obs["state"].shape == (STATE_DIM,)
+    slots = obs["state"][9:].reshape(4, 4)
+    assert slots[:, 3].sum() == spec.n_obstacles  # presence flags
+    assert len(info["layout"]["obstacle_xy"]) == spec.n_obstacles
+    m = e.model
+    target_type = m.geom_type[m.geom("target").id]
+    obstacle_type = m.geom_type[m.geom("obstacle0").id]
+    names = {2: "sphere", 5: "cylinder", 6: "box"}
+    assert names[int(target_type)] == spec.target_shape
+    assert names[int(obstacle_type)] == spec.obstacle_shape
+    e.step(np.zeros(6))
+    e.close()
+
+
+def test_unknown_task_and_mode_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown task"):
+        SafeReachEnv(task="reach")
+    with pytest.raises(ValueError, match="obs_mode"):
+        SafeReachEnv(obs_mode="depth")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_layouts_use_placement_points_and_block_the_straight_line(seed):
+    spec = TASKS["safereach-more-obstacles"]
+    layout = sample_layout(spec, np.random.default_rng(seed))
+    assert layout.target_xy in TARGET_POINTS
+    assert len(set(layout.obstacle_indices)) == spec.n_obstacles
+    assert all(p in OBSTACLE_POINTS for p in layout.obstacle_xy)
+    # the straight line is blocked, but the planner finds a way around
+    assert plan_path(START_XY, layout.target_xy, layout.obstacle_xy[:1], spec)[0] is not None
+    assert len(plan_path(START_XY, layout.target_xy, layout.obstacle_xy, spec)) > 1
+
+
+def _layout(target_index, obstacle_indices):
+    return Layout(target_index, obstacle_indices, TARGET_POINTS[target_index],
+                  [OBSTACLE_POINTS[i] for i in obstacle_indices])
+
+
+def test_cost_labelling_follows_fig8():
+    """Cost is 1 from the first touch until the pushed obstacle is at rest, else 0."""
+    e = SafeReachEnv(obs_mode="state")
+    # Obstacle straight ahead of the start; drive into it, then back off and wait.
+    _, info = e.reset(seed=0, options={"layout": _layout(1, [1, 3])})
+    push = np.array([1, 0, 0, 0, 0, 0], np.float32)
+    back = -push
+    costs, touches, moving = [], [], []
+    for t in range(40):
+        _, _, _, _, info = e.step(push if t < 12 else back if t < 20 else np.zeros(6))
+        costs.append(info["cost"])
+        touches.append(info["touch_obstacle"])
+        moving.append(bool(e._obstacles_moving().any()))
+    costs = np.array(costs)
+    first = touches.index(True)
+    assert first > 0 and np.all(costs[:first] == 0)  # nothing before the first touch
+    assert costs[first] == 1
+    # While labelled, every step is a touch or follows a labelled step with the obstacle moving.
+    for t in range(first + 1, len(costs)):
+        expected = touches[t] or (costs[t - 1] == 1 and moving[t])
+        assert costs[t] == float(expected), f"step {t}"
+    assert costs[-1] == 0  # the obstacle came to rest after the arm backed off
+    moved = np.linalg.norm(e.obstacle_positions()[0, :2] - OBSTACLE_POINTS[1])
+    assert moved > 0.01  # touching displaced it: obstacles are movable bodies
+
+
+def test_reward_while_gripper_touches_target():
+    e = SafeReachEnv(obs_mode="state")
+    # No obstacle between the start and the middle target: go straight and keep pushing.
+    _, info = e.reset(seed=0, options={"layout": _layout(1, [0, 2])})
+    rewards, touch = [], []
+    for _ in range(30):
+        _, r, _, _, info = e.step(np.array([1, 0, 0, 0, 0, 0], np.float32))
+        rewards.append(r)
+        touch.append(info["touch_target"])
+        assert info["cost"] == 0
+    assert rewards == [float(t) for t in touch]
+    assert sum(rewards) >= 5  # it stays in contact once there
+    assert rewards[0] == 0  # and is not rewarded before getting there
+
+
+def test_actions_never_leave_workspace():
+    e = SafeReachEnv(obs_mode="state")
+    _, info = e.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        action = rng.choice([-1e6, 1e6, np.nan, 0.0], size=6)
+        _, _, _, _, info = e.step(action)
+        pose = info["pose"]
+        # Tracking overshoot of the soft weld is small; the commanded target is always inside.
+        assert np.all(pose[:2] >= np.array([0.375, -0.125]) - 0.02)
+        assert np.all(pose[:2] <= np.array([0.625, 0.125]) + 0.02)
+
+
+@pytest.mark.parametrize("name,min_success,max_violation,min_violation", [
+    ("safe", 0.9, 0.1, 0.0),
+    ("unsafe", 0.0, 1.0, 0.5),
+])
+def test_scripted_behaviour_rates(name, min_success, max_violation, min_violation):
+    e = SafeReachEnv(obs_mode="state")
+    n, successes, violations = 20, 0, 0
+    for seed in range(n):
+        _, info = e.reset(seed=seed)
+        agent = make_behaviour(name, e, np.random.default_rng(seed))
+        agent.reset()
+        rewards = costs = 0.0
+        for _ in range(EPISODE_STEPS):
+            _, r, _, _, info = e.step(agent.act(info["pose"]))
+            rewards += r
+            costs += info["cost"]
+        successes += rewards > 0
+        violations += costs > 0
+    assert successes / n >= min_success
+    assert min_violation <= violations / n <= max_violation
+
+
+def test_shipped_yaml_matches_defaults_and_is_checked(tmp_path):
+    from pathlib import Path
+
+    from fosp_core.config import ConfigError
+    from fosp_core.envs.safereach import SafeReachConfig, load_env_config
+
+    shipped = Path(__file__).resolve().parents[1] / "config" / "safereach.yaml"
+    assert load_env_config(shipped) == SafeReachConfig()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env:\n  workspace:\n    hgih: [1, 2]\n")
+    with pytest.raises(ConfigError, match="hgih"):
+        load_env_config(bad)
+    small = tmp_path / "small.yaml"
+    small.write_text("env:\n  task: safereach-more-obstacles\n  obs_mode: state\n")
+    e = SafeReachEnv(config=load_env_config(small))
+    assert e.spec_.n_obstacles == 3 and "state" in e.observation_space.spaces
