@@ -1,0 +1,105 @@
+"""The ``fosp`` command line: one entry point for collection, datasets and (later) training.
+
+Subcommands import their heavy dependencies lazily so ``fosp --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from fosp_core.collect import collect
+    from fosp_core.dataset import load_dataset, summarize
+
+    writer = collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
+                     behaviour=args.behaviour, workers=args.workers)
+    dataset = load_dataset(args.out)
+    summary = summarize(dataset)
+    print(f"wrote {len(writer)} trajectories to {args.out}: "
+          f"success {summary['success_rate']:.0%}, violation {summary['violation_rate']:.0%}, "
+          f"outcomes {summary['outcomes']}")
+    return 0
+
+
+def _dataset_info(args: argparse.Namespace) -> int:
+    from fosp_core.dataset import format_summary, load_dataset, plot_returns, summarize
+
+    dataset = load_dataset(args.dir)
+    summary = summarize(dataset)
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot_returns(dataset, args.plot)
+    if args.json:
+        summary = dict(summary, errors=[[str(p), msg] for p, msg in dataset.errors])
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"dataset {args.dir}")
+        print(format_summary(summary, dataset.errors))
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from fosp_core.envs.contact_sheet import write_contact_sheet
+
+    path = write_contact_sheet(args.sheet, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fosp_core.envs.safereach import TASKS
+
+    parser = argparse.ArgumentParser(prog="fosp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="collect a SafeReach dataset with scripted behaviours")
+    p.add_argument("--task", default="safereach", choices=sorted(TASKS))
+    p.add_argument("--episodes", type=int, required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mix", choices=["real", "sim"],
+                        help="real: the paper's 120/30/40/10 composition; sim: safe:unsafe:random")
+    source.add_argument("--behaviour", choices=["safe", "unsafe", "random"])
+    p.add_argument("--out", required=True, help="dataset directory (appends if it exists)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("dataset", help="inspect datasets")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    q = dsub.add_parser("info", help="counts and success/violation rates per behaviour")
+    q.add_argument("dir")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--plot", metavar="PNG", help="reward return vs cost return per trajectory")
+    q.set_defaults(func=_dataset_info)
+
+    p = sub.add_parser("tasks", help="contact sheet of the four SafeReach tasks")
+    p.add_argument("--sheet", default="docs/tasks.png", metavar="PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"fosp: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # dataset errors name the file; show them without a traceback
+        from fosp_core.dataset import DatasetError
+
+        if isinstance(err, DatasetError):
+            print(f"fosp: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

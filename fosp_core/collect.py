@@ -1,0 +1,195 @@
+"""Collect SafeReach datasets with the scripted behaviours (``fosp collect``).
+
+Two mixes from the paper:
+- ``real``: the real-robot dataset composition (App. D.1): of 200 trajectories, 120 safe and
+  successful, 30 safe and failed, 40 unsafe and successful, 10 unsafe and failed. Other sizes
+  keep these proportions.
+- ``sim``: safe : unsafe : random = 1 : 1 : 1 (App. D.3).
+
+An episode that must have a given outcome is re-drawn with the next seed until it has it
+(rejection sampling). Candidates are simulated without rendering and only the accepted one is
+replayed with the camera: rendering is most of the cost, and a seeded episode replays exactly.
+Episodes run in worker processes; the parent writes every file in episode order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fosp_core.dataset import DatasetWriter
+from fosp_core.envs.behaviours import make_behaviour
+from fosp_core.envs.safereach import SafeReachEnv, task_spec
+
+# (behaviour, wanted success, wanted violation, share of the dataset) from App. D.1.
+REAL_MIX = (
+    ("safe", True, False, 120),
+    ("safe", False, False, 30),
+    ("unsafe", True, True, 40),
+    ("unsafe", False, True, 10),
+)
+MAX_ATTEMPTS = 200
+NOISE = 0.15
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    index: int
+    task: str
+    behaviour: str
+    base_seed: int
+    want_success: bool | None = None
+    want_violation: bool | None = None
+
+
+def episode_seed(base_seed: int, index: int, attempt: int) -> int:
+    return int(np.random.SeedSequence([base_seed, index, attempt]).generate_state(1)[0])
+
+
+def split_counts(total: int, shares: list[int]) -> list[int]:
+    """Integer counts proportional to shares that add up to total (largest remainder)."""
+    exact = np.asarray(shares, dtype=float) * total / sum(shares)
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def plan_episodes(task: str, episodes: int, seed: int, mix: str | None = None,
+                  behaviour: str | None = None) -> list[EpisodeSpec]:
+    """The list of episodes to collect, shuffled so the files interleave behaviours."""
+    task_spec(task)  # fail early on an unknown task
+    if (mix is None) == (behaviour is None):
+        raise ValueError("give exactly one of mix or behaviour")
+    if episodes < 1:
+        raise ValueError("episodes must be >= 1")
+    kinds: list[tuple[str, bool | None, bool | None]] = []
+    if mix == "real":
+        counts = split_counts(episodes, [share for *_, share in REAL_MIX])
+        for (name, succ, viol, _), n in zip(REAL_MIX, counts):
+            kinds += [(name, succ, viol)] * n
+    elif mix == "sim":
+        for name, n in zip(("safe", "unsafe", "random"), split_counts(episodes, [1, 1, 1])):
+            kinds += [(name, None, None)] * n
+    elif mix is not None:
+        raise ValueError(f"unknown mix {mix!r}; choose real or sim")
+    else:
+        kinds = [(behaviour, None, None)] * episodes
+    order = np.random.default_rng(seed).permutation(len(kinds))
+    return [EpisodeSpec(i, task, *kinds[k][:1], seed, *kinds[k][1:]) for i, k in enumerate(order)]
+
+
+def _give_up(spec: EpisodeSpec, rng: np.random.Generator) -> float | None:
+    # A wanted failure: stop part-way, as the paper's operators sometimes did.
+    if spec.want_success is False and spec.behaviour == "safe":
+        return float(rng.uniform(0.3, 0.85))
+    return None
+
+
+def rollout(env: SafeReachEnv, behaviour: str, seed: int, give_up: float | None = None,
+            noise: float = NOISE, render: bool = True) -> tuple[dict, dict]:
+    """One episode in the dataset's row convention (row 0 = reset, then one row per step)."""
+    rng = np.random.default_rng(seed)
+    _, info = env.reset(seed=seed)
+    agent = make_behaviour(behaviour, env, rng, noise=noise, give_up=give_up)
+    agent.reset()
+    steps = env.config.episode_steps
+    rows = steps + 1
+    size = env.config.image_size
+    arrays = {
+        "image": np.zeros((rows, size, size, 3), np.uint8),
+        "pose": np.zeros((rows, 6), np.float32),
+        "action": np.zeros((rows, 6), np.float32),
+        "reward": np.zeros(rows, np.float32),
+        "cost": np.zeros(rows, np.float32),
+        "state": np.zeros((rows, info["state"].shape[0]), np.float32),
+    }
+
+    def record(t: int, info: dict) -> None:
+        arrays["pose"][t], arrays["state"][t] = info["pose"], info["state"]
+        if render:
+            arrays["image"][t] = env.render_image()
+
+    record(0, info)
+    for t in range(1, rows):
+        action = agent.act(info["pose"])
+        _, reward, _, _, info = env.step(action)
+        arrays["action"][t], arrays["reward"][t], arrays["cost"][t] = action, reward, info["cost"]
+        record(t, info)
+    meta = {
+        "task": env.config.task,
+        "behaviour": behaviour,
+        "seed": seed,
+        "layout": info["layout"],
+        "noise": noise,
+        "give_up": give_up,
+        "success": bool(arrays["reward"].any()),
+        "violation": bool(arrays["cost"].any()),
+        "source": "sim",
+    }
+    return arrays, meta
+
+
+# ---- worker processes ---------------------------------------------------------------------
+_ENVS: dict[str, SafeReachEnv] = {}
+
+
+def _env(task: str) -> SafeReachEnv:
+    if task not in _ENVS:
+        _ENVS[task] = SafeReachEnv(task=task, obs_mode="state")
+    return _ENVS[task]
+
+
+def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
+    """Run attempts until the outcome matches the spec, then record the accepted one."""
+    env = _env(spec.task)
+    wants = spec.want_success is not None or spec.want_violation is not None
+    for attempt in range(MAX_ATTEMPTS):
+        seed = episode_seed(spec.base_seed, spec.index, attempt)
+        give_up = _give_up(spec, np.random.default_rng(seed + 1))
+        if wants:
+            _, meta = rollout(env, spec.behaviour, seed, give_up, render=False)
+            if spec.want_success is not None and meta["success"] != spec.want_success:
+                continue
+            if spec.want_violation is not None and meta["violation"] != spec.want_violation:
+                continue
+        arrays, meta = rollout(env, spec.behaviour, seed, give_up, render=True)
+        meta.update(attempts=attempt + 1, intended=asdict(spec))
+        return arrays, meta
+    raise RuntimeError(
+        f"episode {spec.index}: no outcome success={spec.want_success} "
+        f"violation={spec.want_violation} for behaviour {spec.behaviour} in {MAX_ATTEMPTS} tries"
+    )
+
+
+def collect(out: str | Path, task: str, episodes: int, seed: int = 0, mix: str | None = None,
+            behaviour: str | None = None, workers: int | None = None, progress: bool = True
+            ) -> DatasetWriter:
+    """Collect into ``out`` (appending after existing trajectories). Returns the writer."""
+    specs = plan_episodes(task, episodes, seed, mix=mix, behaviour=behaviour)
+    writer = DatasetWriter(out)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(specs), desc=f"collect {task}", unit="ep", disable=not progress)
+    if workers == 1:
+        results = map(collect_episode, specs)
+        pool = None
+    else:
+        # spawn: each worker owns a fresh OpenGL context; forking a process that has one is unsafe
+        pool = mp.get_context("spawn").Pool(workers)
+        results = pool.imap(collect_episode, specs)
+    try:
+        for arrays, meta in results:
+            writer.add(arrays, meta)
+            bar.update(1)
+            bar.set_postfix(success=f"{meta['success']:d}", violation=f"{meta['violation']:d}")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    return writer

@@ -1,0 +1,99 @@
+"""Dataset collection with the scripted behaviours, and the fosp CLI around it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fosp_core.cli import main
+from fosp_core.collect import (
+    REAL_MIX,
+    EpisodeSpec,
+    collect,
+    collect_episode,
+    plan_episodes,
+    split_counts,
+)
+from fosp_core.dataset import load_dataset, summarize
+
+
+def test_split_counts():
+    assert split_counts(200, [120, 30, 40, 10]) == [120, 30, 40, 10]
+    assert split_counts(20, [120, 30, 40, 10]) == [12, 3, 4, 1]
+    assert split_counts(7, [1, 1, 1]) == [3, 2, 2]
+    assert sum(split_counts(13, [120, 30, 40, 10])) == 13
+
+
+def test_real_mix_plan_matches_paper():
+    specs = plan_episodes("safereach", 200, seed=0, mix="real")
+    counts = {}
+    for s in specs:
+        key = (s.behaviour, s.want_success, s.want_violation)
+        counts[key] = counts.get(key, 0) + 1
+    assert counts == {(b, succ, viol): n for b, succ, viol, n in REAL_MIX}
+    assert [s.index for s in specs] == list(range(200))
+    # shuffled, so a partial dataset still mixes behaviours
+    assert {s.behaviour for s in specs[:20]} == {"safe", "unsafe"}
+
+
+def test_sim_mix_plan_and_errors():
+    specs = plan_episodes("safereach", 9, seed=1, mix="sim")
+    assert sorted(s.behaviour for s in specs) == ["random"] * 3 + ["safe"] * 3 + ["unsafe"] * 3
+    assert all(s.want_success is None for s in specs)
+    with pytest.raises(ValueError, match="unknown task"):
+        plan_episodes("nope", 5, 0, mix="sim")
+    with pytest.raises(ValueError, match="exactly one"):
+        plan_episodes("safereach", 5, 0)
+    with pytest.raises(ValueError, match="unknown mix"):
+        plan_episodes("safereach", 5, 0, mix="lab")
+    with pytest.raises(ValueError, match=">= 1"):
+        plan_episodes("safereach", 0, 0, behaviour="safe")
+
+
+def test_collect_episode_is_deterministic_and_has_wanted_outcome():
+    spec = EpisodeSpec(3, "safereach", "unsafe", 11, want_success=False, want_violation=True)
+    a_arrays, a_meta = collect_episode(spec)
+    b_arrays, b_meta = collect_episode(spec)
+    for key in a_arrays:
+        np.testing.assert_array_equal(a_arrays[key], b_arrays[key])
+    assert a_meta["success"] is False and a_meta["violation"] is True
+    assert a_meta["seed"] == b_meta["seed"]
+    # Dreamer row convention: 81 rows, row 0 has no action, reward or cost.
+    assert a_arrays["image"].shape == (81, 64, 64, 3)
+    assert not a_arrays["action"][0].any() and a_arrays["cost"][0] == 0
+    assert a_arrays["cost"].sum() > 0 and a_arrays["image"][1:].std() > 0
+
+
+def test_collect_real_mix_in_worker_processes(tmp_path):
+    out = tmp_path / "data"
+    collect(out, "safereach", 8, seed=5, mix="real", workers=2, progress=False)
+    summary = summarize(load_dataset(out, strict=True))
+    want = dict(zip(["safe_success", "safe_fail", "unsafe_success", "unsafe_fail"],
+                    split_counts(8, [n for *_, n in REAL_MIX])))
+    assert summary["outcomes"] == want
+    assert summary["episodes"] == 8
+
+
+def test_cli_collect_and_info_json(tmp_path, capsys):
+    out = tmp_path / "d"
+    rc = main(["collect", "--task", "safereach-more-obstacles", "--episodes", "3",
+               "--behaviour", "random", "--out", str(out), "--workers", "1", "--seed", "2"])
+    assert rc == 0
+    capsys.readouterr()
+    # a corrupt file is reported by name and the rest still loads
+    (out / "traj_000001.npz").write_bytes(b"not a zip")
+    png = tmp_path / "plots" / "returns.png"
+    assert main(["dataset", "info", str(out), "--json", "--plot", str(png)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["episodes"] == 2
+    assert set(report["by_behaviour"]) == {"random"}
+    assert {"success_rate", "violation_rate"} <= set(report["by_behaviour"]["random"])
+    assert len(report["errors"]) == 1 and report["errors"][0][0].endswith("traj_000001.npz")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["dataset", "info", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["collect", "--episodes", "2", "--out", str(tmp_path), "--mix", "lab"])
