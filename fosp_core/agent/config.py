@@ -1,0 +1,191 @@
+"""Every hyperparameter of the FOSP agent, in one dataclass tree.
+
+Sources, in order of precedence: the paper's Table 4 and App. B/C; where those are silent, the
+official code (JAX, built on SafeDreamer / DreamerV3) as summarised in
+``shared/reference/platform-notes.md``; where that is silent too, DreamerV3's defaults, and
+each such value says so. The dataclass defaults ARE the paper preset, so a YAML file only
+lists what it changes.
+
+Two presets: ``paper()`` (Table 4) and ``cpu()`` (small enough that a world-model plus
+actor-critic step on a 16 x 16 batch of 64x64 images takes about a second or less on 2 cores).
+``config_by_name`` resolves 'paper' | 'cpu' | a YAML file path.
+
+Reading notes on Table 4:
+- "Penalty term nu = 5^{-9}" and "Initial penalty multiplier mu^0 = 1^{-6}" are read as 5e-9
+  and 1e-6 (a superscript lost its base 10). nu is the growth of mu per update:
+  mu <- min(mu * (1 + nu), mu_max), as in LAMBDA / SafeDreamer.
+- Table 4's "Coefficient of KL-divergence beta = 0.1" is the representation weight of eq. 1.
+  Eq. 1 prints the dynamics KL unweighted; the official code keeps DreamerV3's 0.5, used here.
+- "AWR temperature beta_1, beta_2 = 10" multiplies the advantage, exp(beta * A), as eq. 19
+  writes it (IQL's inverse temperature), rather than dividing it.
+- Batch B x T = 64 x 16 follows Table 4; the official code samples 16 x 64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fosp_core.config import load_yaml
+
+ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
+OBS_MODES = ("image", "state")
+
+
+@dataclass
+class ModelConfig:
+    """World model (eq. 1): RSSM sizes, heads, loss weights and its optimiser."""
+
+    deter: int = 512  # GRU state h; official code (Table 4 is silent)
+    stoch: int = 48  # N_l, number of categorical latents (Table 4)
+    classes: int = 48  # C_l, classes per latent (Table 4)
+    hidden: int = 512  # N_units (Table 4), every MLP and the RSSM's input/output layers
+    mlp_layers: int = 5  # N_MLP (Table 4)
+    cnn_depth: int = 32  # channels of the first conv layer, doubling per layer; official code
+    unimix: float = 0.01  # mix 1% uniform into every latent categorical (DreamerV3)
+    free_bits: float = 1.0  # nats; KL terms below this are not pushed further (DreamerV3)
+    kl_dyn: float = 0.5  # weight of KL[sg(q) || p], trains the prior (official code)
+    kl_rep: float = 0.1  # beta of eq. 1, weight of KL[q || sg(p)], trains the encoder (Table 4)
+    bins: int = 255  # two-hot bins of the reward, cost and critic heads (official code)
+    bin_low: float = -20.0  # bins span [low, high] in symlog space (DreamerV3)
+    bin_high: float = 20.0
+    # Costs are rare, so a cost head trained on plain cross-entropy learns "always 0".
+    # Steps with cost >= 1 weigh this much in the cost loss (SafeDreamer's cost_weight).
+    cost_weight: float = 10.0
+    lr: float = 1e-4  # l_wm (Table 4)
+    eps: float = 1e-8  # Adam epsilon (DreamerV3)
+    grad_clip: float = 1000.0  # global grad-norm clip (DreamerV3)
+
+
+@dataclass
+class ActorCriticConfig:
+    """Imagination, critics (sec. 4.1), actor (eq. 20) and the REF network (eq. 30)."""
+
+    horizon: int = 15  # H, imagination horizon (Table 4)
+    discount: float = 0.997  # gamma (Table 4)
+    lambda_reward: float = 0.95  # lambda_r of TD(lambda), eq. 8 (Table 4)
+    lambda_cost: float = 0.95  # lambda_c (Table 4)
+    # kappa of eq. 7, for V of the reward (Table 4). The weight kappa goes where Q > V, so V
+    # is the upper kappa-expectile of Q (see math.expectile_loss).
+    expectile: float = 0.8
+    # The same for V of the cost; 0.8 makes V^c an upper expectile of Q^c, i.e. pessimistic
+    # about cost. Set 0.2 for the optimistic, lower expectile (FISOR-style in-sample min).
+    cost_expectile: float = 0.8
+    awr_beta_reward: float = 10.0  # beta_1 of eq. 19, multiplies A^r inside exp (Table 4)
+    awr_beta_cost: float = 10.0  # beta_2 of eq. 19 (Table 4)
+    awr_max_weight: float = 100.0  # exp(beta * A) is clipped here, as in IQL
+    entropy: float = 3e-4  # eta of eq. 20 (Table 4)
+    ref_discount: float = 0.99  # gamma_u of eq. 30 (Table 4, official code)
+    actor_lr: float = 3e-5  # l_ac (Table 4)
+    critic_lr: float = 3e-5  # l_ac (Table 4)
+    # App. B: the REF learns faster than the critics and the actor (Table 4: 5e-5 > 3e-5).
+    ref_lr: float = 5e-5
+    eps: float = 1e-5  # Adam epsilon of actor, critics, REF (DreamerV3)
+    grad_clip: float = 100.0  # global grad-norm clip per network (DreamerV3)
+    actor_min_std: float = 0.1  # the actor's std lies in [min, max] (DreamerV3)
+    actor_max_std: float = 1.0
+    slow_critic_fraction: float = 0.02  # EMA rate of the target critics (DreamerV3)
+    # Percentile return normalisation of advantages (DreamerV3, kept by the official code):
+    # scale = max(retnorm_limit, EMA(P95) - EMA(P5)).
+    retnorm_decay: float = 0.99
+    retnorm_limit: float = 1.0
+    retnorm_low: float = 5.0
+    retnorm_high: float = 95.0
+
+
+@dataclass
+class FospConfig:
+    """Safety: the augmented Lagrangian (eq. 17, 27) and policy expansion (eq. 21-22)."""
+
+    # Feasibility asks V^c(s) = 0 (eq. 13, 15), so the constraint violation fed to the
+    # Lagrangian is g = V^c - cost_limit with limit 0. SafeDreamer's own budget is 2.0.
+    cost_limit: float = 0.0
+    lagrange_init: float = 0.01  # lambda_p^0 (Table 4)
+    penalty_init: float = 1e-6  # mu^0 (Table 4, read as 1e-6)
+    penalty_growth: float = 5e-9  # nu (Table 4, read as 5e-9): mu <- mu * (1 + nu)
+    penalty_max: float = 1.0  # mu never grows past this (LAMBDA / SafeDreamer)
+    pex_temperature: float = 10.0  # alpha of eq. 21 (Table 4)
+    # r_max and c_max of eq. 22: per-step bounds that normalise Q^r and Q^c. SafeReach rewards
+    # and costs are 0/1 per step.
+    reward_max: float = 1.0
+    cost_max: float = 1.0
+
+
+@dataclass
+class AgentConfig:
+    """The whole agent. ``algo`` picks FOSP, a baseline or an ablation of sec. 5.3."""
+
+    algo: str = "fosp"  # one of ALGOS
+    obs_mode: str = "image"  # 'image': {'image', 'pose'}; 'state': {'state'}
+    state_dim: int = 25  # length of the 'state' vector in state mode
+    pose_dim: int = 6  # end-effector pose fed beside the image (sec. 5.1, App. D.1)
+    action_dim: int = 6  # pose change, bounded to [-1, 1]
+    image_size: int = 64  # images are image_size x image_size x 3 uint8
+    batch_size: int = 64  # B (Table 4)
+    batch_length: int = 16  # T (Table 4)
+    action_repeat: int = 4  # n_repeat (Table 4)
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    fosp: FospConfig = field(default_factory=FospConfig)
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
+
+
+def paper() -> AgentConfig:
+    """Table 4 of the paper (official-code values where it is silent)."""
+    return AgentConfig()
+
+
+def cpu() -> AgentConfig:
+    """Small sizes and faster rates for training on a 2-core CPU.
+
+    Measured on a shared 2-core machine (load ~4 from other jobs), one torch thread, 16 x 16
+    batch of 64x64 images: world-model step ~0.5 s (2/3 of it convolutions), imagination of
+    256 starts x 15 steps ~0.13 s, actor plus five 255-bin critic/REF heads ~0.4 s. 16 x 32
+    would double the world-model part. Sequence length 16 is Table 4's T. On a loaded
+    machine use ``torch.set_num_threads(1)``: two OpenMP threads competing for cores ran 10x
+    slower there. Learning rates are raised with the smaller networks and batches, keeping
+    App. B's order: the REF learns faster than the critics and the actor.
+    """
+    base = paper()
+    return dataclasses.replace(
+        base,
+        batch_size=16,
+        batch_length=16,
+        model=dataclasses.replace(
+            base.model,
+            deter=256,
+            stoch=16,
+            classes=16,
+            hidden=256,
+            mlp_layers=2,
+            cnn_depth=16,
+            lr=3e-4,
+        ),
+        actor_critic=dataclasses.replace(
+            base.actor_critic,
+            actor_lr=1e-4,
+            critic_lr=1e-4,
+            ref_lr=2e-4,
+        ),
+    )
+
+
+PRESETS = {"paper": paper, "cpu": cpu}
+
+
+def config_by_name(name_or_path: str | os.PathLike) -> AgentConfig:
+    """'paper' | 'cpu' | a YAML file (its missing keys take the paper preset's values)."""
+    name = str(name_or_path)
+    if name in PRESETS:
+        return PRESETS[name]()
+    if Path(name).is_file():
+        return load_yaml(AgentConfig, name)
+    raise ValueError(f"no agent config preset or YAML file named {name!r} (presets: paper, cpu)")

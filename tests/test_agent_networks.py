@@ -1,0 +1,133 @@
+"""fosp_core.agent.networks: preprocessing, conv shapes, two-hot and actor distributions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fosp_core.agent.networks import (
+    MLP,
+    ActorHead,
+    BernoulliHead,
+    ImageDecoder,
+    ImageEncoder,
+    TruncatedNormal,
+    TwoHotDist,
+    TwoHotHead,
+    categorical_kl,
+    preprocess_image,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two threads fighting other processes on a 2-core box run 10x slower; restore after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_preprocess_image_range() -> None:
+    image = torch.tensor([0, 51, 255], dtype=torch.uint8)
+    # x / 255 - 0.5: 0 -> -0.5, 51 -> 0.2 - 0.5 = -0.3, 255 -> 0.5
+    out = preprocess_image(image)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, torch.tensor([-0.5, -0.3, 0.5]))
+
+
+def test_mlp_shapes() -> None:
+    assert MLP(5, 3, 8, 2)(torch.zeros(4, 7, 5)).shape == (4, 7, 3)
+    encoder = MLP(5, None, 8, 2)
+    assert encoder.out_dim == 8 and encoder(torch.zeros(2, 5)).shape == (2, 8)
+    assert MLP(5, 3, 8, 0)(torch.zeros(2, 5)).shape == (2, 3)
+
+
+def test_image_encoder_decoder_shapes() -> None:
+    encoder = ImageEncoder(depth=4)
+    images = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    features = encoder(images)
+    assert features.shape == (2, 3, encoder.out_dim) and encoder.out_dim == 32 * 4 * 4
+    decoder = ImageDecoder(in_dim=10, depth=4)
+    assert decoder(torch.zeros(2, 3, 10)).shape == (2, 3, 64, 64, 3)
+    with pytest.raises(ValueError):
+        ImageEncoder(depth=4, image_size=48)
+
+
+def test_two_hot_head_starts_at_zero_and_scores_targets() -> None:
+    head = TwoHotHead(in_dim=6, hidden=8, layers=1)
+    dist = head(torch.randn(4, 6))
+    # The output layer starts at zero: uniform over 255 bins, symmetric around 0 -> mean 0,
+    # and any target has -log p = log 255 = 5.541264.
+    assert torch.allclose(dist.mean(), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(
+        -dist.log_prob(torch.tensor([0.0, 1.0, -7.0, 300.0])),
+        torch.full((4,), math.log(255)),
+        atol=1e-5,
+    )
+
+
+def test_two_hot_dist_mean_decodes_a_peaked_distribution() -> None:
+    # Bins (symlog space) [-2, -1, 0, 1, 2]; all mass on bin 1.0 -> mean symexp(1) = e - 1.
+    logits = torch.tensor([-1e9, -1e9, -1e9, 0.0, -1e9])
+    dist = TwoHotDist(logits, torch.linspace(-2.0, 2.0, 5))
+    assert dist.mean().item() == pytest.approx(math.e - 1, rel=1e-6)
+
+
+def test_bernoulli_head() -> None:
+    dist = BernoulliHead(in_dim=3, hidden=4, layers=1)(torch.zeros(2, 5, 3))
+    assert dist.log_prob(torch.ones(2, 5)).shape == (2, 5)
+
+
+def test_truncated_normal_hand_values() -> None:
+    dist = TruncatedNormal(torch.zeros(1), torch.ones(1))
+    # Z = Phi(1) - Phi(-1) = 0.6826895
+    # log p(0) = -0.5 ln(2 pi) - ln Z = -0.9189385 + 0.3817151 = -0.5372234
+    assert dist.log_prob(torch.zeros(1)).item() == pytest.approx(-0.5372234, abs=1e-6)
+    # H = ln(sqrt(2 pi e) Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z), alpha = -1, beta = 1
+    #   = 1.4189385 - 0.3817151 + (-0.2419707 - 0.2419707) / 1.3653790
+    #   = 1.4189385 - 0.3817151 - 0.3544375 = 0.6827859
+    assert dist.entropy().item() == pytest.approx(0.6827859, abs=1e-6)
+
+
+def test_truncated_normal_is_a_density_on_the_box() -> None:
+    loc, scale = torch.tensor([0.7]), torch.tensor([0.4])
+    dist = TruncatedNormal(loc, scale)
+    grid = torch.linspace(-1, 1, 20001).unsqueeze(-1)
+    density = dist.log_prob(grid).exp()
+    dx = 2 / 20000
+    assert torch.trapezoid(density, dx=dx).item() == pytest.approx(1.0, abs=1e-4)
+    entropy = -torch.trapezoid(density * dist.log_prob(grid), dx=dx).item()
+    assert dist.entropy().item() == pytest.approx(entropy, abs=1e-4)
+    # Actions on the bounds (a saturated input device) have a finite log-prob.
+    assert torch.isfinite(dist.log_prob(torch.tensor([[1.0], [-1.0]]))).all()
+
+
+def test_truncated_normal_samples_in_bounds_with_gradients() -> None:
+    loc = torch.full((2000, 6), 0.9, requires_grad=True)
+    scale = torch.full((2000, 6), 0.5, requires_grad=True)
+    sample = TruncatedNormal(loc, scale).rsample()
+    assert sample.min() >= -1 and sample.max() <= 1
+    sample.mean().backward()
+    assert torch.isfinite(loc.grad).all() and loc.grad.abs().sum() > 0
+
+
+def test_actor_head_shapes_and_bounds() -> None:
+    head = ActorHead(in_dim=10, action_dim=6, hidden=16, layers=2, min_std=0.1, max_std=1.0)
+    dist = head(torch.randn(4, 5, 10))
+    action = dist.sample()
+    assert action.shape == (4, 5, 6)
+    assert dist.log_prob(action).shape == (4, 5) and dist.entropy().shape == (4, 5)
+    assert ((dist.scale >= 0.1) & (dist.scale <= 1.0)).all()
+    assert (dist.mode.abs() < 1).all()
+
+
+def test_categorical_kl() -> None:
+    # KL[(0.5, 0.5) || (0.25, 0.75)] = 0.5 ln 2 + 0.5 ln(2/3) = 0.1438410
+    p = torch.tensor([0.5, 0.5]).log()
+    q = torch.tensor([0.25, 0.75]).log()
+    assert categorical_kl(p, q).item() == pytest.approx(0.1438410, abs=1e-6)
+    assert categorical_kl(p, p).item() == pytest.approx(0.0, abs=1e-7)
