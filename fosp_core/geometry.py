@@ -126,14 +126,28 @@ def delta_to_action(delta: np.ndarray, workspace: Workspace) -> np.ndarray:
     return np.clip(np.asarray(delta, dtype=float) / np.asarray(workspace.max_step), -1.0, 1.0)
 
 
+def limit_target(pose: np.ndarray, wanted: np.ndarray, workspace: Workspace) -> np.ndarray:
+    """The target closest to ``wanted`` that is in the box and one step from ``pose``.
+
+    Per axis: clamp into the box, then into [pose - max_step, pose + max_step]. With the pose in
+    the box the result satisfies both. With the pose outside (the arm was pushed or started
+    elsewhere) the two intervals do not overlap and the result moves one step towards the box,
+    never away from it.
+    """
+    pose = np.asarray(pose, dtype=float)
+    step = np.asarray(workspace.max_step)
+    return np.clip(workspace.clamp(np.asarray(wanted, dtype=float)), pose - step, pose + step)
+
+
 def next_target(pose: np.ndarray, action: np.ndarray, workspace: Workspace) -> np.ndarray:
     """Cartesian target for the next control step: measured pose + bounded change, in the box.
 
     The change is applied to the *measured* pose, not to the previous target, so a blocked arm
-    does not wind up a target far away that it would jump to once free. A non-finite action is
-    treated as "hold position".
+    does not wind up a target far away that it would jump to once free. A non-finite or
+    wrongly shaped action is treated as "hold position".
     """
     action = np.asarray(action, dtype=float)
     if action.shape != (6,) or not np.all(np.isfinite(action)):
         action = np.zeros(6)
-    return workspace.clamp(np.asarray(pose, dtype=float) + action_to_delta(action, workspace))
+    pose = np.asarray(pose, dtype=float)
+    return limit_target(pose, pose + action_to_delta(action, workspace), workspace)

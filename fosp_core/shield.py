@@ -1,0 +1,132 @@
+"""The safety shield between anything that commands the arm and the arm's Cartesian controller.
+
+Every target the robot receives comes out of ``SafetyShield``: policy actions, teleoperation and
+homing alike. It holds no ROS code, so the same object guards the ROS ``franka_interface`` node
+and is tested exhaustively here. Its guarantees:
+
+1. **Workspace box and step limit.** While the measured pose is inside the box, every target is
+   inside the box and within ``max_step`` of the measured pose on every axis. If the arm is found
+   outside the box (pushed by hand, started elsewhere), targets lead it back at most one step
+   at a time and never further out.
+2. **Bad input is dropped.** A non-finite or wrongly shaped action produces no motion.
+3. **Watchdog.** Without a fresh pose the shield sends nothing (it cannot know where the arm
+   is; the controller keeps its last equilibrium). Without a fresh action it holds position.
+4. **Latched stop.** ``stop()`` holds position and ignores actions and homing until
+   ``resume()`` is called explicitly; nothing else clears it.
+5. **Homing** walks back to the home pose under the same limits.
+
+Time is passed in explicitly (seconds, any monotonic clock), which keeps the logic testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fosp_core.geometry import Workspace, limit_target, next_target
+
+
+@dataclass
+class ShieldConfig:
+    workspace: Workspace = field(default_factory=Workspace)
+    pose_timeout: float = 0.5  # s without a pose before the shield stops sending targets
+    action_timeout: float = 0.5  # s without an action before it holds position
+    home_pose: tuple[float, ...] = (0.395, 0.0, 0.065, 0.0, 0.0, 0.0)
+    home_tolerance: float = 0.002  # m / rad: homing is done when every axis is this close
+
+
+@dataclass
+class ShieldOutput:
+    """What the shield decided: a target to send (or None) and why."""
+
+    target: np.ndarray | None
+    reason: str  # "action", "hold", "stopped", "homing", "stale pose", "no pose", "bad action"
+
+
+class SafetyShield:
+    def __init__(self, config: ShieldConfig | None = None):
+        self.config = config or ShieldConfig()
+        self.stopped = False
+        self.homing = False
+        self._pose: np.ndarray | None = None
+        self._pose_time = -np.inf
+        self._action_time = -np.inf
+        self._hold: np.ndarray | None = None  # last target sent: holding means staying there
+
+    # ---- inputs --------------------------------------------------------------------------
+    def update_pose(self, pose: np.ndarray, now: float) -> None:
+        pose = np.asarray(pose, dtype=float)
+        if pose.shape == (6,) and np.all(np.isfinite(pose)):
+            self._pose, self._pose_time = pose, now
+
+    def stop(self) -> None:
+        self.stopped, self.homing = True, False
+
+    def resume(self) -> None:
+        self.stopped = False
+
+    def home(self) -> bool:
+        """Start homing; refused (False) while stopped."""
+        if self.stopped:
+            return False
+        self.homing = True
+        return True
+
+    # ---- outputs -------------------------------------------------------------------------
+    def on_action(self, action: np.ndarray, now: float) -> ShieldOutput:
+        """Target for one action (one control step)."""
+        blocked = self._blocked(now)
+        if blocked is not None:
+            return blocked
+        if self.homing:
+            return self._homing_step()
+        action = np.asarray(action, dtype=float)
+        if action.shape != (6,) or not np.all(np.isfinite(action)):
+            return ShieldOutput(None, "bad action")
+        self._action_time = now
+        return self._send(next_target(self._pose, action, self.config.workspace), "action")
+
+    def on_tick(self, now: float) -> ShieldOutput | None:
+        """Called by a timer at the control rate: holds or homes when no action drives the arm.
+
+        Returns None when fresh actions are flowing (they produce their own targets).
+        """
+        blocked = self._blocked(now)
+        if blocked is not None:
+            return blocked
+        if self.homing:
+            return self._homing_step()
+        if now - self._action_time > self.config.action_timeout:
+            return self._hold_position("hold")
+        return None
+
+    # ---- internals -----------------------------------------------------------------------
+    def _blocked(self, now: float) -> ShieldOutput | None:
+        if self._pose is None:
+            return ShieldOutput(None, "no pose")
+        if now - self._pose_time > self.config.pose_timeout:
+            return ShieldOutput(None, "stale pose")
+        if self.stopped:
+            return self._hold_position("stopped")
+        return None
+
+    def _hold_position(self, reason: str) -> ShieldOutput:
+        # Stay at the last target if it is still one step from the arm; otherwise (the arm
+        # was moved away) hold where the arm is, pulled into the box by at most one step.
+        target = self._hold if self._hold is not None else self._pose
+        return self._send(self._limit(target), reason)
+
+    def _homing_step(self) -> ShieldOutput:
+        home = np.asarray(self.config.home_pose, dtype=float)
+        if np.all(np.abs(self._pose - home) <= self.config.home_tolerance):
+            self.homing = False
+            return self._send(self._limit(home), "hold")
+        return self._send(self._limit(home), "homing")
+
+    def _limit(self, wanted: np.ndarray) -> np.ndarray:
+        return limit_target(self._pose, wanted, self.config.workspace)
+
+    def _send(self, target: np.ndarray, reason: str) -> ShieldOutput:
+        self._hold = target
+        return ShieldOutput(target.copy(), reason)
