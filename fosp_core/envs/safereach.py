@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from fosp_core.geometry import (  # noqa: E402
     TOOL_DOWN,
     Workspace,
+    limit_target,
     matrix_to_quat,
     next_target,
     pos_rot_from_pose,
@@ -430,9 +431,18 @@ class SafeReachEnv(gym.Env):
         return self._observation(pose), self._info(pose, 0.0, False, False)
 
     def step(self, action):
+        """One control step from a normalised action (pose change in [-1, 1]^6)."""
+        return self.step_target(next_target(self.pose(), action, self.workspace))
+
+    def step_target(self, target: np.ndarray):
+        """One control step towards an absolute Cartesian target, as a Franka controller takes.
+
+        The target is limited again (box, one step from the measured pose): the sim_robot node
+        receives targets over ROS and must not trust them any more than the real arm would.
+        """
         if self.layout is None:
             raise RuntimeError("call reset() before step()")
-        target = next_target(self.pose(), action, self.workspace)
+        target = limit_target(self.pose(), target, self.workspace)
         pos, rot = pos_rot_from_pose(target)
         self.data.mocap_pos[0] = pos
         self.data.mocap_quat[0] = matrix_to_quat(rot)

@@ -1,0 +1,62 @@
+"""Settings of the ROS graph, read from the same project YAML as the CLI (no rclpy here).
+
+Every node takes one ROS parameter, ``config``: the path of a project YAML such as
+``config/safereach.yaml``. Its ``env``, ``shield`` and ``ros`` sections fill the dataclasses
+below, so the CLI, the nodes and the launch files cannot disagree about a topic or a limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fosp_core.config import from_dict
+from fosp_core.envs.safereach import SafeReachConfig
+from fosp_core.shield import ShieldConfig
+
+# The YAML shipped in the repository (and installed to share/fosp_ros/config by pip).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "safereach.yaml"
+
+
+@dataclass
+class Topics:
+    pose: str = "/franka_robot_state_broadcaster/current_pose"  # PoseStamped, from franka_ros2
+    image: str = "/camera/camera/color/image_raw"  # sensor_msgs/Image, from realsense-ros
+    target: str = "/cartesian_impedance_controller/equilibrium_pose"  # PoseStamped, to the arm
+    action: str = "/fosp/action"  # Float32MultiArray, 6 values in [-1, 1]
+    labels: str = "/fosp/labels"  # Float32MultiArray [reward, cost] per control step
+    # Float32MultiArray [touch_target, touch_obstacle, reward, cost], ground truth from the sim
+    sim_contacts: str = "/fosp/sim/contacts"
+    shield_status: str = "/fosp/shield_status"  # String: why the last target was (not) sent
+
+
+@dataclass
+class RosConfig:
+    control_rate_hz: float = 10.0
+    frame_id: str = "base"
+    topics: Topics = field(default_factory=Topics)
+
+
+@dataclass
+class GraphConfig:
+    """Everything a node may need from the project YAML."""
+
+    env: SafeReachConfig = field(default_factory=SafeReachConfig)
+    shield: ShieldConfig = field(default_factory=ShieldConfig)
+    ros: RosConfig = field(default_factory=RosConfig)
+
+    def shield_config(self) -> ShieldConfig:
+        # One workspace for the sim and the shield: the env section's.
+        return dataclasses.replace(self.shield, workspace=self.env.workspace)
+
+
+def load_graph_config(path: str | Path | None = None) -> GraphConfig:
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    known = {k: v for k, v in data.items() if k in ("env", "shield", "ros")}
+    return from_dict(GraphConfig, known)

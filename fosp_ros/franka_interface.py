@@ -1,0 +1,98 @@
+"""franka_interface: policy/teleop actions -> safety shield -> Cartesian targets for the arm.
+
+Reads the end-effector pose franka_ros2 publishes, turns each 6-D action into the next target
+through ``fosp_core.shield.SafetyShield`` and publishes it to the controller topic. Nothing
+reaches the arm any other way. A timer at the control rate lets the shield hold position when
+actions stop (watchdog) and walk home.
+
+Services (std_srvs/Trigger): ``/fosp/stop`` latches a stop, ``/fosp/resume`` clears it,
+``/fosp/home`` returns to the start pose.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import Trigger
+
+from fosp_core.shield import SafetyShield, ShieldOutput
+from fosp_ros.config import load_graph_config
+from fosp_ros.conversions import array_from_msg, pose_from_msg, pose_to_msg
+from fosp_ros.runtime import config_parameter, run_nodes
+
+
+class FrankaInterface(Node):
+    def __init__(self):
+        super().__init__("franka_interface")
+        self.cfg = load_graph_config(config_parameter(self) or None)
+        self.shield = SafetyShield(self.cfg.shield_config())
+        self._lock = threading.Lock()  # the shield is shared by callbacks on several threads
+        topics = self.cfg.ros.topics
+        self.target_pub = self.create_publisher(PoseStamped, topics.target, 10)
+        self.status_pub = self.create_publisher(String, topics.shield_status, 10)
+        self.create_subscription(PoseStamped, topics.pose, self._on_pose, 10)
+        self.create_subscription(Float32MultiArray, topics.action, self._on_action, 10)
+        self.create_service(Trigger, "/fosp/stop", self._on_stop)
+        self.create_service(Trigger, "/fosp/resume", self._on_resume)
+        self.create_service(Trigger, "/fosp/home", self._on_home)
+        self.create_timer(1.0 / self.cfg.ros.control_rate_hz, self._on_tick)
+        self._last_reason = ""
+
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self._lock:
+            self.shield.update_pose(pose_from_msg(msg), self._now())
+
+    def _on_action(self, msg: Float32MultiArray) -> None:
+        with self._lock:
+            out = self.shield.on_action(array_from_msg(msg), self._now())
+        self._emit(out)
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            out = self.shield.on_tick(self._now())
+        if out is not None:
+            self._emit(out)
+
+    def _emit(self, out: ShieldOutput) -> None:
+        if out.target is not None:
+            stamp = self.get_clock().now().to_msg()
+            self.target_pub.publish(pose_to_msg(out.target, stamp, self.cfg.ros.frame_id))
+        self.status_pub.publish(String(data=out.reason))
+        if out.reason != self._last_reason and out.reason not in ("action", "hold"):
+            self.get_logger().warning(f"shield: {out.reason}")
+        self._last_reason = out.reason
+
+    def _on_stop(self, _request, response):
+        with self._lock:
+            self.shield.stop()
+        response.success, response.message = True, "stopped (latched until /fosp/resume)"
+        return response
+
+    def _on_resume(self, _request, response):
+        with self._lock:
+            self.shield.resume()
+        response.success, response.message = True, "resumed"
+        return response
+
+    def _on_home(self, _request, response):
+        with self._lock:
+            ok = self.shield.home()
+        response.success = ok
+        response.message = "homing" if ok else "refused: stopped (call /fosp/resume first)"
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_nodes([FrankaInterface], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

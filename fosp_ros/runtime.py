@@ -1,0 +1,46 @@
+"""Running rclpy nodes: one place for init, the executor and a clean shutdown.
+
+rclpy can abort at interpreter exit if the executor is not shut down and its threads joined
+before ``rclpy.shutdown()``; every node's ``main`` goes through ``run_nodes``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+
+def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None) -> int:
+    """Create the nodes, spin them on one multi-threaded executor until SIGINT/SIGTERM."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    executor = MultiThreadedExecutor()
+    nodes: list[Node] = []
+    # SIGTERM (what a launcher or `kill` sends) ends the spin like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: executor.shutdown(timeout_sec=0))
+    try:
+        for factory in factories:
+            nodes.append(factory())
+            executor.add_node(nodes[-1])
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        for node in nodes:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+def config_parameter(node: Node) -> str:
+    """The ``config`` parameter of every fosp node: the project YAML's path ('' = default)."""
+    return node.declare_parameter("config", "").get_parameter_value().string_value

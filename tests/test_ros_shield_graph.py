@@ -1,0 +1,89 @@
+"""sim_robot + franka_interface as separate processes over real DDS: the shield in the loop."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import Trigger
+
+from fosp_ros.conversions import array_to_msg, pose_from_msg
+from tests.ros_graph import NodeProcess, RosClient, new_domain_id, wait_for
+
+
+@pytest.fixture()
+def graph(tmp_path):
+    domain = new_domain_id()
+    procs = [NodeProcess("fosp_ros.sim_robot", domain, log_dir=tmp_path),
+             NodeProcess("fosp_ros.franka_interface", domain, log_dir=tmp_path)]
+    client = RosClient(domain)
+    yield client, procs
+    client.close()
+    for p in procs:
+        assert p.stop() == 0, p.log()
+
+
+def test_actions_move_the_arm_only_through_the_shield(graph):
+    client, procs = graph
+    node = client.node
+    lock = threading.Lock()
+    state = {"pose": None, "status": [], "targets": []}
+
+    def on_pose(msg):
+        with lock:
+            state["pose"] = pose_from_msg(msg)
+
+    node.create_subscription(PoseStamped, "/franka_robot_state_broadcaster/current_pose",
+                             on_pose, 10)
+    node.create_subscription(String, "/fosp/shield_status",
+                             lambda m: state["status"].append(m.data), 10)
+    node.create_subscription(PoseStamped, "/cartesian_impedance_controller/equilibrium_pose",
+                             lambda m: state["targets"].append(pose_from_msg(m)), 50)
+    actions = node.create_publisher(Float32MultiArray, "/fosp/action", 10)
+    wait_for(lambda: state["pose"] is not None, 30, "the first pose from sim_robot")
+    wait_for(lambda: actions.get_subscription_count() > 0, 30, "franka_interface")
+
+    def drive(action, seconds):
+        for _ in range(int(seconds * 10)):
+            actions.publish(array_to_msg(action))
+            time.sleep(0.1)
+
+    def pose():
+        with lock:
+            return state["pose"].copy()
+
+    start = pose()
+    drive([0, 1, 0, 0, 0, 0], 1.5)  # sideways: free of obstacles at the start row
+    moved = pose()
+    assert moved[1] - start[1] > 0.05, (start, moved)
+    assert moved[1] <= 0.125 + 0.01  # the workspace box holds
+    sent = np.array(state["targets"])
+    assert np.all(sent[:, 1] <= 0.125 + 1e-6)
+    assert np.all(np.abs(np.diff(sent[:, 1])) <= 0.02 + 0.005)  # step limit (+ tracking)
+
+    # A latched stop: actions no longer move the arm until /fosp/resume.
+    assert client.call(Trigger, "/fosp/stop").success
+    before = pose()
+    drive([0, -1, 0, 0, 0, 0], 1.0)
+    assert np.linalg.norm(pose()[:3] - before[:3]) < 0.005
+    assert "stopped" in state["status"]
+    assert not client.call(Trigger, "/fosp/home").success  # refused while stopped
+
+    assert client.call(Trigger, "/fosp/resume").success
+    before = pose()
+    drive([0, -1, 0, 0, 0, 0], 1.0)
+    assert before[1] - pose()[1] > 0.05
+
+    # Non-finite actions are dropped.
+    before = pose()
+    drive([np.nan, np.inf, 0, 0, 0, 0], 0.5)
+    assert "bad action" in state["status"]
+    assert np.linalg.norm(pose()[:3] - before[:3]) < 0.005
+
+    # Watchdog: no actions -> hold.
+    state["status"].clear()
+    wait_for(lambda: "hold" in state["status"], 5, "the watchdog to hold position")
+    for p in procs:
+        assert p.proc.poll() is None, p.log()
