@@ -30,7 +30,10 @@ class Topics:
     labels: str = "/fosp/labels"  # Float32MultiArray [reward, cost] per control step
     # Float32MultiArray [touch_target, touch_obstacle, reward, cost], ground truth from the sim
     sim_contacts: str = "/fosp/sim/contacts"
+    sim_state: str = "/fosp/sim/state"  # Float32MultiArray, the privileged state vector (sim)
     shield_status: str = "/fosp/shield_status"  # String: why the last target was (not) sent
+    episode: str = "/fosp/episode"  # String "start" / "stop": recording episodes
+    record_status: str = "/fosp/record/status"  # String: live count of recorded episodes
 
 
 @dataclass

@@ -47,6 +47,7 @@ class SimRobot(Node):
         self.pose_pub = self.create_publisher(PoseStamped, topics.pose, 10)
         self.image_pub = self.create_publisher(Image, topics.image, 10)
         self.contacts_pub = self.create_publisher(Float32MultiArray, topics.sim_contacts, 10)
+        self.state_pub = self.create_publisher(Float32MultiArray, topics.sim_state, 10)
         self.create_subscription(PoseStamped, topics.target, self._on_target, 10)
         # Reentrant: a reset request waits for the simulation thread while targets keep coming.
         self.create_service(Trigger, "/fosp/sim/reset", self._on_reset,
@@ -110,6 +111,7 @@ class SimRobot(Node):
         self.pose_pub.publish(pose_to_msg(pose, stamp, frame))
         self.image_pub.publish(image_to_msg(self.env.render_image(), stamp, "camera"))
         self.contacts_pub.publish(array_to_msg(contacts))
+        self.state_pub.publish(array_to_msg(self.env.state_vector(pose)))
 
     def close(self) -> None:
         self._running = False
