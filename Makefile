@@ -9,7 +9,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= runs/demo
 # Debian packages for headless MuJoCo rendering (EGL on Mesa llvmpipe; OSMesa as fallback).
-APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+# libusb for pyrealsense2.
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libusb-1.0-0
 
 .PHONY: install system-deps test lint demo bench clean
 
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned, so no later requirement can pull a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[ros,dev]'
+	$(PY) -m pip install -q -e '.[ros,realsense,dev]'
 	touch $(STAMP)
 
 lint: install
