@@ -44,6 +44,19 @@ def _dataset_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_from_bag(args: argparse.Namespace) -> int:
+    from fosp_core.bag import bag_to_dataset
+
+    paths = bag_to_dataset(
+        args.bag, args.out, task=args.task, image_topic=args.image_topic,
+        pose_topic=args.pose_topic, action_topic=args.action_topic,
+        reward_topic=args.reward_topic, cost_topic=args.cost_topic,
+        episode_topic=args.episode_topic, labels_topic=args.labels_topic, rate_hz=args.rate,
+    )
+    print(f"wrote {len(paths)} trajectories from {args.bag} to {args.out}")
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     from fosp_core.envs.contact_sheet import write_contact_sheet
 
@@ -77,11 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.add_argument("--plot", metavar="PNG", help="reward return vs cost return per trajectory")
     q.set_defaults(func=_dataset_info)
+    # Defaults mirror fosp_core.bag.BagTopics (not imported here: --help stays instant).
+    q = dsub.add_parser("from-bag", help="convert a rosbag2 teleop recording (MCAP or SQLite3)")
+    q.add_argument("bag", help="bag directory (a bare .mcap file works too)")
+    q.add_argument("--out", required=True, help="dataset directory (appends if it exists)")
+    q.add_argument("--task", default="safereach", help="task name stored in each trajectory")
+    q.add_argument("--image-topic", default="/camera/camera/color/image_raw")
+    q.add_argument("--pose-topic", default="/franka_robot_state_broadcaster/current_pose")
+    q.add_argument("--action-topic", default="/fosp/action")
+    q.add_argument("--reward-topic", default="", help="std_msgs/Float32 reward, if recorded")
+    q.add_argument("--cost-topic", default="", help="std_msgs/Float32 cost, if recorded")
+    q.add_argument("--episode-topic", default="/fosp/episode",
+                   help="start/stop markers; '' makes the whole bag one episode")
+    q.add_argument("--labels-topic", default="/fosp/labels",
+                   help="Float32MultiArray [reward, cost] from the fosp_ros labeler; "
+                        "'' to use --reward-topic and --cost-topic instead")
+    q.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="control rate")
+    q.set_defaults(func=_dataset_from_bag)
 
     p = sub.add_parser("tasks", help="contact sheet of the four SafeReach tasks")
     p.add_argument("--sheet", default="docs/tasks.png", metavar="PNG")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tasks)
+
     return parser
 
 
