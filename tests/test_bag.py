@@ -275,7 +275,11 @@ def test_padded_rows_are_cropped_by_step():
 
 
 def test_cli_from_bag(tmp_path: Path, capsys):
-    bag = write_demo_bag(tmp_path / "bag", [demo_trajectory(3), demo_trajectory(2, seed=9)])
+    # Recorded as the fosp_ros graph publishes it: [reward, cost] together on /fosp/labels,
+    # which is what the CLI reads by default.
+    graph_topics = BagTopics(reward=None, cost=None, labels="/fosp/labels")
+    bag = write_demo_bag(tmp_path / "bag", [demo_trajectory(3), demo_trajectory(2, seed=9)],
+                         topics=graph_topics)
     assert main(["dataset", "from-bag", str(bag), "--out", str(tmp_path / "data"),
                  "--task", "safereach", "--rate", "10"]) == 0
     assert "wrote 2 trajectories" in capsys.readouterr().out
