@@ -26,8 +26,8 @@ from fosp_ros.runtime import config_parameter, run_nodes
 
 
 class FrankaInterface(Node):
-    def __init__(self):
-        super().__init__("franka_interface")
+    def __init__(self, **node_kwargs):
+        super().__init__("franka_interface", **node_kwargs)
         self.cfg = load_graph_config(config_parameter(self) or None)
         self.shield = SafetyShield(self.cfg.shield_config())
         self._lock = threading.Lock()  # the shield is shared by callbacks on several threads

@@ -25,8 +25,8 @@ SOURCES = ("sim", "operator")
 
 
 class Labeler(Node):
-    def __init__(self):
-        super().__init__("labeler")
+    def __init__(self, **node_kwargs):
+        super().__init__("labeler", **node_kwargs)
         self.cfg = load_graph_config(config_parameter(self) or None)
         self.source = self.declare_parameter("source", "sim").get_parameter_value().string_value
         if self.source not in SOURCES:

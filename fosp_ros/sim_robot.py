@@ -28,8 +28,8 @@ from fosp_ros.runtime import config_parameter, run_nodes
 
 
 class SimRobot(Node):
-    def __init__(self):
-        super().__init__("sim_robot")
+    def __init__(self, **node_kwargs):
+        super().__init__("sim_robot", **node_kwargs)
         self.cfg = load_graph_config(config_parameter(self) or None)
         self.seed = self.declare_parameter("seed", 0).get_parameter_value().integer_value
         task = self.declare_parameter("task", "").get_parameter_value().string_value

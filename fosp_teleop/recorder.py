@@ -42,8 +42,8 @@ def to_policy_image(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 class Recorder(Node):
-    def __init__(self):
-        super().__init__("recorder")
+    def __init__(self, **node_kwargs):
+        super().__init__("recorder", **node_kwargs)
         self.cfg = load_graph_config(config_parameter(self) or None)
         out = self.declare_parameter("out", "data/teleop").get_parameter_value().string_value
         self.task = self.declare_parameter("task", self.cfg.env.task).get_parameter_value() \

@@ -1,0 +1,120 @@
+"""The graphs are described once: launch files, executables and bringup must all agree."""
+
+import ast
+import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (ROS 2 Humble)
+    import tomli as tomllib
+
+from fosp_ros.bringup import parse_overrides
+from fosp_ros.config import Topics, load_graph_config
+from fosp_ros.graph import FORWARDED, GRAPHS, node_parameters, nodes_for
+from tests.ros_graph import REPO, RosClient, new_domain_id, ros_env, wait_for
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+DATA_FILES = PYPROJECT["tool"]["setuptools"]["data-files"]
+LAUNCH_FILES = {"collect": ("fosp_teleop", "collect.launch.py"),
+                "safereach": ("fosp_ros", "safereach.launch.py")}
+ALL_SPECS = list({s.executable: s for specs in GRAPHS.values() for s in specs}.values())
+
+
+@pytest.mark.parametrize("spec", sorted(ALL_SPECS, key=lambda s: s.executable),
+                         ids=lambda s: s.executable)
+def test_every_executable_exists_and_is_installed(spec):
+    module = importlib.import_module(spec.module)
+    assert callable(getattr(module, spec.node_class)) and callable(module.main)
+    script = REPO / "scripts" / spec.package / spec.executable
+    assert script.is_file() and os.access(script, os.X_OK), script
+    assert f"from {spec.module} import main" in script.read_text()
+    assert f"scripts/{spec.package}/{spec.executable}" in DATA_FILES[f"lib/{spec.package}"]
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_launch_files_name_existing_things(graph):
+    package, name = LAUNCH_FILES[graph]
+    path = REPO / "launch" / name
+    assert f"launch/{name}" in DATA_FILES[f"share/{package}/launch"]
+    tree = ast.parse(path.read_text())
+    constants = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                 and node.targets[0].id in ("GRAPH", "ARGUMENTS")}
+    assert constants["GRAPH"] == graph
+    for argument, (node, _param) in FORWARDED[graph].items():
+        assert argument in constants["ARGUMENTS"]
+        assert node in {s.executable for s in GRAPHS[graph]}
+    assert "config/safereach.yaml" in DATA_FILES["share/fosp_ros/config"]
+
+
+def test_config_topics_are_valid_and_complete():
+    raw = yaml.safe_load((REPO / "config" / "safereach.yaml").read_text())
+    assert set(raw["ros"]["topics"]) == set(Topics.__dataclass_fields__)
+    for topic in vars(load_graph_config().ros.topics).values():
+        assert re.fullmatch(r"(/[A-Za-z_][A-Za-z0-9_]*)+", topic), topic
+
+
+def test_sim_and_hardware_graphs_differ_only_in_the_robot_side():
+    sim = {s.executable for s in nodes_for("collect", True)}
+    hardware = {s.executable for s in nodes_for("collect", False)}
+    assert sim - hardware == {"sim_robot"} and hardware - sim == {"camera"}
+    labeler = next(s for s in ALL_SPECS if s.executable == "labeler")
+    assert node_parameters("collect", labeler, True)["source"] == "sim"
+    assert node_parameters("collect", labeler, False)["source"] == "operator"
+    recorder = next(s for s in ALL_SPECS if s.executable == "recorder")
+    assert node_parameters("collect", recorder, True, "c.yaml", {"out": "x"}) == \
+        {"config": "c.yaml", "out": "x"}
+
+
+def test_parse_overrides():
+    assert parse_overrides(["recorder.out=data/x", "sim_robot.seed=3", "a.flag=true"]) == {
+        "recorder": {"out": "data/x"}, "sim_robot": {"seed": 3}, "a": {"flag": True}}
+    with pytest.raises(ValueError, match="NODE.PARAM=VALUE"):
+        parse_overrides(["seed=3"])
+
+
+def test_bringup_collect_runs_the_graph_in_one_process(tmp_path):
+    domain = new_domain_id()
+    out = tmp_path / "demos"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fosp_ros.bringup", "collect", "--sim",
+         "--set", "teleop.device=spacenav_topics", "--set", f"recorder.out={out}"],
+        env=ros_env(domain), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = RosClient(domain)
+    try:
+        node = client.node
+        expected = {"sim_robot", "franka_interface", "labeler", "teleop", "recorder"}
+        wait_for(lambda: expected <= set(node.get_node_names()), 30, "all collect nodes")
+        wait_for(lambda: node.count_publishers("/fosp/action") == 1
+                 and node.count_subscribers("/fosp/action") == 2, 10, "the action topic")
+        services = {name for name, _ in node.get_service_names_and_types()}
+        assert {"/fosp/stop", "/fosp/resume", "/fosp/home", "/fosp/record/start"} <= services
+        assert out.is_dir()  # the recorder opened its dataset
+        time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=20)[0].decode(errors="replace")
+    assert proc.returncode == 0, output
+
+
+def test_launch_files_with_launch_pytest_where_available():
+    launch_pytest = pytest.importorskip("launch_pytest")  # a ROS 2 install or the Docker image
+    assert launch_pytest is not None
+    for package, name in LAUNCH_FILES.values():
+        spec = importlib.util.spec_from_file_location(name, REPO / "launch" / name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.generate_launch_description() is not None, package
+
+
