@@ -97,6 +97,13 @@ class RosClient:
         self._thread.join(timeout=2.0)
 
 
+def stop_all(procs) -> None:
+    """Stop every process, then fail naming those that did not exit cleanly (none is left)."""
+    codes = [(p, p.stop()) for p in procs]
+    failed = [f"{p.log_path.name} exited {code}:\n{p.log()}" for p, code in codes if code != 0]
+    assert not failed, "\n".join(failed)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

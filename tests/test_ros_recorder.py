@@ -8,7 +8,7 @@ from std_msgs.msg import Float32MultiArray, String
 
 from fosp_core.dataset import load_dataset, read_trajectory
 from fosp_ros.conversions import array_to_msg
-from tests.ros_graph import NodeProcess, RosClient, new_domain_id, wait_for
+from tests.ros_graph import NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 
 def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
@@ -74,7 +74,5 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         assert sorted(p.name for p in out.glob("traj_*")) == ["traj_000000.npz"]
     finally:
         client.close()
-        for name, p in procs.items():
-            code = p.stop()
-            if name != "recorder":
-                assert code == 0, p.log()
+        procs["recorder"].stop()  # killed on purpose: its exit code is -9
+        stop_all([p for name, p in procs.items() if name != "recorder"])

@@ -10,7 +10,7 @@ from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
 from fosp_ros.conversions import array_to_msg, pose_from_msg
-from tests.ros_graph import NodeProcess, RosClient, new_domain_id, wait_for
+from tests.ros_graph import NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 
 @pytest.fixture()
@@ -21,8 +21,7 @@ def graph(tmp_path):
     client = RosClient(domain)
     yield client, procs
     client.close()
-    for p in procs:
-        assert p.stop() == 0, p.log()
+    stop_all(procs)
 
 
 def test_actions_move_the_arm_only_through_the_shield(graph):

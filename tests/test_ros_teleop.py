@@ -13,7 +13,7 @@ from std_msgs.msg import Bool, Float32MultiArray, String
 from fosp_core.dataset import read_trajectory
 from fosp_ros.conversions import array_from_msg
 from fosp_teleop.spacemouse import ButtonEvent, MotionEvent, SpacenavdStandIn
-from tests.ros_graph import NodeProcess, RosClient, new_domain_id, wait_for
+from tests.ros_graph import NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 
 def test_standin_spacemouse_records_a_demonstration(tmp_path):
@@ -55,8 +55,7 @@ def test_standin_spacemouse_records_a_demonstration(tmp_path):
             wait_for(lambda: toggle_until("saved"), 20, "the episode to be saved")
         finally:
             client.close()
-            for p in procs:
-                assert p.stop() == 0, p.log()
+            stop_all(procs)
 
     arrays, meta = read_trajectory(out / "traj_000000.npz")
     assert meta["behaviour"] == "teleop"
