@@ -65,6 +65,13 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bringup(args: argparse.Namespace) -> int:
+    # The ROS side lives in fosp_ros; fosp_core itself never imports rclpy.
+    from fosp_ros.bringup import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fosp_core.envs.safereach import TASKS
 
@@ -107,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "'' to use --reward-topic and --cost-topic instead")
     q.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="control rate")
     q.set_defaults(func=_dataset_from_bag)
+
+    p = sub.add_parser("bringup", help="run a ROS graph (safereach, collect) in one process")
+    from fosp_ros.bringup import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_bringup)
 
     p = sub.add_parser("tasks", help="contact sheet of the four SafeReach tasks")
     p.add_argument("--sheet", default="docs/tasks.png", metavar="PNG")
