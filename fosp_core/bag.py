@@ -74,6 +74,7 @@ import numpy as np
 
 from fosp_core.dataset import IMAGE_SHAPE, DatasetWriter
 from fosp_core.geometry import pos_quat_from_pose, pose_from_pos_quat
+from fosp_core.images import to_policy_image
 
 # = fosp_core.envs.safereach.STATE_DIM, not imported from there: that module loads MuJoCo.
 STATE_DIM = 25
@@ -110,7 +111,6 @@ class BagTopics:
 
 def image_from_msg(msg: Any, topic: str = "image") -> np.ndarray:
     """sensor_msgs/Image (rgb8 or bgr8) -> (64, 64, 3) uint8 RGB."""
-    import cv2
 
     if msg.encoding not in SUPPORTED_ENCODINGS:
         raise BagError(f"{topic}: unsupported image encoding {msg.encoding!r}; "
@@ -124,11 +124,7 @@ def image_from_msg(msg: Any, topic: str = "image") -> np.ndarray:
     rgb = data[: h * step].reshape(h, step)[:, : 3 * w].reshape(h, w, 3)
     if msg.encoding == "bgr8":
         rgb = rgb[:, :, ::-1]
-    if rgb.shape != IMAGE_SHAPE:
-        # INTER_AREA averages the source pixels under each target pixel: no aliasing when a
-        # 480x640 camera frame shrinks to 64x64.
-        rgb = cv2.resize(rgb, IMAGE_SHAPE[1::-1], interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
+    return to_policy_image(rgb, IMAGE_SHAPE[0])
 
 
 def pose_from_msg(msg: Any) -> np.ndarray:

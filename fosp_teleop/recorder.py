@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 
-import cv2
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -29,16 +28,10 @@ from std_srvs.srv import Trigger
 
 from fosp_core.dataset import DatasetWriter
 from fosp_core.envs.safereach import STATE_DIM
+from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import config_parameter, run_nodes
-
-
-def to_policy_image(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Camera frame -> the size the dataset stores (INTER_AREA: no aliasing when shrinking)."""
-    if rgb.shape[:2] == (size, size):
-        return rgb
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
 class Recorder(Node):

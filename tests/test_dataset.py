@@ -457,3 +457,18 @@ def test_plot_returns_writes_png(tmp_path: Path) -> None:
 def test_module_constants() -> None:
     assert ds.TRAJECTORY_KEYS == ("image", "pose", "action", "reward", "cost", "state")
     assert issubclass(DatasetError, Exception)
+
+
+def test_to_policy_image_is_the_one_resize():
+    from fosp_core.images import to_policy_image
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:240] = 200  # top half bright
+    small = to_policy_image(frame)
+    assert small.shape == (64, 64, 3) and small.dtype == np.uint8
+    # INTER_AREA averages: rows fully inside the bright half are 200, the rest 0
+    assert small[:31].min() == 200 and small[33:].max() == 0
+    same = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+    np.testing.assert_array_equal(to_policy_image(same), same)
+    with pytest.raises(ValueError, match="RGB"):
+        to_policy_image(np.zeros((64, 64)))
