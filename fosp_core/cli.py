@@ -65,6 +65,48 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to torch here")
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from fosp_core.agent.config import config_by_name
+    from fosp_core.config import merge
+    from fosp_core.train import pretrain
+
+    _check_device(args.device)
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"{args.data}: dataset directory does not exist")
+    config = config_by_name(args.config)
+    overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
+    config = merge(config, {k: v for k, v in overrides.items() if v is not None})
+    metrics = pretrain(args.data, args.out, config, args.steps, resume=args.resume,
+                       device=args.device, seed=args.seed, ckpt_every=args.ckpt_every)
+    shown = ("model/loss", "ac/actor_loss", "ac/ref_mean", "ac/lagrange")
+    summary = ", ".join(f"{k} {metrics[k]:.4g}" for k in shown if k in metrics)
+    print(f"run {args.out}: {args.steps} steps" + (f"; last step: {summary}" if summary else ""))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from fosp_core.train import evaluate
+
+    _check_device(args.device)
+    result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
+                      device=args.device)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.run} on {args.task}, {result['episodes']} episodes: "
+              f"success {result['success_rate']:.0%}, violation {result['violation_rate']:.0%}, "
+              f"reward return {result['reward_return']:.2f}, "
+              f"cost return {result['cost_return']:.2f}")
+    return 0
+
+
 def _bringup(args: argparse.Namespace) -> int:
     # The ROS side lives in fosp_ros; fosp_core itself never imports rclpy.
     from fosp_ros.bringup import run
@@ -126,6 +168,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tasks)
 
+    from fosp_core.agent.config import ALGOS, OBS_MODES
+
+    p = sub.add_parser("pretrain", help="offline training of the agent on a dataset")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--config", default="cpu", help="preset (cpu, paper) or a YAML file")
+    p.add_argument("--obs", choices=OBS_MODES, help="observation mode (default: the config's)")
+    p.add_argument("--algo", choices=ALGOS, help="algorithm (default: the config's)")
+    p.add_argument("--steps", type=int, required=True, help="total training steps")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=1000, metavar="K")
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("eval", help="evaluate a trained run in the simulated SafeReach")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--task", default="safereach", choices=sorted(TASKS))
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_eval)
     return parser
 
 

@@ -1,0 +1,118 @@
+"""Sequence replay: uniform random windows of ``length`` rows out of a list of trajectories.
+
+Every valid window start in the whole dataset is equally likely (a long trajectory gives more
+windows than a short one), as DreamerV3's uniform replay. A window never crosses a trajectory
+boundary; trajectories shorter than the window are kept but give no windows, since padding
+them would teach the world model a fake "stand still" ending.
+
+``is_first`` is True at the first row of every window: the recurrent state starts from zeros
+there, as DreamerV3 does when it replays a chunk from the middle of an episode. Because
+windows lie inside one trajectory, row 0 of a trajectory is always a window's first row.
+
+All randomness comes from one ``numpy.random.Generator``; ``state_dict`` / ``load_state_dict``
+save and restore its exact state (as plain ints and strings, loadable with
+``torch.load(weights_only=True)``), so a resumed run draws the same batches it would have drawn.
+Online fine-tuning calls ``add`` with new trajectories as they are collected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+# Keys every batch carries, beside the observation keys of the mode.
+_COMMON_KEYS = ("action", "reward", "cost")
+OBS_KEYS = {"image": ("image", "pose"), "state": ("state",)}
+
+
+class SequenceReplay:
+    """Samples (batch_size, length) windows as torch tensors.
+
+    Args:
+        trajectories: dicts of per-row arrays (``Trajectory.arrays`` from ``load_dataset``),
+            or objects with an ``.arrays`` attribute holding one.
+        batch_size, length: B and T of every batch.
+        obs_mode: 'image' keeps image and pose, 'state' keeps state (and no images, which
+            would otherwise take most of the memory).
+        seed: seed of the generator.
+    """
+
+    def __init__(
+        self,
+        trajectories: Iterable[Any],
+        batch_size: int,
+        length: int,
+        obs_mode: str = "state",
+        seed: int = 0,
+    ) -> None:
+        if obs_mode not in OBS_KEYS:
+            raise ValueError(f"obs_mode must be one of {tuple(OBS_KEYS)}, got {obs_mode!r}")
+        self.batch_size, self.length, self.obs_mode = batch_size, length, obs_mode
+        self.keys = OBS_KEYS[obs_mode] + _COMMON_KEYS
+        self.rng = np.random.default_rng(seed)
+        self._trajectories: list[dict[str, np.ndarray]] = []
+        # _ends[i] = number of windows in trajectories 0..i; a global window index is mapped
+        # back to (trajectory, start) with a binary search.
+        self._ends = np.zeros(0, dtype=np.int64)
+        self.add(trajectories)
+
+    def __len__(self) -> int:
+        """Number of trajectories held."""
+        return len(self._trajectories)
+
+    @property
+    def num_windows(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def add(self, trajectories: Iterable[Any]) -> None:
+        """Append trajectories; later batches sample from old and new ones uniformly."""
+        counts = []
+        for traj in trajectories:
+            arrays: Mapping[str, np.ndarray] = getattr(traj, "arrays", traj)
+            missing = [key for key in self.keys if key not in arrays]
+            if missing:
+                raise ValueError(f"trajectory lacks {missing} needed in {self.obs_mode} mode")
+            kept = {key: np.asarray(arrays[key]) for key in self.keys}
+            self._trajectories.append(kept)
+            counts.append(max(0, len(kept["reward"]) - self.length + 1))
+        if counts:
+            start = self.num_windows
+            self._ends = np.concatenate([self._ends, start + np.cumsum(counts)])
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        """One batch: each key (B, T, ...), plus ``is_first`` (B, T) bool."""
+        if self.num_windows == 0:
+            raise ValueError(
+                f"no trajectory has the {self.length} rows a window needs "
+                f"({len(self._trajectories)} trajectories held)"
+            )
+        index = self.rng.integers(0, self.num_windows, size=self.batch_size)
+        which = np.searchsorted(self._ends, index, side="right")
+        first_window = np.where(which > 0, self._ends[np.maximum(which - 1, 0)], 0)
+        starts = index - first_window
+        batch = {
+            key: np.stack(
+                [self._trajectories[i][key][s : s + self.length] for i, s in zip(which, starts)]
+            )
+            for key in self.keys
+        }
+        out = {key: torch.from_numpy(value) for key, value in batch.items()}
+        is_first = torch.zeros(self.batch_size, self.length, dtype=torch.bool)
+        is_first[:, 0] = True
+        out["is_first"] = is_first
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state plus the trajectory count, for an exact resume."""
+        return {"rng": self.rng.bit_generator.state, "trajectories": len(self._trajectories)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["trajectories"] != len(self._trajectories):
+            raise ValueError(
+                f"replay state was saved with {state['trajectories']} trajectories, "
+                f"this replay holds {len(self._trajectories)}: not the same dataset"
+            )
+        self.rng.bit_generator.state = dict(state["rng"])

@@ -1,0 +1,267 @@
+"""Offline pretraining (Algorithm 1 lines 2-11) and evaluation in the simulated SafeReach twin.
+
+A run directory holds::
+
+    config.yaml       the AgentConfig of the run (written once; a resume reads it back)
+    checkpoint.pt     latest checkpoint, written atomically
+    tb/               TensorBoard scalars: every loss, multipliers, REF mean, values
+    rollout.png       a strip of frames from ``evaluate``'s first episode
+
+Checkpoints hold only tensors and plain containers (``torch.load(weights_only=True)``):
+weights, optimiser states, multipliers, the step, the replay generator's state and the torch
+and numpy global RNG states. Resuming restores all of them, so the step after a resume
+computes exactly the loss an uninterrupted run would have computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fosp_core.agent.agent import Agent
+from fosp_core.agent.config import AgentConfig
+from fosp_core.agent.replay import SequenceReplay
+from fosp_core.config import load_yaml, save_yaml
+
+CONFIG_NAME = "config.yaml"
+CHECKPOINT_NAME = "checkpoint.pt"
+DATASET_NAME = "dataset.txt"  # path of the dataset the run was trained on
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
+def save_checkpoint(path: Path, step: int, agent: Agent, replay: SequenceReplay) -> None:
+    """torch.save to a temp file in the same directory, then os.replace: never half a file."""
+    state = {
+        "step": step,
+        "agent": agent.state_dict(),
+        "replay": replay.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
+    }
+    if torch.cuda.is_available():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_NAME} (has this run been trained?)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_run_config(run_dir: str | os.PathLike) -> AgentConfig:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG_NAME}; not a run directory")
+    return load_yaml(AgentConfig, path)
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    _set_numpy_rng_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining.
+
+
+def pretrain(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: AgentConfig,
+    steps: int,
+    resume: bool = False,
+    device: str = "cpu",
+    seed: int = 0,
+    ckpt_every: int = 1000,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train the agent offline for ``steps`` total steps; returns the last step's metrics.
+
+    With ``resume`` the run continues from ``out_dir``'s checkpoint and its saved config (the
+    ``config`` argument is then ignored) up to ``steps`` in total. Without it, an existing
+    checkpoint in ``out_dir`` is an error rather than silently overwritten.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from fosp_core.dataset import load_dataset
+
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume:
+        config = load_run_config(out)
+        checkpoint = load_checkpoint(out)
+    elif ckpt_path.exists():
+        raise ValueError(f"{out}: already holds a checkpoint; pass resume=True (--resume)")
+    else:
+        checkpoint = None
+    dataset = load_dataset(data_dir)
+    if len(dataset) == 0:
+        raise ValueError(f"{data_dir}: no readable trajectories")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_yaml(config, out / CONFIG_NAME)
+        # Fine-tuning continues from the same data: remember where it is.
+        (out / DATASET_NAME).write_text(str(Path(data_dir).resolve()) + "\n")
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    replay = SequenceReplay(
+        dataset.trajectories, config.batch_size, config.batch_length, config.obs_mode, seed
+    )
+    agent = Agent(config, device)
+    agent.fit_normalizer(dataset.trajectories)  # a resume overwrites it with the saved one
+    step = 0
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        replay.load_state_dict(checkpoint["replay"])
+        _restore_rng(checkpoint["rng"])
+        step = int(checkpoint["step"])
+
+    # purge_step drops events a killed run logged after its last checkpoint.
+    writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+    metrics: dict[str, float] = {}
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc="pretrain", unit="step")
+    try:
+        while step < steps:
+            metrics = agent.train_step(replay.sample())
+            step += 1
+            for name, value in metrics.items():
+                writer.add_scalar(name, value, step)
+            bar.update(1)
+            bar.set_postfix(
+                model=f"{metrics['model/loss']:.2f}", actor=f"{metrics['ac/actor_loss']:.3f}"
+            )
+            if step % ckpt_every == 0 or step == steps:
+                save_checkpoint(ckpt_path, step, agent, replay)
+    finally:
+        bar.close()
+        writer.close()
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def load_agent(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[Agent, int]:
+    """The trained agent of a run directory and the step it was saved at."""
+    config = load_run_config(run_dir)
+    checkpoint = load_checkpoint(run_dir)
+    agent = Agent(config, device)
+    agent.load_state_dict(checkpoint["agent"])
+    return agent, int(checkpoint["step"])
+
+
+def _write_strip(frames: list[np.ndarray], path: Path, title: str) -> None:
+    """One row of frames as a PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(frames), figsize=(1.6 * len(frames), 1.9), squeeze=False)
+    for ax, (t, frame) in zip(axes[0], frames):
+        ax.imshow(frame)
+        ax.set_title(f"t={t}", fontsize=7)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.78, wspace=0.05)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def evaluate(
+    run_dir: str | os.PathLike,
+    task: str = "safereach",
+    episodes: int = 10,
+    seed: int = 0,
+    frame_every: int = 8,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Run the deterministic policy for ``episodes`` episodes of SafeReachEnv.
+
+    Success is an episode with any reward, violation one with any cost > 0 (the dataset's
+    definitions). Episode k is reset with seed ``seed + k``. Writes ``rollout.png``.
+    """
+    from fosp_core.envs.safereach import SafeReachEnv
+
+    agent, step = load_agent(run_dir, device)
+    env = SafeReachEnv(task=task, obs_mode=agent.config.obs_mode)
+    rewards, costs, successes, violations = [], [], [], []
+    frames: list[tuple[int, np.ndarray]] = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            agent.reset()
+            reward_sum = cost_sum = 0.0
+            hit = violated = False
+            t, done = 0, False
+            while not done:
+                if episode == 0 and t % frame_every == 0:
+                    frames.append((t, env.render_image(128)))
+                obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+                t += 1
+                done = terminated or truncated
+                reward_sum += reward
+                cost_sum += info["cost"]
+                hit |= reward > 0
+                violated |= info["cost"] > 0
+            rewards.append(reward_sum)
+            costs.append(cost_sum)
+            successes.append(hit)
+            violations.append(violated)
+    finally:
+        env.close()
+    result = {
+        "episodes": episodes,
+        "success_rate": float(np.mean(successes)),
+        "violation_rate": float(np.mean(violations)),
+        "reward_return": float(np.mean(rewards)),
+        "cost_return": float(np.mean(costs)),
+    }
+    if frames:
+        title = f"{task} step {step}: " + json.dumps(
+            {k: round(v, 2) for k, v in result.items() if k != "episodes"}
+        )
+        _write_strip(frames, Path(run_dir) / "rollout.png", title)
+    return result
+

@@ -1,0 +1,103 @@
+"""fosp_core.agent.replay: window shapes, is_first, uniform windows, exact resume, add()."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from fosp_core.agent.replay import SequenceReplay
+
+
+def traj(index: int, rows: int) -> dict[str, np.ndarray]:
+    """state[:, 0] = 1000 * trajectory index + row, so a window tells where it came from."""
+    state = np.zeros((rows, 25), np.float32)
+    state[:, 0] = 1000 * index + np.arange(rows)
+    return {
+        "state": state,
+        "image": np.zeros((rows, 64, 64, 3), np.uint8),
+        "pose": np.zeros((rows, 6), np.float32),
+        "action": np.ones((rows, 6), np.float32),
+        "reward": np.arange(rows, dtype=np.float32),
+        "cost": np.zeros(rows, np.float32),
+    }
+
+
+def test_shapes_dtypes_and_is_first() -> None:
+    replay = SequenceReplay([traj(0, 30), traj(1, 12)], batch_size=7, length=5, seed=1)
+    batch = replay.sample()
+    assert set(batch) == {"state", "action", "reward", "cost", "is_first"}
+    assert batch["state"].shape == (7, 5, 25) and batch["state"].dtype == torch.float32
+    assert batch["action"].shape == (7, 5, 6)
+    assert batch["reward"].shape == batch["cost"].shape == (7, 5)
+    assert batch["is_first"].dtype == torch.bool
+    assert batch["is_first"][:, 0].all() and not batch["is_first"][:, 1:].any()
+
+
+def test_windows_are_contiguous_slices_of_one_trajectory() -> None:
+    replay = SequenceReplay([traj(0, 9), traj(1, 6), traj(2, 20)], batch_size=64, length=6)
+    for _ in range(5):
+        ids = replay.sample()["state"][..., 0].numpy()
+        assert np.all(np.diff(ids, axis=1) == 1)  # consecutive rows, never across trajectories
+        assert np.all(ids // 1000 == ids[:, :1] // 1000)
+
+
+def test_every_window_start_is_equally_likely() -> None:
+    # 10 rows -> 6 windows of 5; 30 rows -> 26 windows.
+    replay = SequenceReplay([traj(0, 10), traj(1, 30)], batch_size=4000, length=5, seed=0)
+    first = replay.sample()["state"][:, 0, 0].numpy()
+    share_short = np.mean(first < 1000)
+    assert share_short == pytest.approx(6 / 32, abs=0.03)
+    starts = first[first >= 1000] - 1000
+    assert starts.min() == 0 and starts.max() == 25  # the last window ends at the last row
+
+
+def test_short_trajectories_give_no_windows() -> None:
+    replay = SequenceReplay([traj(0, 3), traj(1, 8)], batch_size=32, length=8)
+    assert np.all(replay.sample()["state"][:, 0, 0].numpy() == 1000)
+    with pytest.raises(ValueError, match="no trajectory"):
+        SequenceReplay([traj(0, 3)], batch_size=2, length=8).sample()
+
+
+def test_image_mode_keys() -> None:
+    batch = SequenceReplay([traj(0, 10)], 2, 4, obs_mode="image").sample()
+    assert set(batch) == {"image", "pose", "action", "reward", "cost", "is_first"}
+    assert batch["image"].shape == (2, 4, 64, 64, 3) and batch["image"].dtype == torch.uint8
+
+
+def test_state_round_trip_through_weights_only_load_resumes_exactly() -> None:
+    replay = SequenceReplay([traj(i, 15) for i in range(4)], batch_size=8, length=5, seed=3)
+    replay.sample()
+    buffer = io.BytesIO()
+    torch.save(replay.state_dict(), buffer)
+    expected = [replay.sample()["state"] for _ in range(3)]
+
+    buffer.seek(0)
+    fresh = SequenceReplay([traj(i, 15) for i in range(4)], batch_size=8, length=5, seed=99)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    for want in expected:
+        assert torch.equal(fresh.sample()["state"], want)
+
+
+def test_load_state_from_another_dataset_is_refused() -> None:
+    state = SequenceReplay([traj(0, 15)], 2, 5).state_dict()
+    with pytest.raises(ValueError, match="not the same dataset"):
+        SequenceReplay([traj(0, 15), traj(1, 15)], 2, 5).load_state_dict(state)
+
+
+def test_added_trajectories_are_sampled() -> None:
+    replay = SequenceReplay([traj(0, 10)], batch_size=200, length=5)
+    assert np.all(replay.sample()["state"][..., 0].numpy() < 1000)
+    replay.add([traj(1, 10)])
+    assert len(replay) == 2 and replay.num_windows == 12
+    ids = replay.sample()["state"][:, 0, 0].numpy() // 1000
+    assert 0.3 < ids.mean() < 0.7
+
+
+def test_missing_keys_are_named() -> None:
+    bad = traj(0, 10)
+    del bad["state"]
+    with pytest.raises(ValueError, match="state"):
+        SequenceReplay([bad], 2, 5)

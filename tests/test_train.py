@@ -1,0 +1,157 @@
+"""fosp_core.train and the CLI: checkpoints, exact resume, learning, evaluation, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fosp_core.agent.agent import Agent
+from fosp_core.agent.replay import SequenceReplay
+from fosp_core.cli import main
+from fosp_core.config import save_yaml
+from fosp_core.dataset import load_dataset
+from fosp_core.train import CHECKPOINT_NAME, CONFIG_NAME, evaluate, load_agent, pretrain
+from tests.agent_helpers import tiny_config, write_dataset
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "synthetic")
+
+
+def test_pretrain_writes_config_tensorboard_and_a_weights_only_checkpoint(data_dir, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config()
+    pretrain(data_dir, run, config, steps=3, ckpt_every=2, progress=False)
+    assert (run / CONFIG_NAME).is_file() and list((run / "tb").glob("events.out.tfevents.*"))
+    assert not list(run.glob("*.tmp"))
+    state = torch.load(run / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 3
+    assert {"agent", "replay", "rng"} <= set(state)
+    assert {"model", "actor", "critic", "ref"} == set(state["agent"]["optimizers"])
+    assert "actor_critic.lagrange" in state["agent"]["modules"]
+    # The observation normaliser was fitted on the dataset and travels with the weights.
+    assert not torch.equal(state["agent"]["modules"]["normalizer.std"], torch.ones(25))
+
+    agent, step = load_agent(run)
+    assert step == 3 and agent.config == config
+    reference = Agent(config)
+    reference.load_state_dict(state["agent"])
+    for a, b in zip(agent.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_round_trip_restores_optimizer_state(data_dir, tmp_path):
+    config = tiny_config()
+    agent = Agent(config)
+    replay = SequenceReplay(load_dataset(data_dir).trajectories, 4, 8, "state")
+    agent.train_step(replay.sample())
+    path = tmp_path / "agent.pt"
+    torch.save(agent.state_dict(), path)
+    fresh = Agent(config)
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    for name, opt in agent.optimizers().items():
+        other = fresh.optimizers()[name].state_dict()["state"]
+        for index, slots in opt.state_dict()["state"].items():
+            for key, value in slots.items():
+                assert torch.equal(value, other[index][key]), (name, index, key)
+
+
+def test_resume_gives_exactly_the_next_loss_of_an_uninterrupted_run(data_dir, tmp_path):
+    config = tiny_config()
+    straight = pretrain(data_dir, tmp_path / "a", config, steps=4, ckpt_every=3, progress=False)
+
+    pretrain(data_dir, tmp_path / "b", config, steps=3, ckpt_every=3, progress=False)
+    torch.manual_seed(1234)  # scramble the global RNGs: resume must restore them
+    np.random.seed(1234)
+    resumed = pretrain(data_dir, tmp_path / "b", config, steps=4, resume=True, progress=False)
+    assert resumed["model/loss"] == straight["model/loss"]
+    assert resumed == straight
+
+
+def test_existing_run_is_not_overwritten_without_resume(data_dir, tmp_path):
+    pretrain(data_dir, tmp_path / "r", tiny_config(), steps=1, progress=False)
+    with pytest.raises(ValueError, match="resume"):
+        pretrain(data_dir, tmp_path / "r", tiny_config(), steps=2, progress=False)
+
+
+def test_losses_fall_in_state_mode(data_dir):
+    torch.manual_seed(0)
+    config = tiny_config(batch_size=8, model={"lr": 1e-3}, actor_critic={"critic_lr": 1e-3})
+    agent = Agent(config)
+    replay = SequenceReplay(load_dataset(data_dir).trajectories, 8, 8, "state", seed=0)
+    history = [agent.train_step(replay.sample()) for _ in range(60)]
+
+    def mean(key: str, part: slice) -> float:
+        return float(np.mean([m[key] for m in history[part]]))
+
+    for key in ("model/loss", "model/state_loss", "ac/q_reward_data_loss", "ac/critic_loss"):
+        assert mean(key, slice(-10, None)) < 0.8 * mean(key, slice(0, 10)), key
+
+
+def test_evaluate_runs_the_agent_in_the_env_and_writes_a_strip(data_dir, tmp_path):
+    run = tmp_path / "run"
+    pretrain(data_dir, run, tiny_config(), steps=1, progress=False)
+    result = evaluate(run, task="safereach", episodes=1, seed=0)
+    assert result["episodes"] == 1
+    for key in ("success_rate", "violation_rate"):
+        assert result[key] in (0.0, 1.0)
+    assert result["reward_return"] >= 0 and result["cost_return"] >= 0
+    assert (run / "rollout.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
+    run = tmp_path / "cli-run"
+    config_file = tmp_path / "tiny.yaml"
+    save_yaml(tiny_config(), config_file)
+    args = ["pretrain", "--data", str(data_dir), "--config", str(config_file), "--obs", "state",
+            "--algo", "fosp-no-ref", "--out", str(run), "--ckpt-every", "1"]
+    assert main(args + ["--steps", "2"]) == 0
+    agent, step = load_agent(run)
+    assert step == 2 and agent.config.algo == "fosp-no-ref"
+    assert main(args + ["--steps", "3", "--resume"]) == 0
+    assert load_agent(run)[1] == 3
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"episodes", "success_rate", "violation_rate", "reward_return",
+                           "cost_return"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "--run", "{tmp}/nothing", "--episodes", "1"], "not a run directory"),
+        (["pretrain", "--data", "{tmp}/missing", "--steps", "1", "--out", "{tmp}/r"],
+         "does not exist"),
+        (["pretrain", "--data", "{data}", "--config", "nope", "--steps", "1", "--out", "{tmp}/r"],
+         "no agent config preset"),
+    ],
+)
+def test_cli_errors_are_one_line_without_traceback(args, message, data_dir, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path, data=data_dir) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cli_eval_of_a_run_without_checkpoint(tmp_path, capsys):
+    run = tmp_path / "empty-run"
+    run.mkdir()
+    save_yaml(tiny_config(), run / CONFIG_NAME)
+    assert main(["eval", "--run", str(run), "--episodes", "1"]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
