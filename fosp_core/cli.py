@@ -107,6 +107,18 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from fosp_core.finetune_run import finetune, format_report
+
+    _check_device(args.device)
+    report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
+                      data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
+                      seed=args.seed, device=args.device)
+    print(format_report(report))
+    print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
+    return 0
+
+
 def _bringup(args: argparse.Namespace) -> int:
     # The ROS side lives in fosp_ros; fosp_core itself never imports rclpy.
     from fosp_ros.bringup import run
@@ -191,6 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("finetune", help="safe fine-tuning in the simulated twin (PEX)")
+    p.add_argument("--run", required=True, help="pretrained run directory")
+    p.add_argument("--task", default="safereach-obstacle-shape", choices=sorted(TASKS))
+    p.add_argument("--trajectories", type=int, default=40, help="fine-tuning trajectories")
+    p.add_argument("--grad-steps", type=int, default=40, help="gradient steps per trajectory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
+    p.add_argument("--no-pex", action="store_true",
+                   help="ablation (ii): fine-tune the offline policy directly")
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=_finetune)
     return parser
 
 

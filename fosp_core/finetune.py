@@ -1,0 +1,249 @@
+"""Online fine-tuning with safe policy expansion (sec. 4.3, Algorithm 1 lines 12-24).
+
+Two APIs, used unchanged by the ROS nodes:
+
+- ``Learner``: holds the agent and the one replay buffer (offline dataset + every new
+  trajectory; no separate balanced sampling). ``add_trajectory`` then ``train(G)`` after each
+  trajectory; ``snapshot()`` hands out acting weights while training goes on (a lock is held
+  per gradient step only); ``save``/``load`` keep everything a restart needs.
+- ``PexPolicy``: the acting side. ``reset()`` at an episode start, ``step(obs)`` per control
+  step. With expansion it asks both the frozen offline actor and the new one for an action,
+  scores them with the transferred critics (eq. 22) and draws one (eq. 21); it reports which
+  policy was chosen and the values used.
+
+``expand_policy`` is Algorithm 1 line 12: freeze the offline actor, give the agent a new one,
+and keep the world model, critics, values, REF and multipliers. Ablation (ii), direct
+fine-tuning, skips the expansion and fine-tunes the offline actor itself with the same online
+loss (eq. 23).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fosp_core.agent.actor_critic import FOSP_ALGOS
+from fosp_core.agent.agent import Agent
+from fosp_core.agent.config import AgentConfig
+from fosp_core.agent.networks import ActorHead
+from fosp_core.agent.pex import (
+    choose_policy,
+    expansion_probabilities,
+    normalised_value,
+    value_upper_bound,
+)
+from fosp_core.agent.replay import SequenceReplay
+
+POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
+# SafeReach's per-step bounds (reward and cost are 0/1) and episode length, for eq. 22.
+R_MAX = C_MAX = 1.0
+EPISODE_STEPS = 80
+PEX_INVERSE_TEMPERATURE = 10.0  # Table 4's alpha; see fosp_core.agent.pex
+
+
+def _new_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
+    m, ac = config.model, config.actor_critic
+    return ActorHead(feat_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std,
+                     ac.actor_max_std)
+
+
+def expand_policy(agent: Agent) -> ActorHead:
+    """Algorithm 1 line 12: returns the frozen offline actor; the agent gets a fresh one.
+
+    The new actor starts from scratch, as in PEX: the frozen policy covers the start of
+    fine-tuning, and the new one is free to leave the offline policy's conservative choices.
+    """
+    ac = agent.actor_critic
+    offline = copy.deepcopy(ac.actor).requires_grad_(False).eval()
+    ac.actor = _new_actor(agent.config, agent.world_model.feat_dim).to(agent.device)
+    cfg = agent.config.actor_critic
+    ac.actor_opt = torch.optim.Adam(ac.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
+    ac.online = True
+    return offline
+
+
+def acting_weights(agent: Agent, offline_actor: ActorHead | None) -> dict[str, Any]:
+    """What a policy process needs: every module weight (no optimiser state), copied."""
+    weights = {"agent": {k: v.detach().clone() for k, v in nn.Module.state_dict(agent).items()}}
+    if offline_actor is not None:
+        weights["offline_actor"] = {k: v.detach().clone()
+                                    for k, v in offline_actor.state_dict().items()}
+    return weights
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Learner:
+    """Fine-tunes an agent after each trajectory (Algorithm 1 lines 13-24)."""
+
+    def __init__(self, agent: Agent, replay: SequenceReplay, pex: bool = True):
+        if agent.config.algo not in FOSP_ALGOS and pex:
+            raise ValueError(f"policy expansion needs Q critics; algo {agent.config.algo!r} "
+                             "has none (use pex=False for direct fine-tuning)")
+        self.agent, self.replay, self.pex = agent, replay, pex
+        self.offline_actor = expand_policy(agent) if pex else None
+        agent.actor_critic.online = agent.config.algo in FOSP_ALGOS
+        self.steps = 0
+        self.trajectories = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                 pex: bool = True, device: str = "cpu", seed: int = 0) -> Learner:
+        """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start."""
+        from fosp_core.dataset import load_dataset
+        from fosp_core.train import load_agent
+
+        agent, _ = load_agent(run_dir, device)
+        dataset = load_dataset(data_dir)
+        c = agent.config
+        replay = SequenceReplay(dataset.trajectories, c.batch_size, c.batch_length, c.obs_mode,
+                                seed=seed)
+        return cls(agent, replay, pex=pex)
+
+    def add_trajectory(self, arrays: dict[str, np.ndarray]) -> None:
+        """Algorithm 1 line 15: D = D u tau."""
+        with self._lock:
+            self.replay.add([arrays])
+            self.trajectories += 1
+
+    def train(self, steps: int) -> dict[str, float]:
+        """``steps`` gradient steps (lines 16-24); mean metrics plus steps and duration_s."""
+        start = time.perf_counter()
+        totals: dict[str, float] = {}
+        for _ in range(steps):
+            # One step per lock: a snapshot waits at most one step, never a whole round.
+            with self._lock:
+                metrics = self.agent.train_step(self.replay.sample())
+                self.steps += 1
+            # Python locks are not fair: without yielding, this loop would take the lock back
+            # at once and a waiting snapshot() could starve for the whole round.
+            time.sleep(0.0005)
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value
+        stats = {key: value / max(steps, 1) for key, value in totals.items()}
+        stats.update(steps=float(steps), duration_s=time.perf_counter() - start)
+        return stats
+
+    def snapshot(self) -> dict[str, Any]:
+        """Acting weights for ``PexPolicy.load_weights``, consistent (taken between steps)."""
+        with self._lock:
+            weights = acting_weights(self.agent, self.offline_actor)
+            weights["step"] = self.steps
+        return weights
+
+    def state_dict(self) -> dict[str, Any]:
+        with self._lock:
+            state = {
+                "agent": self.agent.state_dict(),
+                "replay": self.replay.state_dict(),
+                "steps": self.steps,
+                "trajectories": self.trajectories,
+                "rng": torch.get_rng_state(),
+            }
+            if self.offline_actor is not None:
+                state["offline_actor"] = self.offline_actor.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a saved learner; its replay must already hold the same trajectories."""
+        with self._lock:
+            self.agent.load_state_dict(state["agent"])
+            self.replay.load_state_dict(state["replay"])
+            self.steps, self.trajectories = int(state["steps"]), int(state["trajectories"])
+            torch.set_rng_state(state["rng"])
+            if self.offline_actor is not None:
+                self.offline_actor.load_state_dict(state["offline_actor"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomic checkpoint; loads with ``torch.load(..., weights_only=True)``."""
+        _atomic_torch_save(self.state_dict(), Path(path))
+
+    def load(self, path: str | os.PathLike) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+@dataclass
+class PolicyStep:
+    action: np.ndarray  # (6,) float32 in [-1, 1]
+    chosen: str  # "offline" or "online" ("online" without expansion)
+    q_tilde: np.ndarray  # eq. 22 for [offline, online] (NaN without expansion)
+    probabilities: np.ndarray  # eq. 21 for [offline, online]
+
+
+class PexPolicy:
+    """Acting with safe policy expansion; weights come from ``Learner.snapshot``."""
+
+    def __init__(self, config: AgentConfig, weights: dict[str, Any] | None = None,
+                 device: str = "cpu", seed: int = 0):
+        self.config = config
+        self.agent = Agent(config, device)
+        self.offline_actor: ActorHead | None = None
+        self.generator = torch.Generator().manual_seed(seed)
+        d = config.actor_critic.discount
+        self.reward_bound = value_upper_bound(R_MAX, d, EPISODE_STEPS)
+        self.cost_bound = value_upper_bound(C_MAX, d, EPISODE_STEPS)
+        if weights is not None:
+            self.load_weights(weights)
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        """Swap in new weights (call between episodes: the latent state is kept)."""
+        nn.Module.load_state_dict(self.agent, weights["agent"])
+        if "offline_actor" in weights:
+            if self.offline_actor is None:
+                self.offline_actor = _new_actor(self.config, self.agent.world_model.feat_dim)
+                self.offline_actor.to(self.agent.device).requires_grad_(False).eval()
+            self.offline_actor.load_state_dict(weights["offline_actor"])
+        else:
+            self.offline_actor = None
+
+    def reset(self) -> None:
+        self.agent.reset()
+
+    @torch.no_grad()
+    def step(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> PolicyStep:
+        """One observation (image 64x64 uint8 + pose, or state) -> the action to send."""
+        features = self.agent.observe(obs, deterministic)
+        online = self.agent.actor_critic.policy(features, deterministic)
+        if self.offline_actor is None:
+            self.agent.remember_action(online)
+            nan = np.full(2, np.nan)
+            return PolicyStep(online[0].cpu().numpy().astype(np.float32), "online", nan,
+                              np.array([0.0, 1.0]))
+        offline_dist = self.offline_actor(features)
+        offline = offline_dist.mode if deterministic else offline_dist.sample()
+        candidates = torch.cat([offline, online])  # (2, A)
+        critics = self.agent.actor_critic.critics
+        pairs = torch.cat([features.expand(2, -1), candidates], -1)
+        q_tilde = normalised_value(critics["q_reward"](pairs).mean(),
+                                   critics["q_cost"](pairs).mean(),
+                                   self.reward_bound, self.cost_bound)
+        probabilities = expansion_probabilities(q_tilde, PEX_INVERSE_TEMPERATURE)
+        index = (int(probabilities.argmax()) if deterministic
+                 else int(choose_policy(probabilities, self.generator)))
+        action = candidates[index : index + 1]
+        self.agent.remember_action(action)
+        return PolicyStep(action[0].cpu().numpy().astype(np.float32), POLICIES[index],
+                          q_tilde.cpu().numpy(), probabilities.cpu().numpy())
+

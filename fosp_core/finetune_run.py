@@ -1,0 +1,205 @@
+"""``fosp finetune``: few-shot safe fine-tuning in the simulated twin, with a Table-3 report.
+
+Algorithm 1 lines 13-24 on a SafeReach task: roll out one trajectory with safe policy
+expansion, add it to the replay (and to ``OUT/online_data``), run G gradient steps, hand the
+new weights to the acting policy, repeat. The report has three rows, like the paper's Table 3:
+
+- before: 20 evaluation episodes with the pretrained agent (deterministic PEX);
+- during: the fine-tuning trajectories themselves (sampled actions), with the cost regret
+  (total cost / total steps, App. D.2) and how often each policy was chosen;
+- after: 20 evaluation episodes at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fosp_core.finetune import Learner, PexPolicy
+from fosp_core.train import DATASET_NAME
+
+EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
+
+
+def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
+            ) -> tuple[dict, dict, dict]:
+    """One episode in the dataset's row convention, plus PEX statistics."""
+    obs, info = env.reset(seed=seed)
+    policy.reset()
+    steps = env.config.episode_steps
+    size = env.config.image_size
+    arrays = {
+        "image": np.zeros((steps + 1, size, size, 3), np.uint8),
+        "pose": np.zeros((steps + 1, 6), np.float32),
+        "action": np.zeros((steps + 1, 6), np.float32),
+        "reward": np.zeros(steps + 1, np.float32),
+        "cost": np.zeros(steps + 1, np.float32),
+        "state": np.zeros((steps + 1, info["state"].shape[0]), np.float32),
+    }
+    chosen = {"offline": 0, "online": 0}
+
+    def record(t: int, obs: dict, info: dict) -> None:
+        arrays["pose"][t], arrays["state"][t] = info["pose"], info["state"]
+        if "image" in obs:
+            arrays["image"][t] = obs["image"]
+        elif render:
+            arrays["image"][t] = env.render_image()
+
+    record(0, obs, info)
+    for t in range(1, steps + 1):
+        decision = policy.step(obs, deterministic=deterministic)
+        chosen[decision.chosen] += 1
+        obs, reward, _, _, info = env.step(decision.action)
+        arrays["action"][t], arrays["reward"][t], arrays["cost"][t] = (
+            decision.action, reward, info["cost"])
+        record(t, obs, info)
+    meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
+            "layout": info["layout"], "source": "finetune", "chosen": chosen,
+            "image_rendered": render or "image" in obs}
+    return arrays, meta, chosen
+
+
+def _rates(episodes: list[tuple[dict, dict]]) -> dict[str, float]:
+    rewards = [float(a["reward"].sum()) for a, _ in episodes]
+    costs = [float(a["cost"].sum()) for a, _ in episodes]
+    chosen = [c for _, c in episodes]
+    online = sum(c["online"] for c in chosen) / max(1, sum(sum(c.values()) for c in chosen))
+    return {
+        "episodes": len(episodes),
+        "success_rate": float(np.mean([r > 0 for r in rewards])),
+        "violation_rate": float(np.mean([c > 0 for c in costs])),
+        "reward_return": float(np.mean(rewards)),
+        "cost_return": float(np.mean(costs)),
+        "online_share": float(online),
+    }
+
+
+def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[str, float]:
+    runs = []
+    for k in range(episodes):
+        arrays, _, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
+        runs.append((arrays, chosen))
+    return _rates(runs)
+
+
+def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
+             out: str | os.PathLike, data: str | os.PathLike | None = None, pex: bool = True,
+             eval_episodes: int = 20, seed: int = 0, device: str = "cpu",
+             progress: bool = True) -> dict:
+    """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report."""
+    from tqdm import tqdm
+
+    from fosp_core.config import save_yaml
+    from fosp_core.dataset import DatasetWriter
+    from fosp_core.envs.safereach import SafeReachEnv
+
+    run, out = Path(run), Path(out)
+    if data is None:
+        recorded = run / DATASET_NAME
+        if not recorded.is_file():
+            raise FileNotFoundError(f"{run}: no {DATASET_NAME}; pass the dataset with --data")
+        data = recorded.read_text().strip()
+    learner = Learner.from_run(run, data, pex=pex, device=device, seed=seed)
+    config = learner.agent.config
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, out / "config.yaml")
+    writer = DatasetWriter(out / "online_data")
+    env = SafeReachEnv(task=task, obs_mode=config.obs_mode)
+    policy = PexPolicy(config, learner.snapshot(), device=device, seed=seed)
+    render = config.obs_mode == "image"
+
+    before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
+    log, during = [], []
+    bar = tqdm(range(trajectories), desc=f"finetune {task}", unit="traj", disable=not progress)
+    total_cost = total_steps = 0.0
+    for i in bar:
+        arrays, meta, chosen = rollout(env, policy, seed * 1000 + i, False, render)
+        writer.add(arrays, meta)  # on disk before it is trained on
+        learner.add_trajectory(arrays)
+        stats = learner.train(grad_steps)
+        policy.load_weights(learner.snapshot())
+        during.append((arrays, chosen))
+        total_cost += float(arrays["cost"].sum())
+        total_steps += len(arrays["cost"]) - 1
+        entry = {"trajectory": i + 1, "success": bool(arrays["reward"].any()),
+                 "violation": bool(arrays["cost"].any()),
+                 "cost_regret": total_cost / total_steps,
+                 "online_share": chosen["online"] / max(1, sum(chosen.values())),
+                 "train_s": stats["duration_s"]}
+        log.append(entry)
+        bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
+                        online=f"{entry['online_share']:.2f}")
+    after = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
+    env.close()
+    learner.save(out / "learner.pt")
+
+    report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
+              "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
+              "before": before, "during": dict(_rates(during), cost_regret=log[-1]["cost_regret"]
+                                               if log else 0.0),
+              "after": after, "log": log}
+    _write_json(report, out / "report.json")
+    plot_finetune(report, out / "finetune.png")
+    return report
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def format_report(report: dict) -> str:
+    """Table-3-style text: before / during / after fine-tuning."""
+    name = report["algo"] + (" + PEX" if report["pex"] else " (direct fine-tuning)")
+    lines = [
+        f"{report['task']}: {name}, {report['obs_mode']} obs, {report['trajectories']} "
+        f"trajectories x {report['grad_steps']} gradient steps (seed {report['seed']})",
+        f"{'':8} {'episodes':>8} {'success':>8} {'violation':>9} {'reward ret':>10} "
+        f"{'cost ret':>8} {'online':>7}",
+    ]
+    for row in ("before", "during", "after"):
+        r = report[row]
+        lines.append(f"{row:8} {r['episodes']:8d} {r['success_rate']:8.0%} "
+                     f"{r['violation_rate']:9.0%} {r['reward_return']:10.2f} "
+                     f"{r['cost_return']:8.2f} {r['online_share']:7.0%}")
+    lines.append(f"cost regret during fine-tuning: {report['during']['cost_regret']:.4f}")
+    return "\n".join(lines)
+
+
+def plot_finetune(report: dict, path: Path) -> None:
+    """Per-trajectory success / violation (running mean) and the online policy's share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    log = report["log"]
+    fig = Figure(figsize=(9, 3.4))
+    ax, bars = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    if log:
+        x = [e["trajectory"] for e in log]
+        for key, colour in (("success", "tab:green"), ("violation", "tab:red")):
+            values = np.array([e[key] for e in log], dtype=float)
+            ax.plot(x, np.cumsum(values) / np.arange(1, len(values) + 1), color=colour,
+                    label=f"{key} rate (running)")
+        ax.plot(x, [e["online_share"] for e in log], color="tab:blue", ls="--",
+                label="online policy chosen")
+    ax.set(xlabel="fine-tuning trajectory", ylim=(-0.02, 1.02), title=report["task"])
+    ax.legend(fontsize=7)
+    rows = ("before", "during", "after")
+    pos = np.arange(len(rows))
+    bars.bar(pos - 0.2, [report[r]["success_rate"] for r in rows], 0.4, color="tab:green",
+             label="success")
+    bars.bar(pos + 0.2, [report[r]["violation_rate"] for r in rows], 0.4, color="tab:red",
+             label="violation")
+    bars.set_xticks(pos, rows)
+    bars.set(ylim=(0, 1), title="Table 3 style")
+    bars.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=90)
+    os.replace(tmp, path)

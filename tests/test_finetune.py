@@ -1,0 +1,181 @@
+"""Online fine-tuning: policy expansion, the learner and acting APIs, eq. 23, resume."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from fosp_core.agent.agent import Agent
+from fosp_core.agent.math import online_policy_weights
+from fosp_core.agent.replay import SequenceReplay
+from fosp_core.dataset import load_dataset
+from fosp_core.finetune import Learner, PexPolicy, expand_policy
+from fosp_core.train import pretrain
+from tests.agent_helpers import make_trajectory, tiny_config, write_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    data = write_dataset(root / "data", episodes=4)
+    pretrain(data, root / "run", tiny_config(), steps=3, progress=False)
+    return root / "run", data
+
+
+def make_learner(data, pex=True, seed=0, config=None):
+    config = config or tiny_config()
+    torch.manual_seed(seed)
+    agent = Agent(config)
+    trajectories = load_dataset(data).trajectories
+    replay = SequenceReplay(trajectories, config.batch_size, config.batch_length, "state", seed)
+    return Learner(agent, replay, pex=pex)
+
+
+def test_eq23_online_weights_by_hand():
+    # u = 0.25, beta1 = 2, beta2 = 4, A^r = 0.5, A^c = 1: 0.75*2*0.5 - 0.25*4*1 = 0.75 - 1 = -0.25
+    w = online_policy_weights(torch.tensor(0.5), torch.tensor(1.0), torch.tensor(0.25), 2.0, 4.0)
+    assert w.item() == pytest.approx(-0.25)
+
+
+def test_expansion_freezes_the_offline_policy_and_transfers_the_rest(pretrained):
+    run, data = pretrained
+    learner = Learner.from_run(run, data)
+    frozen = {k: v.clone() for k, v in learner.offline_actor.state_dict().items()}
+    critics_before = {k: v.clone() for k, v in learner.agent.actor_critic.critics.state_dict()
+                      .items()}
+    # the critics were transferred from the pretrained run, not re-initialised
+    from fosp_core.train import load_agent
+    pretrained_agent, _ = load_agent(run)
+    for key, value in pretrained_agent.actor_critic.critics.state_dict().items():
+        torch.testing.assert_close(critics_before[key], value)
+    assert all(not p.requires_grad for p in learner.offline_actor.parameters())
+    new_before = [p.clone() for p in learner.agent.actor_critic.actor.parameters()]
+    learner.train(3)
+    for key, value in learner.offline_actor.state_dict().items():
+        torch.testing.assert_close(value, frozen[key])  # frozen stays frozen
+    new_after = list(learner.agent.actor_critic.actor.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(new_before, new_after))  # new one learns
+    assert learner.agent.actor_critic.online
+
+
+def test_new_policy_is_fresh_and_optimizer_follows_it():
+    agent = Agent(tiny_config())
+    old = agent.actor_critic.actor
+    offline = expand_policy(agent)
+    assert agent.actor_critic.actor is not old
+    opt_params = {id(p) for g in agent.actor_critic.actor_opt.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in agent.actor_critic.actor.parameters()}
+    assert all(torch.equal(a, b) for a, b in zip(offline.parameters(), old.parameters()))
+
+
+def test_pex_policy_chooses_with_eq21_and_reports_values(pretrained):
+    run, data = pretrained
+    learner = Learner.from_run(run, data)
+    policy = PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
+    policy.reset()
+    obs = {"state": make_trajectory(0)["state"][0]}
+    chosen = set()
+    for _ in range(30):
+        step = policy.step(obs)
+        assert step.action.shape == (6,) and np.all(np.abs(step.action) <= 1)
+        assert step.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        # eq. 21 from the reported eq. 22 values
+        expected = np.exp(10 * step.q_tilde) / np.exp(10 * step.q_tilde).sum()
+        np.testing.assert_allclose(step.probabilities, expected, rtol=1e-4)
+        chosen.add(step.chosen)
+    assert chosen <= {"offline", "online"}
+    greedy = policy.step(obs, deterministic=True)
+    assert greedy.chosen == ("offline", "online")[int(np.argmax(greedy.probabilities))]
+
+
+def test_direct_finetuning_has_no_offline_policy(pretrained):
+    run, data = pretrained
+    learner = Learner.from_run(run, data, pex=False)
+    assert learner.offline_actor is None
+    policy = PexPolicy(learner.agent.config, learner.snapshot())
+    policy.reset()
+    assert policy.step({"state": np.zeros(25, np.float32)}).chosen == "online"
+    with pytest.raises(ValueError, match="Q critics"):
+        Learner(Agent(tiny_config(algo="dreamer")), learner.replay, pex=True)
+
+
+def test_add_trajectory_grows_the_one_replay(pretrained):
+    run, data = pretrained
+    learner = Learner.from_run(run, data)
+    before = len(learner.replay)
+    learner.add_trajectory(make_trajectory(99))
+    assert len(learner.replay) == before + 1 and learner.trajectories == 1
+    stats = learner.train(2)
+    assert stats["steps"] == 2 and stats["duration_s"] > 0
+    assert np.isfinite(stats["model/loss"]) and np.isfinite(stats["ac/actor_loss"])
+
+
+def test_snapshot_under_concurrent_training_is_consistent(tmp_path):
+    data = write_dataset(tmp_path / "data", episodes=4)
+    learner = make_learner(data)
+    snapshots = []
+    trainer = threading.Thread(target=learner.train, args=(20,))
+    trainer.start()
+    while trainer.is_alive():
+        snapshots.append(learner.snapshot())
+    trainer.join()
+    final = learner.snapshot()
+    assert len(snapshots) >= 2 and final["step"] == 20
+    steps = [s["step"] for s in snapshots]
+    assert steps == sorted(steps)  # taken between steps, in order
+    policy = PexPolicy(learner.agent.config)
+    for snap in snapshots + [final]:
+        policy.load_weights(snap)  # every snapshot is a complete set of weights
+        for value in snap["agent"].values():
+            assert torch.isfinite(value.float()).all()
+    # the last snapshot equals the learner's weights exactly
+    for key, value in learner.agent.state_dict()["modules"].items():
+        torch.testing.assert_close(final["agent"][key], value)
+
+
+def test_resume_gives_the_same_next_losses(tmp_path):
+    data = write_dataset(tmp_path / "data", episodes=4)
+    a = make_learner(data)
+    a.add_trajectory(make_trajectory(50))
+    a.train(2)
+    a.save(tmp_path / "learner.pt")
+    continued = a.train(1)
+
+    b = make_learner(data, seed=123)  # different init: everything must come from the file
+    b.add_trajectory(make_trajectory(50))
+    b.load(tmp_path / "learner.pt")
+    resumed = b.train(1)
+    for key in ("model/loss", "ac/actor_loss", "ac/critic_loss"):
+        assert resumed[key] == pytest.approx(continued[key], rel=1e-6), key
+    state = torch.load(tmp_path / "learner.pt", weights_only=True)
+    assert state["trajectories"] == 1 and state["steps"] == 2
+
+
+def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
+    import json
+
+    from fosp_core.cli import main
+
+    run, _data = pretrained  # the run remembers its dataset (dataset.txt)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--run", str(run), "--task", "safereach-more-obstacles",
+                 "--trajectories", "2", "--grad-steps", "2", "--eval-episodes", "1",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for row in ("before", "during", "after", "cost regret"):
+        assert row in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["during"]["episodes"] == 2 and len(report["log"]) == 2
+    assert 0.0 <= report["log"][-1]["online_share"] <= 1.0
+    assert len(load_dataset(out / "online_data", strict=True)) == 2  # stored before training
+    assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG"
+    assert torch.load(out / "learner.pt", weights_only=True)["trajectories"] == 2
