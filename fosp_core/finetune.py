@@ -72,9 +72,15 @@ def expand_policy(agent: Agent) -> ActorHead:
     return offline
 
 
+# Modules acting never runs: left out of the weights sent to a policy (a third of the size).
+NOT_FOR_ACTING = ("actor_critic.slow_critics.", "world_model.image_decoder.",
+                  "world_model.pose_decoder.", "world_model.state_decoder.")
+
+
 def acting_weights(agent: Agent, offline_actor: ActorHead | None) -> dict[str, Any]:
-    """What a policy process needs: every module weight (no optimiser state), copied."""
-    weights = {"agent": {k: v.detach().clone() for k, v in nn.Module.state_dict(agent).items()}}
+    """What a policy process needs, copied: module weights minus ``NOT_FOR_ACTING``."""
+    weights = {"agent": {k: v.detach().clone() for k, v in nn.Module.state_dict(agent).items()
+                         if not k.startswith(NOT_FOR_ACTING)}}
     if offline_actor is not None:
         weights["offline_actor"] = {k: v.detach().clone()
                                     for k, v in offline_actor.state_dict().items()}
@@ -209,7 +215,11 @@ class PexPolicy:
 
     def load_weights(self, weights: dict[str, Any]) -> None:
         """Swap in new weights (call between episodes: the latent state is kept)."""
-        nn.Module.load_state_dict(self.agent, weights["agent"])
+        missing, unexpected = nn.Module.load_state_dict(self.agent, weights["agent"], strict=False)
+        missing = [k for k in missing if not k.startswith(NOT_FOR_ACTING)]
+        if missing or unexpected:
+            raise ValueError(f"acting weights do not fit this config: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
         if "offline_actor" in weights:
             if self.offline_actor is None:
                 self.offline_actor = _new_actor(self.config, self.agent.world_model.feat_dim)
