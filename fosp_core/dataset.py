@@ -45,6 +45,7 @@ half-written ``traj_*.npz``. Nothing is ever loaded with pickle.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -277,16 +278,37 @@ def write_trajectory(path: str | os.PathLike[str], arrays: Mapping[str, Any],
     ``violation`` are derived from reward / cost when absent and must agree with them when
     given; ``format`` and ``length`` are always set here. Raises ``ValueError`` on bad input.
     """
+    _atomic_write(Path(path), _encoder(arrays, meta))
+
+
+def _encoder(arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Callable[[IO[bytes]], None]:
+    """Validate now; return the function that writes the .npz content to a file object."""
     validate_trajectory(arrays)
-    stored_meta = _prepare_meta(arrays, meta)
-    meta_json = np.array(_meta_to_json(stored_meta))  # 0-d unicode: loads without pickle
+    meta_json = np.array(_meta_to_json(_prepare_meta(arrays, meta)))  # 0-d unicode, no pickle
     payload = {key: arrays[key] for key in TRAJECTORY_KEYS}
 
     def write(f: IO[bytes]) -> None:
         # Through a file object, because np.savez appends ".npz" to a bare name.
         np.savez(f, **payload, meta=meta_json)
 
-    _atomic_write(Path(path), write)
+    return write
+
+
+def trajectory_to_bytes(arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> bytes:
+    """The exact content of a trajectory file, in memory (sent over ROS to a learner)."""
+    buffer = io.BytesIO()
+    _encoder(arrays, meta)(buffer)
+    return buffer.getvalue()
+
+
+def trajectory_from_bytes(data: bytes, label: str = "<message>") -> tuple[dict, dict]:
+    """Inverse of ``trajectory_to_bytes``, with the checks of ``read_trajectory``."""
+    try:
+        return _decode_npz(Path(label), data[:4], lambda: io.BytesIO(data))
+    except DatasetError:
+        raise
+    except Exception as exc:
+        raise DatasetError(label, str(exc) or type(exc).__name__) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,11 +353,16 @@ def _read_trajectory(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise DatasetError(path, "file is empty (0 bytes)")
     with open(path, "rb") as f:
         head = f.read(4)
+    return _decode_npz(path, head, lambda: path)
+
+
+def _decode_npz(path: Path, head: bytes, source: Callable[[], Any]
+                ) -> tuple[dict[str, np.ndarray], dict]:
     # Checked here because np.load treats any unknown content as a pickle and answers with
     # advice to enable pickle loading, which is the wrong thing to tell anyone about a bad file.
     if head != _ZIP_MAGIC:
         raise DatasetError(path, f"not an .npz archive (starts with {head!r}, no zip header)")
-    loaded = np.load(path, allow_pickle=False)
+    loaded = np.load(source(), allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise DatasetError(path, f"not an .npz archive (np.load gave {type(loaded).__name__})")
     with loaded as npz:

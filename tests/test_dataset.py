@@ -472,3 +472,21 @@ def test_to_policy_image_is_the_one_resize():
     np.testing.assert_array_equal(to_policy_image(same), same)
     with pytest.raises(ValueError, match="RGB"):
         to_policy_image(np.zeros((64, 64)))
+
+
+def test_trajectory_bytes_round_trip_and_bad_bytes(tmp_path):
+    from fosp_core.dataset import trajectory_from_bytes, trajectory_to_bytes
+
+    arrays = make_traj(4)
+    meta = make_meta("policy")
+    data = trajectory_to_bytes(arrays, meta)
+    back, back_meta = trajectory_from_bytes(data)
+    for key in arrays:
+        np.testing.assert_array_equal(back[key], arrays[key])
+    assert back_meta["behaviour"] == "policy" and back_meta["length"] == len(arrays["reward"])
+    write_trajectory(tmp_path / "t.npz", arrays, meta)
+    assert read_trajectory(tmp_path / "t.npz")[1] == back_meta
+    with pytest.raises(DatasetError, match="from-policy"):
+        trajectory_from_bytes(data[: len(data) // 2], "from-policy")
+    with pytest.raises(DatasetError, match="no zip header"):
+        trajectory_from_bytes(b"garbage!", "from-policy")
