@@ -20,6 +20,7 @@ loss (eq. 23).
 from __future__ import annotations
 
 import copy
+import io
 import os
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from fosp_core.agent.pex import (
     value_upper_bound,
 )
 from fosp_core.agent.replay import SequenceReplay
+from fosp_core.config import from_dict, to_dict
 
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
 # SafeReach's per-step bounds (reward and cost are 0/1) and episode length, for eq. 22.
@@ -87,6 +89,18 @@ def acting_weights(agent: Agent, offline_actor: ActorHead | None) -> dict[str, A
     return weights
 
 
+def weights_to_bytes(weights: dict[str, Any]) -> bytes:
+    """Acting weights as bytes for a ROS message (tensors and plain containers only)."""
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    return buffer.getvalue()
+
+
+def weights_from_bytes(data: bytes) -> dict[str, Any]:
+    """Inverse of ``weights_to_bytes``; ``weights_only`` refuses any pickled code."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -126,6 +140,7 @@ class Learner:
         c = agent.config
         replay = SequenceReplay(dataset.trajectories, c.batch_size, c.batch_length, c.obs_mode,
                                 seed=seed)
+        torch.manual_seed(seed)  # the new actor's init: PexPolicy.from_run makes the same one
         return cls(agent, replay, pex=pex)
 
     def add_trajectory(self, arrays: dict[str, np.ndarray]) -> None:
@@ -134,11 +149,17 @@ class Learner:
             self.replay.add([arrays])
             self.trajectories += 1
 
-    def train(self, steps: int) -> dict[str, float]:
-        """``steps`` gradient steps (lines 16-24); mean metrics plus steps and duration_s."""
+    def train(self, steps: int, stop: threading.Event | None = None) -> dict[str, float]:
+        """``steps`` gradient steps (lines 16-24); mean metrics plus steps and duration_s.
+
+        ``stop`` ends the round early (between steps), e.g. when the process shuts down.
+        """
         start = time.perf_counter()
         totals: dict[str, float] = {}
+        done = 0
         for _ in range(steps):
+            if stop is not None and stop.is_set():
+                break
             # One step per lock: a snapshot waits at most one step, never a whole round.
             with self._lock:
                 metrics = self.agent.train_step(self.replay.sample())
@@ -146,10 +167,11 @@ class Learner:
             # Python locks are not fair: without yielding, this loop would take the lock back
             # at once and a waiting snapshot() could starve for the whole round.
             time.sleep(0.0005)
+            done += 1
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
-        stats = {key: value / max(steps, 1) for key, value in totals.items()}
-        stats.update(steps=float(steps), duration_s=time.perf_counter() - start)
+        stats = {key: value / max(done, 1) for key, value in totals.items()}
+        stats.update(steps=float(done), duration_s=time.perf_counter() - start)
         return stats
 
     def snapshot(self) -> dict[str, Any]:
@@ -157,6 +179,8 @@ class Learner:
         with self._lock:
             weights = acting_weights(self.agent, self.offline_actor)
             weights["step"] = self.steps
+        # The config travels along, so a policy on another machine can build the networks.
+        weights["config"] = to_dict(self.agent.config)
         return weights
 
     def state_dict(self) -> dict[str, Any]:
@@ -212,6 +236,23 @@ class PexPolicy:
         self.cost_bound = value_upper_bound(C_MAX, d, EPISODE_STEPS)
         if weights is not None:
             self.load_weights(weights)
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, Any], device: str = "cpu", seed: int = 0
+                     ) -> PexPolicy:
+        """A policy built from a ``Learner.snapshot`` alone (it carries the config)."""
+        return cls(from_dict(AgentConfig, weights["config"]), weights, device, seed)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, pex: bool = True, device: str = "cpu",
+                 seed: int = 0) -> PexPolicy:
+        """Acting weights straight from a pretrained run, expanded as ``Learner.from_run`` does."""
+        from fosp_core.train import load_agent
+
+        agent, _ = load_agent(run_dir, device)
+        torch.manual_seed(seed)
+        offline = expand_policy(agent) if pex else None
+        return cls(agent.config, acting_weights(agent, offline), device, seed)
 
     def load_weights(self, weights: dict[str, Any]) -> None:
         """Swap in new weights (call between episodes: the latent state is kept)."""

@@ -34,19 +34,23 @@ TELEOP = NodeSpec("fosp_teleop", "teleop", "fosp_teleop.teleop", "Teleop",
 RECORDER = NodeSpec("fosp_teleop", "recorder", "fosp_teleop.recorder", "Recorder",
                     parameters={"out": "data/teleop"})
 
+POLICY = NodeSpec("fosp_ros", "policy", "fosp_ros.policy", "Policy",
+                  parameters={"reset_service": "/fosp/home"},
+                  sim_parameters={"reset_service": "/fosp/sim/reset"})
+LEARNER = NodeSpec("fosp_ros", "learner", "fosp_ros.learner", "LearnerNode")
+
 GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
     # Teleoperated demonstrations (ros2 launch fosp_teleop collect.launch.py).
     "collect": (SIM_ROBOT, CAMERA, FRANKA_INTERFACE, LABELER, TELEOP, RECORDER),
-    # The robot side of deployment (ros2 launch fosp_ros safereach.launch.py); the policy and
-    # learner nodes join it with the online fine-tuning work.
-    "safereach": (SIM_ROBOT, CAMERA, FRANKA_INTERFACE, LABELER),
+    # Deployment and fine-tuning (ros2 launch fosp_ros safereach.launch.py).
+    "safereach": (SIM_ROBOT, CAMERA, FRANKA_INTERFACE, LABELER, POLICY, LEARNER),
 }
 
 # Launch arguments that set one node parameter: argument -> (node, parameter).
 FORWARDED = {
     "collect": {"out": ("recorder", "out"), "device": ("teleop", "device"),
                 "task": ("sim_robot", "task")},
-    "safereach": {"task": ("sim_robot", "task")},
+    "safereach": {"task": ("sim_robot", "task"), "run": ("learner", "run")},
 }
 
 

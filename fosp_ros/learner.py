@@ -1,0 +1,147 @@
+"""learner: stores every trajectory, fine-tunes after each one, sends new weights to the policy.
+
+Can run on another machine (a GPU box): it only talks ROS. On ``/fosp/trajectory`` it receives
+each finished episode as the bytes of a dataset file, writes it to ``OUT/online_data`` *before*
+training on it (a restart loses nothing: the stored trajectories and ``OUT/learner.pt`` are
+reloaded), adds it to the replay, and, with ``auto_finetune``, runs a round of ``grad_steps``
+gradient steps. ``/fosp/finetune`` (std_srvs/Trigger) asks for a round on demand; its answer
+reports steps, losses and duration. After every round the acting weights go out on
+``/fosp/weights`` (latched, so a policy that starts later gets them) and the learner's state is
+checkpointed. Rounds run on a worker thread, one at a time.
+
+Parameters: ``run`` (pretrained run, required), ``out`` ('' = RUN/online), ``data`` (offline
+dataset; '' = the one the run was trained on), ``grad_steps`` (40, as the paper),
+``auto_finetune``, ``pex``, ``device``, ``seed``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+
+import torch
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
+from fosp_core.finetune import Learner, weights_to_bytes
+from fosp_core.train import DATASET_NAME
+from fosp_ros.policy import LATCHED
+from fosp_ros.runtime import run_nodes
+
+SHOWN = ("model/loss", "ac/critic_loss", "ac/actor_loss", "ac/lagrange", "ac/ref_mean")
+
+
+class LearnerNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("learner", **node_kwargs)
+        self.declare_parameter("config", "")  # the graph's YAML; the run holds the agent's
+        p = {name: self.declare_parameter(name, default).value for name, default in (
+            ("run", ""), ("out", ""), ("data", ""), ("grad_steps", 40), ("auto_finetune", True),
+            ("pex", True), ("device", "cpu"), ("seed", 0))}
+        if not p["run"]:
+            raise ValueError("learner needs the parameter run (a pretrained run directory)")
+        run = Path(p["run"])
+        self.out = Path(p["out"]) if p["out"] else run / "online"
+        data = p["data"] or (run / DATASET_NAME).read_text().strip()
+        self.grad_steps = int(p["grad_steps"])
+        self.auto = bool(p["auto_finetune"])
+        self.learner = Learner.from_run(run, data, pex=p["pex"], device=p["device"],
+                                        seed=p["seed"])
+        self.writer = DatasetWriter(self.out / "online_data")
+        self._restore()
+
+        self.weights_pub = self.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(UInt8MultiArray, "/fosp/trajectory", self._on_trajectory,
+                                 reliable)
+        self.create_service(Trigger, "/fosp/finetune", self._on_finetune,
+                            callback_group=ReentrantCallbackGroup())
+        self._rounds: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="finetune", daemon=True)
+        self._worker.start()
+        self.rounds_done = 0
+        self._publish_weights()
+        self.get_logger().info(f"learner: {len(self.learner.replay)} trajectories in replay, "
+                               f"{self.learner.steps} steps so far, storing to {self.out}")
+
+    def _restore(self) -> None:
+        """After a restart: stored trajectories, the saved state, then any stored after it.
+
+        A crash between storing a trajectory and the next checkpoint leaves more files than
+        the checkpoint knows; those rejoin the replay after the saved state is restored.
+        """
+        stored = load_dataset(self.out / "online_data").trajectories
+        checkpoint = self.out / "learner.pt"
+        known = 0
+        if checkpoint.is_file():
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            known = int(state["trajectories"])
+            self.learner.replay.add([t.arrays for t in stored[:known]])
+            self.learner.load_state_dict(state)
+        for trajectory in stored[known:]:
+            self.learner.add_trajectory(trajectory.arrays)
+
+    def _on_trajectory(self, msg: UInt8MultiArray) -> None:
+        try:
+            arrays, meta = trajectory_from_bytes(bytes(msg.data), "/fosp/trajectory")
+        except ValueError as err:  # DatasetError is one
+            self.get_logger().error(f"dropped a bad trajectory: {err}")
+            return
+        path = self.writer.add(arrays, meta)  # on disk before anything trains on it
+        self.learner.add_trajectory(arrays)
+        self.get_logger().info(f"stored {path.name}: success={bool(arrays['reward'].any())} "
+                               f"violation={bool(arrays['cost'].any())}")
+        if self.auto:
+            self._rounds.put(None)
+
+    def _on_finetune(self, _request, response):
+        done: queue.Queue = queue.Queue()
+        self._rounds.put(done)
+        stats = done.get()
+        response.success = "error" not in stats
+        response.message = stats.get("error") or (
+            f"steps={int(stats['steps'])} duration_s={stats['duration_s']:.2f} "
+            + " ".join(f"{k.split('/')[-1]}={stats[k]:.4g}" for k in SHOWN if k in stats)
+            + f" total_steps={self.learner.steps} trajectories={self.learner.trajectories}")
+        return response
+
+    def _work(self) -> None:
+        while True:
+            reply = self._rounds.get()
+            if self._stopping.is_set():
+                return
+            try:
+                stats = self.learner.train(self.grad_steps, stop=self._stopping)
+                self.learner.save(self.out / "learner.pt")
+                self._publish_weights()
+                self.rounds_done += 1
+            except Exception as err:  # report to the caller; the node keeps serving
+                self.get_logger().error(f"fine-tuning round failed: {err!r}")
+                stats = {"error": f"fine-tuning round failed: {err!r}"}
+            if reply is not None:
+                reply.put(stats)
+
+    def _publish_weights(self) -> None:
+        msg = UInt8MultiArray()
+        msg.data = weights_to_bytes(self.learner.snapshot())
+        self.weights_pub.publish(msg)
+
+    def close(self) -> None:
+        self._stopping.set()  # the round in progress ends after its current step
+        self._rounds.put(None)
+        self._worker.join(timeout=30.0)
+        self.learner.save(self.out / "learner.pt")
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_nodes([LearnerNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""policy: runs episodes with the acting API and safe policy expansion at the control rate.
+
+Each episode: reset (``/fosp/sim/reset`` with the simulated robot, ``/fosp/home`` on hardware),
+then ``episode_steps`` control steps. Every tick turns the latest camera image and pose into an
+action with ``fosp_core.finetune.PexPolicy`` and publishes it; ``franka_interface`` shields it.
+The finished trajectory (dataset row convention, labels from the labeler) goes to the learner
+on ``/fosp/trajectory`` as the bytes of a dataset file. New weights arrive on
+``/fosp/weights`` at any time and are swapped in between episodes, so a fine-tuning round in the
+learner never stalls this loop.
+
+Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
+``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
+``device``, ``seed``. Services: ``/fosp/policy/start``, ``/fosp/policy/stop`` (Trigger).
+Topics: ``/fosp/pex`` (Float32MultiArray [chosen, q~ offline, q~ online, p offline, p online]).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from fosp_core.dataset import trajectory_to_bytes
+from fosp_core.finetune import PexPolicy, weights_from_bytes
+from fosp_core.images import to_policy_image
+from fosp_ros.config import load_graph_config
+from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
+from fosp_ros.runtime import config_parameter, run_nodes
+
+# Weights are published once per round and must reach a policy that starts later.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class Policy(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("policy", **node_kwargs)
+        self.cfg = load_graph_config(config_parameter(self) or None)
+        p = {name: self.declare_parameter(name, default).value for name, default in (
+            ("run", ""), ("episodes", 0), ("autostart", True), ("reset_service", "/fosp/home"),
+            ("deterministic", False), ("device", "cpu"), ("seed", 0))}
+        self.params = p
+        self.policy = PexPolicy.from_run(p["run"], device=p["device"], seed=p["seed"]) \
+            if p["run"] else None
+        self._pending_weights: dict | None = None
+        self._lock = threading.Lock()
+        self._obs: dict[str, np.ndarray] = {}
+        self._labels = np.zeros(2)
+        self.size = self.cfg.env.image_size
+        self.steps_per_episode = self.cfg.env.episode_steps
+        self.period = 1.0 / self.cfg.ros.control_rate_hz
+        self.running = bool(p["autostart"])
+        self.episodes_done = 0
+        self.step_ms: list[float] = []  # policy.step latency, for the benchmark
+        self.late_ticks = 0  # ticks that started more than one period late
+        self._episode: dict | None = None
+        self._resetting = False
+
+        t = self.cfg.ros.topics
+        self.create_subscription(Image, t.image, self._on_image, 10)
+        self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
+        self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
+        self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
+        self.create_subscription(UInt8MultiArray, "/fosp/weights", self._on_weights, LATCHED)
+        self.action_pub = self.create_publisher(Float32MultiArray, t.action, 10)
+        self.pex_pub = self.create_publisher(Float32MultiArray, "/fosp/pex", 10)
+        self.status_pub = self.create_publisher(String, "/fosp/policy/status", 10)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.traj_pub = self.create_publisher(UInt8MultiArray, "/fosp/trajectory", reliable)
+        self.reset_client = self.create_client(Trigger, p["reset_service"],
+                                               callback_group=ReentrantCallbackGroup())
+        self.create_service(Trigger, "/fosp/policy/start", self._on_start)
+        self.create_service(Trigger, "/fosp/policy/stop", self._on_stop)
+        # The control loop has a group of its own: no other callback can delay a tick.
+        self._next_tick = time.monotonic()
+        self.create_timer(self.period, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+
+    # ---- inputs ------------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        image = to_policy_image(image_from_msg(msg), self.size)
+        with self._lock:
+            self._obs["image"] = image
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self._lock:
+            self._obs["pose"] = pose_from_msg(msg).astype(np.float32)
+
+    def _on_state(self, msg: Float32MultiArray) -> None:
+        with self._lock:
+            self._obs["state"] = array_from_msg(msg).astype(np.float32)
+
+    def _on_labels(self, msg: Float32MultiArray) -> None:
+        with self._lock:
+            self._labels = np.maximum(self._labels, array_from_msg(msg)[:2])
+
+    def _on_weights(self, msg: UInt8MultiArray) -> None:
+        weights = weights_from_bytes(bytes(msg.data))
+        with self._lock:
+            self._pending_weights = weights
+        self._report(f"weights of learner step {weights.get('step')} received")
+
+    def _on_start(self, _request, response):
+        self.running = True
+        response.success, response.message = True, "running episodes"
+        return response
+
+    def _on_stop(self, _request, response):
+        self.running = False
+        response.success, response.message = True, "stops after the current episode"
+        return response
+
+    # ---- control loop ------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._next_tick > self.period:
+            self.late_ticks += 1
+        self._next_tick = max(self._next_tick + self.period, now)
+        if self._episode is None:
+            self._maybe_start_episode()
+            return
+        with self._lock:
+            obs = dict(self._obs)
+            labels, self._labels = self._labels, np.zeros(2)
+        episode = self._episode
+        if episode["t"] > 0:  # the row of the previous step: its result and labels
+            episode["rows"].append((obs, episode["last_action"], labels))
+        if episode["t"] == self.steps_per_episode:
+            self._finish_episode()
+            return
+        start = time.perf_counter()
+        decision = self.policy.step(self._policy_obs(obs), self.params["deterministic"])
+        self.step_ms.append(1e3 * (time.perf_counter() - start))
+        self.action_pub.publish(array_to_msg(decision.action))
+        self.pex_pub.publish(array_to_msg([float(decision.chosen == "online"),
+                                           *np.nan_to_num(decision.q_tilde),
+                                           *decision.probabilities]))
+        episode["last_action"] = decision.action
+        episode["chosen"][decision.chosen] += 1
+        episode["t"] += 1
+
+    def _policy_obs(self, obs: dict) -> dict:
+        if self.policy.config.obs_mode == "state":
+            return {"state": obs["state"]}
+        return {"image": obs["image"], "pose": obs["pose"]}
+
+    def _ready(self) -> bool:
+        keys = ("state",) if self.policy and self.policy.config.obs_mode == "state" else (
+            "image", "pose")
+        with self._lock:
+            return all(k in self._obs for k in keys) and "pose" in self._obs
+
+    def _maybe_start_episode(self) -> None:
+        if self._resetting or not self.running:
+            return
+        limit = self.params["episodes"]
+        if limit and self.episodes_done >= limit:
+            return
+        with self._lock:
+            weights, self._pending_weights = self._pending_weights, None
+        if weights is not None:  # swap between episodes only
+            if self.policy is None:
+                self.policy = PexPolicy.from_weights(weights, self.params["device"],
+                                                     self.params["seed"])
+            else:
+                self.policy.load_weights(weights)
+        if self.policy is None or not self.reset_client.service_is_ready():
+            return
+        self._resetting = True
+        self.reset_client.call_async(Trigger.Request()).add_done_callback(self._on_reset_done)
+
+    def _on_reset_done(self, future) -> None:
+        time.sleep(2 * self.period)  # let a fresh image and pose of the new layout arrive
+        if not self._ready():
+            self._resetting = False
+            return
+        with self._lock:
+            first = dict(self._obs)
+            self._labels = np.zeros(2)
+        self.policy.reset()
+        self._episode = {"t": 0, "rows": [(first, np.zeros(6, np.float32), np.zeros(2))],
+                         "last_action": np.zeros(6, np.float32),
+                         "chosen": {"offline": 0, "online": 0}}
+        self._resetting = False
+
+    def _finish_episode(self) -> None:
+        episode, self._episode = self._episode, None
+        rows = episode["rows"]
+        state_dim = max((len(r[0].get("state", ())) for r in rows), default=0) or 25
+        arrays = {
+            "image": np.stack([r[0].get("image", np.zeros((self.size, self.size, 3), np.uint8))
+                               for r in rows]).astype(np.uint8),
+            "pose": np.stack([r[0]["pose"] for r in rows]).astype(np.float32),
+            "action": np.stack([r[1] for r in rows]).astype(np.float32),
+            "reward": np.array([r[2][0] for r in rows], np.float32),
+            "cost": np.array([r[2][1] for r in rows], np.float32),
+            "state": np.stack([r[0].get("state", np.zeros(state_dim)) for r in rows])
+            .astype(np.float32),
+        }
+        meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
+                "source": "ros", "chosen": episode["chosen"], "episode": self.episodes_done}
+        msg = UInt8MultiArray()
+        msg.data = trajectory_to_bytes(arrays, meta)
+        self.traj_pub.publish(msg)
+        self.episodes_done += 1
+        online = episode["chosen"]["online"] / max(1, sum(episode["chosen"].values()))
+        p50 = float(np.percentile(self.step_ms, 50)) if self.step_ms else 0.0
+        self._report(f"episode {self.episodes_done}: success={bool(arrays['reward'].any())} "
+                     f"violation={bool(arrays['cost'].any())} online={online:.2f} "
+                     f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks}")
+
+    def _report(self, text: str) -> None:
+        self.get_logger().info(text)
+        self.status_pub.publish(String(data=text))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_nodes([Policy], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The safereach graph over DDS: policy -> shield -> twin -> learner -> new weights."""
+
+import time
+
+import pytest
+import torch
+import yaml
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from fosp_core.dataset import load_dataset
+from fosp_core.train import pretrain
+from tests.agent_helpers import tiny_config, write_dataset
+from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("graph")
+    data = write_dataset(root / "data", episodes=4)
+    pretrain(data, root / "run", tiny_config(), steps=2, progress=False)
+    config = yaml.safe_load((REPO / "config" / "safereach.yaml").read_text())
+    config["env"]["episode_steps"] = 8  # short episodes keep the test quick
+    (root / "graph.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def test_episode_trajectory_finetune_and_weights(tiny_run):
+    domain = new_domain_id()
+    config = str(tiny_run / "graph.yaml")
+    run = tiny_run / "run"
+    nodes = [
+        ("fosp_ros.sim_robot", {"config": config}),
+        ("fosp_ros.franka_interface", {"config": config}),
+        ("fosp_ros.labeler", {"config": config, "source": "sim"}),
+        ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
+                             "episodes": 3}),
+        ("fosp_ros.learner", {"config": config, "run": str(run), "grad_steps": 2}),
+    ]
+    procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
+    client = RosClient(domain)
+    try:
+        status: list[str] = []
+        client.node.create_subscription(String, "/fosp/policy/status",
+                                        lambda m: status.append(m.data), 10)
+        stored = run / "online" / "online_data"
+        # A full episode runs, its trajectory reaches the learner and is on disk.
+        wait_for(lambda: stored.is_dir() and any(stored.glob("traj_*.npz")), 90,
+                 "the first trajectory on the learner's disk")
+        dataset = load_dataset(stored, strict=True)
+        arrays = dataset.trajectories[0].arrays
+        assert len(arrays["action"]) == 9 and dataset.trajectories[0].behaviour == "policy"
+        assert abs(arrays["action"][1:]).max() > 0  # the policy acted
+        # /fosp/finetune returns success with figures.
+        reply = client.call(Trigger, "/fosp/finetune", timeout=60)
+        assert reply.success, reply.message
+        assert "steps=2" in reply.message and "loss=" in reply.message
+        # New weights reach the policy (after the automatic and the requested rounds).
+        wait_for(lambda: any("weights of learner step" in s and "step 0 " not in s
+                             for s in status), 30, "new weights at the policy")
+        wait_for(lambda: any(s.startswith("episode 2") for s in status), 30, "a second episode")
+        assert (run / "online" / "learner.pt").is_file()
+        time.sleep(0.2)
+        for p in procs:
+            assert p.proc.poll() is None, p.log()
+    finally:
+        client.close()
+        stop_all(procs)
