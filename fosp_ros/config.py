@@ -8,6 +8,8 @@ below, so the CLI, the nodes and the launch files cannot disagree about a topic 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +19,21 @@ from fosp_core.config import from_dict
 from fosp_core.envs.safereach import SafeReachConfig
 from fosp_core.shield import ShieldConfig
 
-# The YAML shipped in the repository (and installed to share/fosp_ros/config by pip).
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "safereach.yaml"
+CONFIG_NAME = "safereach.yaml"
+
+
+def default_config_path() -> Path:
+    """The shipped YAML: in the source tree, else where ``pip install .`` / colcon put it."""
+    candidates = [Path(__file__).resolve().parents[1] / "config" / CONFIG_NAME,
+                  Path(sys.prefix) / "share" / "fosp_ros" / "config" / CONFIG_NAME]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "fosp_ros" / "config" / CONFIG_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError("config/safereach.yaml not found in the source tree or "
+                            f"share/fosp_ros/config (looked in {[str(c) for c in candidates]})")
 
 
 @dataclass
@@ -57,7 +72,7 @@ class GraphConfig:
 
 
 def load_graph_config(path: str | Path | None = None) -> GraphConfig:
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = Path(path) if path else default_config_path()
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}

@@ -4,6 +4,7 @@ import ast
 import importlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,9 +94,9 @@ def test_bringup_collect_runs_the_graph_in_one_process(tmp_path):
     try:
         node = client.node
         expected = {"sim_robot", "franka_interface", "labeler", "teleop", "recorder"}
-        wait_for(lambda: expected <= set(node.get_node_names()), 30, "all collect nodes")
+        wait_for(lambda: expected <= set(node.get_node_names()), 60, "all collect nodes")
         wait_for(lambda: node.count_publishers("/fosp/action") == 1
-                 and node.count_subscribers("/fosp/action") == 2, 10, "the action topic")
+                 and node.count_subscribers("/fosp/action") == 2, 30, "the action topic")
         services = {name for name, _ in node.get_service_names_and_types()}
         assert {"/fosp/stop", "/fosp/resume", "/fosp/home", "/fosp/record/start"} <= services
         assert out.is_dir()  # the recorder opened its dataset
@@ -118,3 +119,28 @@ def test_launch_files_with_launch_pytest_where_available():
         assert module.generate_launch_description() is not None, package
 
 
+
+
+def test_pip_install_registers_packages_launch_files_and_executables(tmp_path):
+    # Build from a copy of the tracked files: setuptools writes build/ into the source tree.
+    source = tmp_path / "source"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--prefix", str(prefix), str(source)],
+                   check=True, capture_output=True, timeout=240)
+    for spec in ALL_SPECS:
+        exe = prefix / "lib" / spec.package / spec.executable
+        assert exe.is_file() and os.access(exe, os.X_OK), exe
+    assert (prefix / "share/fosp_ros/launch/safereach.launch.py").is_file()
+    assert (prefix / "share/fosp_teleop/launch/collect.launch.py").is_file()
+    code = ("from ament_index_python.packages import get_package_share_directory as d; "
+            "print(d('fosp_ros')); print(d('fosp_teleop'))")
+    env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(prefix / "share/fosp_ros"), str(prefix / "share/fosp_teleop")]
