@@ -130,7 +130,8 @@ def test_pip_install_registers_packages_launch_files_and_executables(tmp_path):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, source / name)
     prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+    # --ignore-installed: never uninstall the running environment's own copy of fosp.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
                     "--no-build-isolation", "--prefix", str(prefix), str(source)],
                    check=True, capture_output=True, timeout=240)
     for spec in ALL_SPECS:
