@@ -2,7 +2,8 @@
 
 Arguments: ``use_sim`` (default true: the MuJoCo twin stands in for franka_ros2 and the
 camera), ``config`` (project YAML; '' = the installed config/safereach.yaml), ``run``
-(a pretrained run directory for the policy and learner), ``task`` (simulated task). The node
+(a pretrained run directory for the learner), ``task`` (simulated task), ``with_learner``
+(false on a robot PC whose learner runs on a GPU machine). The node
 list comes from ``fosp_ros.graph`` (GRAPHS["safereach"]), the same list
 ``fosp bringup safereach`` starts in one process.
 """
@@ -15,17 +16,19 @@ from launch_ros.actions import Node
 from fosp_ros.graph import node_parameters, nodes_for
 
 GRAPH = "safereach"
-ARGUMENTS = {"use_sim": "true", "config": "", "run": "", "task": ""}
+ARGUMENTS = {"use_sim": "true", "config": "", "run": "", "task": "", "with_learner": "true"}
 
 
 def _nodes(context):
     args = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     use_sim = args["use_sim"].lower() in ("true", "1", "yes")
+    # with_learner:=false on the robot PC when the learner runs on a GPU machine.
+    skip = set() if args["with_learner"].lower() in ("true", "1", "yes") else {"learner"}
     return [
         Node(package=spec.package, executable=spec.executable, name=spec.executable,
              output="screen",
              parameters=[node_parameters(GRAPH, spec, use_sim, args["config"], args)])
-        for spec in nodes_for(GRAPH, use_sim)
+        for spec in nodes_for(GRAPH, use_sim) if spec.executable not in skip
     ]
 
 
