@@ -119,6 +119,23 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    from fosp_core.bench import format_results, run_all
+
+    quiet = (lambda *_: None) if args.json else (lambda text: print(text, file=sys.stderr))
+    results = run_all(grad_steps=args.grad_steps, progress=quiet)
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(f"machine: {results['machine']}, torch threads {results['torch_threads']}")
+        print(format_results(results))
+    return 0
+
+
 def _bringup(args: argparse.Namespace) -> int:
     # The ROS side lives in fosp_ros; fosp_core itself never imports rclpy.
     from fosp_ros.bringup import run
@@ -168,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "'' to use --reward-topic and --cost-topic instead")
     q.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="control rate")
     q.set_defaults(func=_dataset_from_bag)
+
+    p = sub.add_parser("bench", help="latency, training and simulator figures of this machine")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--grad-steps", type=int, default=40, help="steps of the fine-tuning round")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("bringup", help="run a ROS graph (safereach, collect) in one process")
     from fosp_ros.bringup import add_arguments
