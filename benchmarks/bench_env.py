@@ -20,7 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from fosp_core.collect import collect  # noqa: E402
 from fosp_core.dataset import load_dataset, summarize  # noqa: E402
-from fosp_core.envs.behaviours import make_behaviour  # noqa: E402
+from fosp_core.envs.behaviours import behaviour_rates  # noqa: E402
 from fosp_core.envs.safereach import EPISODE_STEPS, SafeReachEnv  # noqa: E402
 
 
@@ -34,22 +34,6 @@ def steps_per_second(obs_mode: str, steps: int = 800) -> float:
             env.reset(seed=t)
         env.step(rng.uniform(-1, 1, 6))
     return steps / (time.perf_counter() - start)
-
-
-def behaviour_rates(name: str, seeds: int) -> tuple[float, float]:
-    env = SafeReachEnv(obs_mode="state")
-    successes = violations = 0
-    for seed in range(seeds):
-        _, info = env.reset(seed=seed)
-        agent = make_behaviour(name, env, np.random.default_rng(seed))
-        agent.reset()
-        reward = cost = 0.0
-        for _ in range(EPISODE_STEPS):
-            _, r, _, _, info = env.step(agent.act(info["pose"]))
-            reward, cost = reward + r, cost + info["cost"]
-        successes += reward > 0
-        violations += cost > 0
-    return successes / seeds, violations / seeds
 
 
 def main() -> None:

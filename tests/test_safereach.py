@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fosp_core.envs.behaviours import make_behaviour
+from fosp_core.envs.behaviours import behaviour_rates
 from fosp_core.envs.planner import plan_path
 from fosp_core.envs.safereach import (
     EPISODE_STEPS,
@@ -165,21 +165,9 @@ def test_actions_never_leave_workspace():
     ("unsafe", 0.0, 1.0, 0.5),
 ])
 def test_scripted_behaviour_rates(name, min_success, max_violation, min_violation):
-    e = SafeReachEnv(obs_mode="state")
-    n, successes, violations = 20, 0, 0
-    for seed in range(n):
-        _, info = e.reset(seed=seed)
-        agent = make_behaviour(name, e, np.random.default_rng(seed))
-        agent.reset()
-        rewards = costs = 0.0
-        for _ in range(EPISODE_STEPS):
-            _, r, _, _, info = e.step(agent.act(info["pose"]))
-            rewards += r
-            costs += info["cost"]
-        successes += rewards > 0
-        violations += costs > 0
-    assert successes / n >= min_success
-    assert min_violation <= violations / n <= max_violation
+    success, violation = behaviour_rates(name, seeds=20)
+    assert success >= min_success
+    assert min_violation <= violation <= max_violation
 
 
 def test_shipped_yaml_matches_defaults_and_is_checked(tmp_path):

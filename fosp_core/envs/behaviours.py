@@ -101,6 +101,24 @@ def _truncate(start: np.ndarray, waypoints: list[np.ndarray], fraction: float) -
     return kept
 
 
+def behaviour_rates(name: str, seeds: int, task: str = "safereach") -> tuple[float, float]:
+    """(success rate, violating-episode rate) of a behaviour over seeds 0..seeds-1, state mode."""
+    env = SafeReachEnv(task=task, obs_mode="state")
+    successes = violations = 0
+    for seed in range(seeds):
+        _, info = env.reset(seed=seed)
+        agent = make_behaviour(name, env, np.random.default_rng(seed))
+        agent.reset()
+        reward = cost = 0.0
+        for _ in range(env.config.episode_steps):
+            _, r, _, _, info = env.step(agent.act(info["pose"]))
+            reward, cost = reward + r, cost + info["cost"]
+        successes += reward > 0
+        violations += cost > 0
+    env.close()
+    return successes / seeds, violations / seeds
+
+
 def make_behaviour(name: str, env: SafeReachEnv, rng: np.random.Generator, noise: float = 0.15,
                    give_up: float | None = None):
     classes = {"safe": SafeBehaviour, "unsafe": UnsafeBehaviour, "random": RandomBehaviour}
