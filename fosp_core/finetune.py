@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from fosp_core.agent.pex import (
 )
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.config import from_dict, to_dict
+from fosp_core.train import atomic_torch_save
 
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
 # SafeReach's per-step bounds (reward and cost are 0/1) and episode length, for eq. 22.
@@ -99,19 +99,6 @@ def weights_to_bytes(weights: dict[str, Any]) -> bytes:
 def weights_from_bytes(data: bytes) -> dict[str, Any]:
     """Inverse of ``weights_to_bytes``; ``weights_only`` refuses any pickled code."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Learner:
@@ -208,7 +195,7 @@ class Learner:
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic checkpoint; loads with ``torch.load(..., weights_only=True)``."""
-        _atomic_torch_save(self.state_dict(), Path(path))
+        atomic_torch_save(self.state_dict(), Path(path))
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -22,14 +22,7 @@ from fosp_core.agent.networks import TwoHotDist
 from fosp_core.agent.replay import SequenceReplay
 from tests.agent_helpers import make_trajectory, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def replay_for(config, episodes: int = 4) -> SequenceReplay:

@@ -20,15 +20,7 @@ from fosp_core.agent.networks import (
     preprocess_image,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads fighting other processes on a 2-core box run 10x slower; restore after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_preprocess_image_range() -> None:

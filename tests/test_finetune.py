@@ -14,13 +14,7 @@ from fosp_core.finetune import Learner, PexPolicy, expand_policy
 from fosp_core.train import pretrain
 from tests.agent_helpers import make_trajectory, tiny_config, write_dataset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
