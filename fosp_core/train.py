@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fosp_core import distributed
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.replay import SequenceReplay
@@ -135,16 +136,20 @@ def pretrain(
     dataset = load_dataset(data_dir)
     if len(dataset) == 0:
         raise ValueError(f"{data_dir}: no readable trajectories")
+    parallel = distributed.init(device)  # under torchrun: one rank of N
+    main_rank = distributed.rank() == 0
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and main_rank:
         save_yaml(config, out / CONFIG_NAME)
         # Fine-tuning continues from the same data: remember where it is.
         (out / DATASET_NAME).write_text(str(Path(data_dir).resolve()) + "\n")
 
     torch.manual_seed(seed)
     np.random.seed(seed)
+    # Each rank draws its own batches; the model init is the same (and broadcast below).
     replay = SequenceReplay(
-        dataset.trajectories, config.batch_size, config.batch_length, config.obs_mode, seed
+        dataset.trajectories, config.batch_size, config.batch_length, config.obs_mode,
+        seed + distributed.rank(),
     )
     agent = Agent(config, device)
     agent.fit_normalizer(dataset.trajectories)  # a resume overwrites it with the saved one
@@ -154,15 +159,28 @@ def pretrain(
         replay.load_state_dict(checkpoint["replay"])
         _restore_rng(checkpoint["rng"])
         step = int(checkpoint["step"])
+        if parallel and not main_rank:
+            # The checkpoint holds rank 0's sampler; other ranks continue on their own stream
+            # (a resume is exact for a single process, statistically equal under torchrun).
+            replay.rng = np.random.default_rng([seed, distributed.rank(), step])
+    if parallel:
+        agent.actor_critic.grad_sync = distributed.average_gradients
+        distributed.broadcast_from_rank0(agent)
 
     # purge_step drops events a killed run logged after its last checkpoint.
-    writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+    writer = (SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+              if main_rank else None)
     metrics: dict[str, float] = {}
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc="pretrain", unit="step")
+    bar = tqdm(total=steps, initial=step, disable=not progress or not main_rank,
+               desc="pretrain", unit="step")
     try:
         while step < steps:
             metrics = agent.train_step(replay.sample())
+            if parallel:  # multipliers and return ranges come from each rank's batch
+                distributed.average_buffers(agent)
             step += 1
+            if not main_rank:
+                continue
             for name, value in metrics.items():
                 writer.add_scalar(name, value, step)
             bar.update(1)
@@ -171,10 +189,25 @@ def pretrain(
             )
             if step % ckpt_every == 0 or step == steps:
                 save_checkpoint(ckpt_path, step, agent, replay)
+        if parallel:
+            _check_replicas(agent, out, main_rank)
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
+        if parallel:
+            distributed.shutdown()
     return metrics
+
+
+def _check_replicas(agent: Agent, out: Path, main_rank: bool) -> None:
+    """All ranks must end with the same weights; rank 0 records the evidence in ddp.json."""
+    checksums = distributed.weight_checksums(agent)
+    if main_rank:
+        (out / "ddp.json").write_text(json.dumps(
+            {"world_size": len(checksums), "weight_checksums": checksums}) + "\n")
+    if len(set(checksums)) != 1:
+        raise RuntimeError(f"data-parallel replicas diverged: weight checksums {checksums}")
 
 
 # --------------------------------------------------------------------------------------------

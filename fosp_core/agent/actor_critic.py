@@ -152,6 +152,8 @@ class ActorCritic(nn.Module):
         self.augmented = self.algo != "fosp-no-auglag"
         # Online fine-tuning (sec. 4.3) trains the actor with eq. 23 instead of eq. 19-20.
         self.online = False
+        # Data-parallel training averages gradients over ranks here (fosp_core.distributed).
+        self.grad_sync = None
 
         self.actor = ActorHead(
             feat_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std, ac.actor_max_std
@@ -213,6 +215,8 @@ class ActorCritic(nn.Module):
     def _step(self, opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(module)
         norm = nn.utils.clip_grad_norm_(module.parameters(), self.config.actor_critic.grad_clip)
         opt.step()
         return norm.item()

@@ -7,6 +7,10 @@ by eq. 1 on the batch, then the actor-critic is updated from the batch's posteri
 Acting keeps the recurrent latent across calls: ``reset()`` at an episode start, then
 ``act(obs)`` per step folds the observation into the state with ``WorldModel.observe_step``
 (whose encoder goes through the same ``preprocess_image`` as training) and reads the actor.
+
+Both paths first pass the vector observation ('state', or 'pose' beside the image) through
+``VectorNormalizer``, fitted on the dataset by ``fit_normalizer`` before training and stored
+in the state dict, so training and deployment scale observations identically.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class Agent(nn.Module):
         loss, wm_metrics, posterior = self.world_model.loss(batch)
         self.model_opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.actor_critic.grad_sync is not None:  # data-parallel: average over ranks
+            self.actor_critic.grad_sync(self.world_model)
         grad_norm = nn.utils.clip_grad_norm_(
             self.world_model.parameters(), self.config.model.grad_clip
         )
