@@ -40,10 +40,28 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q
 
+# The FOSP story on the simulated twin (about 12 minutes on 2 cores): the paper's real-robot
+# dataset mix, a short offline pretraining, evaluation, then safe fine-tuning on an unseen task
+# with a before / during / after report. Data and the pretrained run are reused when present;
+# RETRAIN=1 pretrains again.
+DEMO_STEPS ?= 600
+DEMO_TASK ?= safereach-obstacle-shape
 demo: install
-	rm -rf $(DEMO)/data
-	$(VENV)/bin/fosp collect --task safereach --mix real --episodes 40 --seed 0 --out $(DEMO)/data
+	@if [ -f $(DEMO)/data/index.json ]; then echo "reusing the dataset in $(DEMO)/data"; \
+	else $(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
+		--out $(DEMO)/data; fi
 	$(VENV)/bin/fosp dataset info $(DEMO)/data --plot $(DEMO)/returns.png
+	@if [ -f $(DEMO)/pretrained/checkpoint.pt ] && [ -z "$(RETRAIN)" ]; then \
+		echo "reusing the pretrained run $(DEMO)/pretrained (RETRAIN=1 to redo it)"; \
+	else rm -rf $(DEMO)/pretrained; \
+		echo "pretraining FOSP offline: cpu config, state observations, $(DEMO_STEPS) steps"; \
+		$(VENV)/bin/fosp pretrain --data $(DEMO)/data --config cpu --obs state \
+			--steps $(DEMO_STEPS) --out $(DEMO)/pretrained --seed 0; fi
+	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
+	rm -rf $(DEMO)/finetune
+	$(VENV)/bin/fosp finetune --run $(DEMO)/pretrained --task $(DEMO_TASK) --trajectories 5 \
+		--grad-steps 40 --eval-episodes 10 --out $(DEMO)/finetune
+	@echo "plots: $(DEMO)/returns.png $(DEMO)/pretrained/rollout.png $(DEMO)/finetune/finetune.png"
 
 bench: install
 	$(PY) benchmarks/bench_env.py
