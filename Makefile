@@ -42,8 +42,9 @@ test: install lint
 
 # The FOSP story on the simulated twin (about 12 minutes on 2 cores): the paper's real-robot
 # dataset mix, a short offline pretraining, evaluation, then safe fine-tuning on an unseen task
-# with a before / during / after report. Data and the pretrained run are reused when present;
-# RETRAIN=1 pretrains again.
+# through the ROS 2 graph (sim robot, shield, policy, learner; /fosp/finetune after each
+# trajectory) with a before / during / after report. Data and the pretrained run are reused
+# when present; RETRAIN=1 pretrains again.
 DEMO_STEPS ?= 600
 DEMO_TASK ?= safereach-obstacle-shape
 demo: install
@@ -59,7 +60,7 @@ demo: install
 			--steps $(DEMO_STEPS) --out $(DEMO)/pretrained --seed 0; fi
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune
-	$(VENV)/bin/fosp finetune --run $(DEMO)/pretrained --task $(DEMO_TASK) --trajectories 5 \
+	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --task $(DEMO_TASK) --trajectories 5 \
 		--grad-steps 40 --eval-episodes 10 --out $(DEMO)/finetune
 	@echo "plots: $(DEMO)/returns.png $(DEMO)/pretrained/rollout.png $(DEMO)/finetune/finetune.png"
 

@@ -119,6 +119,19 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    # Through the ROS graph: fosp_ros does the talking; fosp_core never imports rclpy.
+    from fosp_core.finetune_run import format_report
+    from fosp_ros.demo import run_demo
+
+    report = run_demo(args.run, args.task, args.trajectories, args.grad_steps, args.out,
+                      eval_episodes=args.eval_episodes, seed=args.seed, config=args.config)
+    print(format_report(report))
+    print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png, "
+          f"graph log: {args.out}/graph.log")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import os
     import platform
@@ -185,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "'' to use --reward-topic and --cost-topic instead")
     q.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="control rate")
     q.set_defaults(func=_dataset_from_bag)
+
+    p = sub.add_parser("demo", help="safe fine-tuning of a pretrained run through the ROS graph")
+    p.add_argument("--run", required=True, help="pretrained run directory")
+    p.add_argument("--task", default="safereach-obstacle-shape", choices=sorted(TASKS))
+    p.add_argument("--trajectories", type=int, default=5)
+    p.add_argument("--grad-steps", type=int, default=40)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default="", help="project YAML for the graph")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="latency, training and simulator figures of this machine")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -1,0 +1,162 @@
+"""``fosp demo``: safe fine-tuning of a pretrained run through the real ROS 2 graph.
+
+1. before: the pretrained agent (with policy expansion, deterministic) on the unseen task in
+   the twin, in this process;
+2. the safereach graph with the simulated robot comes up in a child process (``fosp_ros.bringup``,
+   the launch file's node list): the policy node runs episodes at 10 Hz through the shield,
+   each trajectory goes to the learner node, and after each one this process calls
+   ``/fosp/finetune`` and prints the answer; new weights flow back to the policy;
+3. after: the learner's final weights, evaluated as in 1;
+4. a Table-3-style report (before / during / after), ``report.json`` and ``finetune.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fosp_core.dataset import load_dataset
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.finetune import NOT_FOR_ACTING, PexPolicy
+from fosp_core.finetune_run import (
+    EVAL_SEED_OFFSET,
+    _write_json,
+    evaluate_policy,
+    plot_finetune,
+)
+from fosp_core.train import load_run_config
+from fosp_ros.config import load_graph_config
+
+
+def _evaluate(policy: PexPolicy, env_config, episodes: int, seed: int) -> dict:
+    env = SafeReachEnv(config=env_config)
+    try:
+        return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed)
+    finally:
+        env.close()
+
+
+def _final_policy(run: Path, learner_file: Path, seed: int) -> PexPolicy:
+    """The learner node's last state as an acting policy (what the policy node would load)."""
+    state = torch.load(learner_file, map_location="cpu", weights_only=True)
+    modules = {k: v for k, v in state["agent"]["modules"].items()
+               if not k.startswith(NOT_FOR_ACTING)}
+    weights = {"agent": modules}
+    if "offline_actor" in state:
+        weights["offline_actor"] = state["offline_actor"]
+    return PexPolicy(load_run_config(run), weights, seed=seed)
+
+
+def _during(online: Path) -> tuple[dict, list[dict]]:
+    trajectories = load_dataset(online).trajectories
+    log, total_cost, total_steps = [], 0.0, 0
+    for i, traj in enumerate(trajectories):
+        chosen = traj.meta.get("chosen", {"offline": 0, "online": 0})
+        total_cost += traj.cost_return
+        total_steps += traj.length - 1
+        log.append({"trajectory": i + 1, "success": traj.success, "violation": traj.violation,
+                    "cost_regret": total_cost / max(1, total_steps),
+                    "online_share": chosen["online"] / max(1, sum(chosen.values()))})
+    n = max(1, len(trajectories))
+    during = {
+        "episodes": len(trajectories),
+        "success_rate": sum(t.success for t in trajectories) / n,
+        "violation_rate": sum(t.violation for t in trajectories) / n,
+        "reward_return": float(np.mean([t.reward_return for t in trajectories] or [0.0])),
+        "cost_return": float(np.mean([t.cost_return for t in trajectories] or [0.0])),
+        "online_share": float(np.mean([e["online_share"] for e in log] or [0.0])),
+        "cost_regret": log[-1]["cost_regret"] if log else 0.0,
+    }
+    return during, log
+
+
+def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
+             out: str | os.PathLike, eval_episodes: int = 10, seed: int = 0,
+             config: str = "", timeout_per_trajectory: float = 300.0) -> dict:
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from fosp_ros.ros_client import RosClient
+
+    run, out = Path(run), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    env_config = load_graph_config(config or None).env
+    env_config.task, env_config.obs_mode = task, load_run_config(run).obs_mode
+    print(f"[1/4] before fine-tuning: {eval_episodes} evaluation episodes on {task}", flush=True)
+    before = _evaluate(PexPolicy.from_run(run, seed=seed), env_config, eval_episodes, seed)
+
+    print(f"[2/4] ROS graph with the simulated robot: {trajectories} trajectories, "
+          f"/fosp/finetune ({grad_steps} steps) after each", flush=True)
+    domain = 100 + os.getpid() % 100
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    command = [sys.executable, "-m", "fosp_ros.bringup", "safereach", "--sim",
+               "--set", f"sim_robot.task={task}", "--set", f"sim_robot.seed={seed}",
+               "--set", f"policy.episodes={trajectories}", "--set", f"policy.seed={seed}",
+               "--set", f"learner.run={run}", "--set", f"learner.out={out / 'online'}",
+               "--set", "learner.auto_finetune=false", "--set", f"learner.grad_steps={grad_steps}"]
+    if config:
+        command += ["--config", config]
+    log_file = open(out / "graph.log", "wb")
+    graph = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    client = RosClient(domain, "fosp_demo")
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    def on_status(msg: String) -> None:
+        if msg.data.startswith("episode "):
+            with lock:
+                finished.append(msg.data)
+
+    client.node.create_subscription(String, "/fosp/policy/status", on_status, 10)
+    try:
+        for k in range(trajectories):
+            deadline = time.monotonic() + timeout_per_trajectory
+            while True:
+                with lock:
+                    if len(finished) > k:
+                        break
+                if graph.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the graph stopped or stalled; see {out / 'graph.log'}")
+                time.sleep(0.1)
+            print(f"  policy: {finished[k]}", flush=True)
+            # The learner stores the trajectory when it arrives; wait for it on disk.
+            stored = out / "online" / "online_data"
+            while len(list(stored.glob("traj_*.npz"))) <= k:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the trajectory never reached the learner")
+                time.sleep(0.1)
+            reply = client.call(Trigger, "/fosp/finetune", timeout=timeout_per_trajectory)
+            print(f"  /fosp/finetune: {reply.message}", flush=True)
+            if not reply.success:
+                raise RuntimeError(f"fine-tuning failed: {reply.message}")
+    finally:
+        client.close()
+        graph.send_signal(signal.SIGINT)
+        try:
+            graph.wait(60)
+        except subprocess.TimeoutExpired:
+            graph.kill()
+        log_file.close()
+
+    print(f"[3/4] after fine-tuning: {eval_episodes} evaluation episodes", flush=True)
+    after = _evaluate(_final_policy(run, out / "online" / "learner.pt", seed), env_config,
+                      eval_episodes, seed)
+    during, log = _during(out / "online" / "online_data")
+    config_used = load_run_config(run)
+    report = {"run": str(run), "task": task, "algo": config_used.algo,
+              "obs_mode": config_used.obs_mode, "pex": True, "trajectories": trajectories,
+              "grad_steps": grad_steps, "seed": seed, "before": before, "during": during,
+              "after": after, "log": log, "through": "ROS 2 graph (fosp bringup safereach)"}
+    _write_json(report, out / "report.json")
+    plot_finetune(report, out / "finetune.png")
+    print("[4/4] report", flush=True)
+    return report
+
