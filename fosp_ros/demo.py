@@ -2,10 +2,12 @@
 
 1. before: the pretrained agent (with policy expansion, deterministic) on the unseen task in
    the twin, in this process;
-2. the safereach graph with the simulated robot comes up in a child process (``fosp_ros.bringup``,
-   the launch file's node list): the policy node runs episodes at 10 Hz through the shield,
-   each trajectory goes to the learner node, and after each one this process calls
-   ``/fosp/finetune`` and prints the answer; new weights flow back to the policy;
+2. the safereach graph with the simulated robot comes up, one process per node as
+   ``ros2 launch`` would start them (the launch file's node list, ``fosp_ros.graph``): the
+   policy node runs episodes at 10 Hz through the shield, each trajectory goes to the learner
+   node, and after each one this process calls ``/fosp/finetune`` and prints the answer; new
+   weights flow back to the policy. (One process per node matters: in a single process the
+   policy loop would share the interpreter lock with the renderer and the learner.)
 3. after: the learner's final weights, evaluated as in 1;
 4. a Table-3-style report (before / during / after), ``report.json`` and ``finetune.png``.
 """
@@ -34,6 +36,14 @@ from fosp_core.finetune_run import (
 )
 from fosp_core.train import load_run_config
 from fosp_ros.config import load_graph_config
+from fosp_ros.graph import node_parameters, nodes_for
+
+
+def _ros_value(value) -> str:
+    """A parameter value as ``--ros-args -p`` parses it (YAML: true/false, numbers, strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if value != "" else "''"
 
 
 def _evaluate(policy: PexPolicy, env_config, episodes: int, seed: int) -> dict:
@@ -97,15 +107,22 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
           f"/fosp/finetune ({grad_steps} steps) after each", flush=True)
     domain = 100 + os.getpid() % 100
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    command = [sys.executable, "-m", "fosp_ros.bringup", "safereach", "--sim",
-               "--set", f"sim_robot.task={task}", "--set", f"sim_robot.seed={seed}",
-               "--set", f"policy.episodes={trajectories}", "--set", f"policy.seed={seed}",
-               "--set", f"learner.run={run}", "--set", f"learner.out={out / 'online'}",
-               "--set", "learner.auto_finetune=false", "--set", f"learner.grad_steps={grad_steps}"]
-    if config:
-        command += ["--config", config]
+    overrides = {
+        "sim_robot": {"task": task, "seed": seed},
+        "policy": {"episodes": trajectories, "seed": seed},
+        "learner": {"run": str(run), "out": str(out / "online"), "auto_finetune": False,
+                    "grad_steps": grad_steps},
+    }
     log_file = open(out / "graph.log", "wb")
-    graph = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    nodes = []
+    for spec in nodes_for("safereach", use_sim=True):
+        params = {**node_parameters("safereach", spec, True, config),
+                  **overrides.get(spec.executable, {})}
+        command = [sys.executable, "-m", spec.module, "--ros-args"]
+        for key, value in params.items():
+            command += ["-p", f"{key}:={_ros_value(value)}"]
+        nodes.append(subprocess.Popen(command, env=env, stdout=log_file,
+                                      stderr=subprocess.STDOUT))
     client = RosClient(domain, "fosp_demo")
     finished: list[str] = []
     lock = threading.Lock()
@@ -123,7 +140,7 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
                 with lock:
                     if len(finished) > k:
                         break
-                if graph.poll() is not None or time.monotonic() > deadline:
+                if any(n.poll() is not None for n in nodes) or time.monotonic() > deadline:
                     raise RuntimeError(f"the graph stopped or stalled; see {out / 'graph.log'}")
                 time.sleep(0.1)
             print(f"  policy: {finished[k]}", flush=True)
@@ -139,11 +156,13 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
                 raise RuntimeError(f"fine-tuning failed: {reply.message}")
     finally:
         client.close()
-        graph.send_signal(signal.SIGINT)
-        try:
-            graph.wait(60)
-        except subprocess.TimeoutExpired:
-            graph.kill()
+        for node in nodes:
+            node.send_signal(signal.SIGINT)
+        for node in nodes:
+            try:
+                node.wait(60)
+            except subprocess.TimeoutExpired:
+                node.kill()
         log_file.close()
 
     print(f"[3/4] after fine-tuning: {eval_episodes} evaluation episodes", flush=True)
@@ -154,7 +173,8 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     report = {"run": str(run), "task": task, "algo": config_used.algo,
               "obs_mode": config_used.obs_mode, "pex": True, "trajectories": trajectories,
               "grad_steps": grad_steps, "seed": seed, "before": before, "during": during,
-              "after": after, "log": log, "through": "ROS 2 graph (fosp bringup safereach)"}
+              "after": after, "log": log,
+              "through": "ROS 2 graph (safereach nodes, one process each)"}
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
     print("[4/4] report", flush=True)
