@@ -10,7 +10,10 @@ learner never stalls this loop.
 
 Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
-``device``, ``seed``. Services: ``/fosp/policy/start``, ``/fosp/policy/stop`` (Trigger).
+``device``, ``seed``, ``wait_for_weights`` (default true: while a learner is connected, the
+next episode starts only with weights newer than the last episode's, as in the paper's
+protocol of fine-tuning after each trajectory; at most ``weights_timeout`` seconds).
+Services: ``/fosp/policy/start``, ``/fosp/policy/stop`` (Trigger).
 Topics: ``/fosp/pex`` (Float32MultiArray [chosen, q~ offline, q~ online, p offline, p online]).
 """
 
@@ -46,7 +49,8 @@ class Policy(Node):
         self.cfg = load_graph_config(config_parameter(self) or None)
         p = {name: self.declare_parameter(name, default).value for name, default in (
             ("run", ""), ("episodes", 0), ("autostart", True), ("reset_service", "/fosp/home"),
-            ("deterministic", False), ("device", "cpu"), ("seed", 0))}
+            ("deterministic", False), ("device", "cpu"), ("seed", 0),
+            ("wait_for_weights", True), ("weights_timeout", 300.0))}
         self.params = p
         self.policy = PexPolicy.from_run(p["run"], device=p["device"], seed=p["seed"]) \
             if p["run"] else None
@@ -63,6 +67,8 @@ class Policy(Node):
         self.late_ticks = 0  # ticks that started more than one period late
         self._episode: dict | None = None
         self._resetting = False
+        self._weights_received = 0  # count of weight messages so far
+        self._awaiting: tuple[int, float] | None = None  # (count at episode end, since when)
 
         t = self.cfg.ros.topics
         self.create_subscription(Image, t.image, self._on_image, 10)
@@ -105,6 +111,7 @@ class Policy(Node):
         weights = weights_from_bytes(bytes(msg.data))
         with self._lock:
             self._pending_weights = weights
+            self._weights_received += 1
         self._report(f"weights of learner step {weights.get('step')} received")
 
     def _on_start(self, _request, response):
@@ -163,6 +170,14 @@ class Policy(Node):
         limit = self.params["episodes"]
         if limit and self.episodes_done >= limit:
             return
+        if self._awaiting is not None:
+            count, since = self._awaiting
+            learner = self.count_publishers("/fosp/weights") > 0
+            waited = time.monotonic() - since
+            if learner and self._weights_received <= count and \
+                    waited < self.params["weights_timeout"]:
+                return  # the learner is still fine-tuning on the last trajectory
+            self._awaiting = None
         with self._lock:
             weights, self._pending_weights = self._pending_weights, None
         if weights is not None:  # swap between episodes only
@@ -210,6 +225,8 @@ class Policy(Node):
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)
         self.episodes_done += 1
+        if self.params["wait_for_weights"]:
+            self._awaiting = (self._weights_received, time.monotonic())
         online = episode["chosen"]["online"] / max(1, sum(episode["chosen"].values()))
         p50 = float(np.percentile(self.step_ms, 50)) if self.step_ms else 0.0
         self._report(f"episode {self.episodes_done}: success={bool(arrays['reward'].any())} "

@@ -30,6 +30,8 @@ def test_demo_through_the_graph_reports_before_during_after(tiny_run, capsys):
                  "--out", str(out), "--config", str(tiny_run / "graph.yaml")]) == 0
     text = capsys.readouterr().out
     assert text.count("/fosp/finetune: steps=2") == 2
+    # fine-tuning after each trajectory: the policy waited for new weights before episode 2
+    assert "trajectories=1\n" in text and "trajectories=2\n" in text
     for row in ("before", "during", "after", "cost regret"):
         assert row in text
     report = json.loads((out / "report.json").read_text())
