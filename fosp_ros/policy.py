@@ -64,7 +64,7 @@ class Policy(Node):
         self.running = bool(p["autostart"])
         self.episodes_done = 0
         self.step_ms: list[float] = []  # policy.step latency, for the benchmark
-        self.late_ticks = 0  # ticks that started more than one period late
+        self.late_ticks = 0  # episode ticks that started more than one period late
         self._episode: dict | None = None
         self._resetting = False
         self._weights_received = 0  # count of weight messages so far
@@ -127,7 +127,8 @@ class Policy(Node):
     # ---- control loop ------------------------------------------------------------------------
     def _tick(self) -> None:
         now = time.monotonic()
-        if now - self._next_tick > self.period:
+        # Only ticks that drive the arm count; an idle loop waiting for weights may lag.
+        if self._episode is not None and now - self._next_tick > self.period:
             self.late_ticks += 1
         self._next_tick = max(self._next_tick + self.period, now)
         if self._episode is None:
