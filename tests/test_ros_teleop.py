@@ -37,14 +37,21 @@ def test_standin_spacemouse_records_a_demonstration(tmp_path):
             daemon.wait_for_clients(1, timeout=30)
             wait_for(lambda: client.node.count_publishers("/fosp/episode") > 0
                      and client.node.count_subscribers("/fosp/episode") > 0
-                     and client.node.count_subscribers("/fosp/action") >= 2, 30, "the graph")
+                     and client.node.count_subscribers("/fosp/action") >= 2
+                     and client.node.count_publishers("/fosp/record/status") > 0, 30,
+                     "the graph")
             time.sleep(1.0)  # let every pair of endpoints finish matching
 
             def toggle_until(prefix):
+                # The button toggles, so press again only when a press had no visible effect
+                # for a while: a second press after a slow answer would undo the first.
+                seen = len(status)
                 daemon.send(ButtonEvent(button=0, pressed=True))
                 daemon.send(ButtonEvent(button=0, pressed=False))
-                time.sleep(0.5)
-                return any(s.startswith(prefix) for s in status)
+                deadline = time.monotonic() + 3.0
+                while time.monotonic() < deadline and len(status) == seen:
+                    time.sleep(0.05)
+                return any(s.startswith(prefix) for s in status[seen:])
 
             wait_for(lambda: toggle_until("recording"), 20, "recording to start")
             # Operator across the table pushes the cap right: the arm moves to base +y.
