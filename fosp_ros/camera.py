@@ -90,7 +90,12 @@ class Camera(Node):
             if not color:
                 continue
             stamp = self.get_clock().now().to_msg()
-            self.pub.publish(image_to_msg(frame_to_rgb(color), stamp, FRAME_ID))
+            try:
+                self.pub.publish(image_to_msg(frame_to_rgb(color), stamp, FRAME_ID))
+            except Exception:
+                if self.context.ok():
+                    raise
+                return  # SIGINT shut the context down: the run is over
             self.frames += 1
 
     def close(self) -> None:

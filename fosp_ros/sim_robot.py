@@ -71,7 +71,11 @@ class SimRobot(Node):
         done = threading.Event()
         with self._lock:
             self._reset_requests.append(done)
-        response.success = done.wait(timeout=10.0)
+        deadline = time.monotonic() + 10.0
+        # Stop waiting as soon as the simulation thread is gone (shutdown), not after 10 s.
+        while not done.wait(0.05) and self._thread.is_alive() and time.monotonic() < deadline:
+            pass
+        response.success = done.is_set()
         response.message = f"episode {self._episode} layout ready" if response.success else \
             "simulation thread did not answer"
         return response
@@ -84,6 +88,18 @@ class SimRobot(Node):
         self._publish(self.env.pose(), (0.0, 0.0, 0.0, 0.0))
 
     def _simulate(self) -> None:
+        try:
+            self._simulate_loop()
+        except Exception:
+            # SIGINT shuts the ROS context down at once; a publish then fails. That is the end
+            # of the run, not an error. Anything else is.
+            if self.context.ok():
+                raise
+        finally:
+            self._running = False
+            self.env.close()  # on this thread, which owns the OpenGL context
+
+    def _simulate_loop(self) -> None:
         self._reset_env()
         next_tick = time.monotonic()
         while self._running:
@@ -103,7 +119,6 @@ class SimRobot(Node):
             self._publish(info["pose"], contacts)
             next_tick += self.period
             time.sleep(max(0.0, next_tick - time.monotonic()))
-        self.env.close()  # on this thread, which owns the OpenGL context
 
     def _publish(self, pose: np.ndarray, contacts) -> None:
         stamp = self.get_clock().now().to_msg()
