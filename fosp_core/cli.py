@@ -156,6 +156,19 @@ def _bringup(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int,
+                            eval_episodes: int) -> None:
+    """Options shared by ``fosp finetune`` (in-process) and ``fosp demo`` (through ROS)."""
+    p.add_argument("--run", required=True, help="pretrained run directory")
+    p.add_argument("--task", default="safereach-obstacle-shape", choices=sorted(tasks))
+    p.add_argument("--trajectories", type=int, default=trajectories,
+                   help="fine-tuning trajectories")
+    p.add_argument("--grad-steps", type=int, default=40, help="gradient steps per trajectory")
+    p.add_argument("--eval-episodes", type=int, default=eval_episodes)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fosp_core.envs.safereach import TASKS
 
@@ -200,14 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_dataset_from_bag)
 
     p = sub.add_parser("demo", help="safe fine-tuning of a pretrained run through the ROS graph")
-    p.add_argument("--run", required=True, help="pretrained run directory")
-    p.add_argument("--task", default="safereach-obstacle-shape", choices=sorted(TASKS))
-    p.add_argument("--trajectories", type=int, default=5)
-    p.add_argument("--grad-steps", type=int, default=40)
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--out", required=True)
+    _add_finetune_arguments(p, TASKS, trajectories=5, eval_episodes=10)
     p.add_argument("--config", default="", help="project YAML for the graph")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="latency, training and simulator figures of this machine")
@@ -251,16 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("finetune", help="safe fine-tuning in the simulated twin (PEX)")
-    p.add_argument("--run", required=True, help="pretrained run directory")
-    p.add_argument("--task", default="safereach-obstacle-shape", choices=sorted(TASKS))
-    p.add_argument("--trajectories", type=int, default=40, help="fine-tuning trajectories")
-    p.add_argument("--grad-steps", type=int, default=40, help="gradient steps per trajectory")
-    p.add_argument("--out", required=True, help="output directory")
+    _add_finetune_arguments(p, TASKS, trajectories=40, eval_episodes=20)
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--no-pex", action="store_true",
                    help="ablation (ii): fine-tune the offline policy directly")
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=_finetune)
     return parser
