@@ -62,7 +62,9 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     return arrays, meta, chosen
 
 
-def _rates(episodes: list[tuple[dict, dict]]) -> dict[str, float]:
+def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, float]:
+    """Success / violation rates, mean returns and the online policy's share of steps, over
+    (arrays, chosen-counts) pairs."""
     rewards = [float(a["reward"].sum()) for a, _ in episodes]
     costs = [float(a["cost"].sum()) for a, _ in episodes]
     chosen = [c for _, c in episodes]
@@ -82,7 +84,7 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[st
     for k in range(episodes):
         arrays, _, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
         runs.append((arrays, chosen))
-    return _rates(runs)
+    return episode_rates(runs)
 
 
 def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
@@ -136,10 +138,10 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     env.close()
     learner.save(out / "learner.pt")
 
+    regret = log[-1]["cost_regret"] if log else 0.0
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
-              "before": before, "during": dict(_rates(during), cost_regret=log[-1]["cost_regret"]
-                                               if log else 0.0),
+              "before": before, "during": dict(episode_rates(during), cost_regret=regret),
               "after": after, "log": log}
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")

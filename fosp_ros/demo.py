@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fosp_core.dataset import load_dataset
@@ -31,6 +30,7 @@ from fosp_core.finetune import NOT_FOR_ACTING, PexPolicy
 from fosp_core.finetune_run import (
     EVAL_SEED_OFFSET,
     _write_json,
+    episode_rates,
     evaluate_policy,
     plot_finetune,
 )
@@ -75,16 +75,9 @@ def _during(online: Path) -> tuple[dict, list[dict]]:
         log.append({"trajectory": i + 1, "success": traj.success, "violation": traj.violation,
                     "cost_regret": total_cost / max(1, total_steps),
                     "online_share": chosen["online"] / max(1, sum(chosen.values()))})
-    n = max(1, len(trajectories))
-    during = {
-        "episodes": len(trajectories),
-        "success_rate": sum(t.success for t in trajectories) / n,
-        "violation_rate": sum(t.violation for t in trajectories) / n,
-        "reward_return": float(np.mean([t.reward_return for t in trajectories] or [0.0])),
-        "cost_return": float(np.mean([t.cost_return for t in trajectories] or [0.0])),
-        "online_share": float(np.mean([e["online_share"] for e in log] or [0.0])),
-        "cost_regret": log[-1]["cost_regret"] if log else 0.0,
-    }
+    empty = {"offline": 0, "online": 0}
+    during = episode_rates([(t.arrays, t.meta.get("chosen", empty)) for t in trajectories])
+    during["cost_regret"] = log[-1]["cost_regret"] if log else 0.0
     return during, log
 
 
