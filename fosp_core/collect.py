@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,15 +91,18 @@ def _give_up(spec: EpisodeSpec, rng: np.random.Generator) -> float | None:
     return None
 
 
-def rollout(env: SafeReachEnv, behaviour: str, seed: int, give_up: float | None = None,
-            noise: float = NOISE, render: bool = True) -> tuple[dict, dict]:
-    """One episode in the dataset's row convention (row 0 = reset, then one row per step)."""
-    rng = np.random.default_rng(seed)
-    _, info = env.reset(seed=seed)
-    agent = make_behaviour(behaviour, env, rng, noise=noise, give_up=give_up)
-    agent.reset()
-    steps = env.config.episode_steps
-    rows = steps + 1
+def record_episode(env: SafeReachEnv, obs: dict, info: dict,
+                   act: Callable[[dict, dict], np.ndarray], render: bool = True
+                   ) -> tuple[dict, dict]:
+    """Run an episode that was just reset (``obs``, ``info``) with ``act(obs, info) -> action``
+    and keep it in the dataset's row convention (row 0 = reset, then one row per step with
+    the action that led to it).
+
+    Images come from the observation in image mode, else from ``render_image`` when
+    ``render`` (a state-mode episode can still be stored with its camera frames).
+    Returns the arrays and the last step's info.
+    """
+    rows = env.config.episode_steps + 1
     size = env.config.image_size
     arrays = {
         "image": np.zeros((rows, size, size, 3), np.uint8),
@@ -109,17 +113,30 @@ def rollout(env: SafeReachEnv, behaviour: str, seed: int, give_up: float | None 
         "state": np.zeros((rows, info["state"].shape[0]), np.float32),
     }
 
-    def record(t: int, info: dict) -> None:
+    def record(t: int) -> None:
         arrays["pose"][t], arrays["state"][t] = info["pose"], info["state"]
-        if render:
+        if "image" in obs:
+            arrays["image"][t] = obs["image"]
+        elif render:
             arrays["image"][t] = env.render_image()
 
-    record(0, info)
+    record(0)
     for t in range(1, rows):
-        action = agent.act(info["pose"])
-        _, reward, _, _, info = env.step(action)
+        action = act(obs, info)
+        obs, reward, _, _, info = env.step(action)
         arrays["action"][t], arrays["reward"][t], arrays["cost"][t] = action, reward, info["cost"]
-        record(t, info)
+        record(t)
+    return arrays, info
+
+
+def rollout(env: SafeReachEnv, behaviour: str, seed: int, give_up: float | None = None,
+            noise: float = NOISE, render: bool = True) -> tuple[dict, dict]:
+    """One scripted episode and its metadata."""
+    obs, info = env.reset(seed=seed)
+    agent = make_behaviour(behaviour, env, np.random.default_rng(seed), noise=noise,
+                           give_up=give_up)
+    agent.reset()  # plans its path in the layout the reset drew
+    arrays, info = record_episode(env, obs, info, lambda _, info: agent.act(info["pose"]), render)
     meta = {
         "task": env.config.task,
         "behaviour": behaviour,

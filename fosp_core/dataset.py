@@ -54,7 +54,7 @@ import secrets
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -292,6 +292,23 @@ def _encoder(arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Callable[[IO
         np.savez(f, **payload, meta=meta_json)
 
     return write
+
+
+def rows_to_arrays(rows: Sequence[Mapping[str, Any]], image_size: int, state_dim: int
+                   ) -> dict[str, np.ndarray]:
+    """Per-step rows recorded live (dicts of image, pose, action, reward, cost, state) ->
+    trajectory arrays with the dataset's dtypes. A row without an image or a state (a
+    state-mode policy, a robot without the twin's state) gets zeros of the given size."""
+    blank_image = np.zeros((image_size, image_size, 3), np.uint8)
+    blank_state = np.zeros(state_dim, np.float32)
+    return {
+        "image": np.stack([r.get("image", blank_image) for r in rows]).astype(np.uint8),
+        "pose": np.stack([r["pose"] for r in rows]).astype(np.float32),
+        "action": np.stack([r["action"] for r in rows]).astype(np.float32),
+        "reward": np.array([r["reward"] for r in rows], np.float32),
+        "cost": np.array([r["cost"] for r in rows], np.float32),
+        "state": np.stack([r.get("state", blank_state) for r in rows]).astype(np.float32),
+    }
 
 
 def trajectory_to_bytes(arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> bytes:

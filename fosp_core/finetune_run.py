@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fosp_core.collect import record_episode
 from fosp_core.finetune import Learner, PexPolicy
 from fosp_core.train import DATASET_NAME
 
@@ -29,36 +30,17 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     """One episode in the dataset's row convention, plus PEX statistics."""
     obs, info = env.reset(seed=seed)
     policy.reset()
-    steps = env.config.episode_steps
-    size = env.config.image_size
-    arrays = {
-        "image": np.zeros((steps + 1, size, size, 3), np.uint8),
-        "pose": np.zeros((steps + 1, 6), np.float32),
-        "action": np.zeros((steps + 1, 6), np.float32),
-        "reward": np.zeros(steps + 1, np.float32),
-        "cost": np.zeros(steps + 1, np.float32),
-        "state": np.zeros((steps + 1, info["state"].shape[0]), np.float32),
-    }
     chosen = {"offline": 0, "online": 0}
 
-    def record(t: int, obs: dict, info: dict) -> None:
-        arrays["pose"][t], arrays["state"][t] = info["pose"], info["state"]
-        if "image" in obs:
-            arrays["image"][t] = obs["image"]
-        elif render:
-            arrays["image"][t] = env.render_image()
-
-    record(0, obs, info)
-    for t in range(1, steps + 1):
+    def act(obs: dict, _info: dict) -> np.ndarray:
         decision = policy.step(obs, deterministic=deterministic)
         chosen[decision.chosen] += 1
-        obs, reward, _, _, info = env.step(decision.action)
-        arrays["action"][t], arrays["reward"][t], arrays["cost"][t] = (
-            decision.action, reward, info["cost"])
-        record(t, obs, info)
+        return decision.action
+
+    arrays, info = record_episode(env, obs, info, act, render)
     meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
             "layout": info["layout"], "source": "finetune", "chosen": chosen,
-            "image_rendered": render or "image" in obs}
+            "image_rendered": render or env.config.obs_mode == "image"}
     return arrays, meta, chosen
 
 

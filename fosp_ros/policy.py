@@ -31,7 +31,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import trajectory_to_bytes
+from fosp_core.dataset import rows_to_arrays, trajectory_to_bytes
 from fosp_core.finetune import PexPolicy, weights_from_bytes
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
@@ -139,7 +139,8 @@ class Policy(Node):
             labels, self._labels = self._labels, np.zeros(2)
         episode = self._episode
         if episode["t"] > 0:  # the row of the previous step: its result and labels
-            episode["rows"].append((obs, episode["last_action"], labels))
+            episode["rows"].append(dict(obs, action=episode["last_action"],
+                                        reward=labels[0], cost=labels[1]))
         if episode["t"] == self.steps_per_episode:
             self._finish_episode()
             return
@@ -201,25 +202,16 @@ class Policy(Node):
             first = dict(self._obs)
             self._labels = np.zeros(2)
         self.policy.reset()
-        self._episode = {"t": 0, "rows": [(first, np.zeros(6, np.float32), np.zeros(2))],
+        self._episode = {"t": 0,
+                         "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,
+                                       cost=0.0)],
                          "last_action": np.zeros(6, np.float32),
                          "chosen": {"offline": 0, "online": 0}}
         self._resetting = False
 
     def _finish_episode(self) -> None:
         episode, self._episode = self._episode, None
-        rows = episode["rows"]
-        state_dim = max((len(r[0].get("state", ())) for r in rows), default=0) or 25
-        arrays = {
-            "image": np.stack([r[0].get("image", np.zeros((self.size, self.size, 3), np.uint8))
-                               for r in rows]).astype(np.uint8),
-            "pose": np.stack([r[0]["pose"] for r in rows]).astype(np.float32),
-            "action": np.stack([r[1] for r in rows]).astype(np.float32),
-            "reward": np.array([r[2][0] for r in rows], np.float32),
-            "cost": np.array([r[2][1] for r in rows], np.float32),
-            "state": np.stack([r[0].get("state", np.zeros(state_dim)) for r in rows])
-            .astype(np.float32),
-        }
+        arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
                 "source": "ros", "chosen": episode["chosen"], "episode": self.episodes_done}
         msg = UInt8MultiArray()

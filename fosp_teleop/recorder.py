@@ -26,7 +26,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import DatasetWriter
+from fosp_core.dataset import DatasetWriter, rows_to_arrays
 from fosp_core.envs.safereach import STATE_DIM
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
@@ -147,14 +147,7 @@ class Recorder(Node):
         return self._save(rows)
 
     def _save(self, rows: list[dict]) -> str:
-        arrays = {
-            "image": np.stack([r["image"] for r in rows]).astype(np.uint8),
-            "pose": np.stack([r["pose"] for r in rows]).astype(np.float32),
-            "action": np.stack([r["action"] for r in rows]).astype(np.float32),
-            "reward": np.array([r["reward"] for r in rows], np.float32),
-            "cost": np.array([r["cost"] for r in rows], np.float32),
-            "state": np.stack([r["state"] for r in rows]).astype(np.float32),
-        }
+        arrays = rows_to_arrays(rows, rows[0]["image"].shape[0], STATE_DIM)
         meta = {"task": self.task, "behaviour": self.behaviour, "seed": None, "layout": {},
                 "source": "ros", "state_available": self._state is not None}
         path = self.writer.add(arrays, meta)

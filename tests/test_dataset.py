@@ -21,6 +21,7 @@ from fosp_core.dataset import (
     load_index,
     plot_returns,
     read_trajectory,
+    rows_to_arrays,
     summarize,
     validate_trajectory,
     write_trajectory,
@@ -490,3 +491,21 @@ def test_trajectory_bytes_round_trip_and_bad_bytes(tmp_path):
         trajectory_from_bytes(data[: len(data) // 2], "from-policy")
     with pytest.raises(DatasetError, match="no zip header"):
         trajectory_from_bytes(b"garbage!", "from-policy")
+
+
+def test_rows_to_arrays_stacks_live_rows_and_fills_missing_modalities():
+    pose = np.arange(6, dtype=np.float64)
+    rows = [
+        {"pose": pose, "action": np.zeros(6), "reward": 0.0, "cost": 0.0,
+         "state": np.ones(25)},
+        {"pose": pose + 1, "action": np.full(6, 0.5), "reward": 1.0, "cost": 1.0,
+         "image": np.full((64, 64, 3), 200, np.uint8)},
+    ]
+    arrays = rows_to_arrays(rows, image_size=64, state_dim=25)
+    validate_trajectory(arrays)
+    assert arrays["pose"].dtype == np.float32 and arrays["image"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["pose"][1], pose + 1)
+    np.testing.assert_array_equal(arrays["reward"], [0.0, 1.0])
+    np.testing.assert_array_equal(arrays["cost"], [0.0, 1.0])
+    assert arrays["image"][0].max() == 0 and arrays["image"][1].min() == 200  # row 0: no image
+    assert arrays["state"][0].min() == 1 and arrays["state"][1].max() == 0  # row 1: no state
