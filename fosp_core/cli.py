@@ -125,10 +125,21 @@ def _demo(args: argparse.Namespace) -> int:
     from fosp_ros.demo import run_demo
 
     report = run_demo(args.run, args.task, args.trajectories, args.grad_steps, args.out,
-                      eval_episodes=args.eval_episodes, seed=args.seed, config=args.config)
+                      eval_episodes=args.eval_episodes, seed=args.seed, config=args.config,
+                      data=args.data)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png, "
           f"graph log: {args.out}/graph.log")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fosp_core.train import CHECKPOINT_NAME, export_run
+
+    source = {"command": args.command} if args.command else {}
+    out = export_run(args.run, args.out, half=not args.float32, **source)
+    size = (out / CHECKPOINT_NAME).stat().st_size / 1e6
+    print(f"exported {args.run} to {out} ({size:.1f} MB of weights)")
     return 0
 
 
@@ -215,7 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="safe fine-tuning of a pretrained run through the ROS graph")
     _add_finetune_arguments(p, TASKS, trajectories=5, eval_episodes=10)
     p.add_argument("--config", default="", help="project YAML for the graph")
+    p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("export", help="a run's config and float16 weights, small enough to ship")
+    p.add_argument("--run", required=True, help="trained run directory")
+    p.add_argument("--out", required=True, help="directory to write (e.g. models/NAME)")
+    p.add_argument("--command", default="", help="the command that trained the run, recorded "
+                   "in source.json")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="latency, training and simulator figures of this machine")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -11,6 +11,11 @@ Checkpoints hold only tensors and plain containers (``torch.load(weights_only=Tr
 weights, optimiser states, multipliers, the step, the replay generator's state and the torch
 and numpy global RNG states. Resuming restores all of them, so the step after a resume
 computes exactly the loss an uninterrupted run would have computed.
+
+``export_run`` writes a small run directory for shipping a trained agent (the repository keeps
+one in ``models/``): config, weights in float16 without optimiser or sampler state, and a
+``source.json`` saying where it came from. It evaluates and fine-tunes like any run (fresh
+optimisers) but cannot be resumed as a pretraining run.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from fosp_core.config import load_yaml, save_yaml
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
 DATASET_NAME = "dataset.txt"  # path of the dataset the run was trained on
+SOURCE_NAME = "source.json"  # exported runs: where the weights came from
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,6 +81,30 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               half: bool = True, **source: Any) -> Path:
+    """Copy a run's config and weights (no optimiser, replay or RNG state) to ``out_dir``.
+
+    ``half`` stores float32 tensors as float16, which halves the file; loading casts them
+    back. Other dtypes (the float64 multipliers, integer counters) are kept as they are.
+    ``source`` (e.g. the command that trained the run) goes to ``source.json`` with the step.
+    """
+    config = load_run_config(run_dir)
+    checkpoint = load_checkpoint(run_dir)
+    modules = checkpoint["agent"]["modules"]
+    if half:
+        modules = {k: v.half() if v.dtype == torch.float32 else v for k, v in modules.items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, out / CONFIG_NAME)
+    step = int(checkpoint["step"])
+    atomic_torch_save({"step": step, "agent": {"modules": modules, "optimizers": {}}},
+                      out / CHECKPOINT_NAME)
+    info = {"step": step, "exported_from": str(Path(run_dir).resolve()), **source}
+    (out / SOURCE_NAME).write_text(json.dumps(info, indent=1) + "\n")
+    return out
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -129,6 +159,9 @@ def pretrain(
     if resume:
         config = load_run_config(out)
         checkpoint = load_checkpoint(out)
+        if "replay" not in checkpoint:
+            raise ValueError(f"{out}: exported weights (no optimiser or sampler state) cannot be "
+                             "resumed; start a new run with fosp pretrain instead")
     elif ckpt_path.exists():
         raise ValueError(f"{out}: already holds a checkpoint; pass resume=True (--resume)")
     else:

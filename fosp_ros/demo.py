@@ -83,7 +83,8 @@ def _during(online: Path) -> tuple[dict, list[dict]]:
 
 def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
              out: str | os.PathLike, eval_episodes: int = 10, seed: int = 0,
-             config: str = "", timeout_per_trajectory: float = 300.0) -> dict:
+             config: str = "", timeout_per_trajectory: float = 300.0,
+             data: str | os.PathLike | None = None) -> dict:
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
@@ -104,7 +105,7 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         "sim_robot": {"task": task, "seed": seed},
         "policy": {"episodes": trajectories, "seed": seed},
         "learner": {"run": str(run), "out": str(out / "online"), "auto_finetune": False,
-                    "grad_steps": grad_steps},
+                    "grad_steps": grad_steps, "data": str(data or "")},
     }
     log_file = open(out / "graph.log", "wb")
     nodes = []

@@ -150,3 +150,40 @@ def test_cli_eval_of_a_run_without_checkpoint(tmp_path, capsys):
     save_yaml(tiny_config(), run / CONFIG_NAME)
     assert main(["eval", "--run", str(run), "--episodes", "1"]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_export_keeps_float16_weights_that_act_like_the_run_and_cannot_be_resumed(
+        data_dir, tmp_path, capsys):
+    run, shipped = tmp_path / "run", tmp_path / "models" / "tiny"
+    config = tiny_config()
+    pretrain(data_dir, run, config, steps=2, progress=False)
+    assert main(["export", "--run", str(run), "--out", str(shipped),
+                 "--command", "fosp pretrain ..."]) == 0
+    assert "exported" in capsys.readouterr().out
+
+    full, small = torch.load(run / CHECKPOINT_NAME, weights_only=True), \
+        torch.load(shipped / CHECKPOINT_NAME, weights_only=True)
+    assert small["agent"]["optimizers"] == {} and "replay" not in small
+    modules = small["agent"]["modules"]
+    assert modules["world_model.rssm.gru.linear.weight"].dtype == torch.float16
+    assert modules["actor_critic.lagrange"].dtype == torch.float64  # multipliers stay exact
+    assert (shipped / CHECKPOINT_NAME).stat().st_size < (run / CHECKPOINT_NAME).stat().st_size / 4
+    source = json.loads((shipped / "source.json").read_text())
+    assert source["step"] == 2 and source["command"] == "fosp pretrain ..."
+
+    # Loaded back as float32 weights within float16 rounding, with fresh optimisers.
+    exported, step = load_agent(shipped)
+    original, _ = load_agent(run)
+    assert step == 2 and exported.config == config
+    for (name, a), b in zip(original.state_dict()["modules"].items(),
+                            exported.state_dict()["modules"].values()):
+        assert a.dtype == b.dtype, name
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+    assert exported.optimizers()["actor"].state_dict()["state"] == {}
+    assert full["agent"]["optimizers"]["actor"]["state"]
+    obs = {"state": np.linspace(-0.2, 0.6, 25).astype(np.float32)}
+    np.testing.assert_allclose(exported.act(obs), original.act(obs), atol=2e-2)
+
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        pretrain(data_dir, shipped, config, steps=3, resume=True, progress=False)

@@ -119,8 +119,10 @@ class Agent(nn.Module):
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:  # type: ignore[override]
         result = super().load_state_dict(state["modules"], strict=strict)
+        # Exported weights (train.export_run) carry no optimiser state: optimisers start fresh.
         for name, opt in self.optimizers().items():
-            opt.load_state_dict(state["optimizers"][name])
+            if name in state["optimizers"]:
+                opt.load_state_dict(state["optimizers"][name])
         return result
 
     # ---------------------------------------------------------------------------------------
