@@ -122,6 +122,21 @@ def test_cost_loss_weights_violations() -> None:
     assert metrics["dyn_loss"] >= 0.5 - 1e-6 and metrics["rep_loss"] >= 0.1 - 1e-6
 
 
+@pytest.mark.parametrize("obs_mode, key", [("state", "state_loss"), ("image", "pose_loss")])
+def test_vector_weight_scales_only_the_pose_or_state_reconstruction(obs_mode, key) -> None:
+    config = tiny(obs_mode)
+    batch = make_batch(config, 2, 3)
+    metrics = {}
+    for weight in (1.0, 10.0):
+        torch.manual_seed(0)  # same weights and latent samples for both
+        model = WorldModel(merge(config, {"model": {"vector_weight": weight}}))
+        with torch.no_grad():
+            metrics[weight] = model.loss(batch)[1]
+    assert metrics[10.0][key] == pytest.approx(10 * metrics[1.0][key], rel=1e-5)
+    for other in ("reward_loss", "cost_loss", "dyn_loss", "rep_loss"):
+        assert metrics[10.0][other] == pytest.approx(metrics[1.0][other], rel=1e-6)
+
+
 def test_latent_stack_and_map() -> None:
     a = Latent(torch.zeros(3, 2), torch.zeros(3, 4, 4), torch.zeros(3, 4, 4))
     stacked = Latent.stack([a, a], 1)

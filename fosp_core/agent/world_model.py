@@ -262,7 +262,8 @@ class WorldModel(nn.Module):
                + dyn * max(free, KL[sg(q) || p]) + rep * max(free, KL[q || sg(p)])
         averaged over batch and time. w_t = cost_weight where c_t >= 1 (rare violations),
         else 1. The image term is the squared error summed over pixels (a unit-variance
-        Gaussian up to a constant); pose and state are predicted in symlog space.
+        Gaussian up to a constant); pose and state are predicted in symlog space, their
+        squared errors scaled by ``vector_weight``.
 
         Returns the loss, float metrics, and the posterior states (B, T, ...) from which
         imagination starts (still attached to the graph; detach them for imagination).
@@ -279,10 +280,12 @@ class WorldModel(nn.Module):
             target = preprocess_image(batch["image"])
             losses["image"] = (self.image_decoder(features) - target).square().sum((-3, -2, -1))
             pose = symlog(batch["pose"].float())
-            losses["pose"] = (self.pose_decoder(features) - pose).square().sum(-1)
+            pose_error = (self.pose_decoder(features) - pose).square().sum(-1)
+            losses["pose"] = m.vector_weight * pose_error
         else:
             state = symlog(batch["state"].float())
-            losses["state"] = (self.state_decoder(features) - state).square().sum(-1)
+            state_error = (self.state_decoder(features) - state).square().sum(-1)
+            losses["state"] = m.vector_weight * state_error
 
         losses["reward"] = -self.reward_head(features).log_prob(batch["reward"])
         cost = batch["cost"].float()
