@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fosp_core.envs.behaviours import behaviour_rates
-from fosp_core.envs.planner import plan_path
+from fosp_core.envs.behaviours import behaviour_rates, make_behaviour
+from fosp_core.envs.planner import DEMO_MARGINS, GRIPPER_HALF, MARGIN, plan_path
 from fosp_core.envs.safereach import (
     EPISODE_STEPS,
     OBSTACLE_POINTS,
@@ -168,6 +168,33 @@ def test_scripted_behaviour_rates(name, min_success, max_violation, min_violatio
     success, violation = behaviour_rates(name, seeds=20)
     assert success >= min_success
     assert min_violation <= violation <= max_violation
+
+
+def test_safe_demonstrator_keeps_a_wide_berth_where_the_layout_allows():
+    """Gap between the fingers' and the obstacles' footprints along the noise-free safe path:
+    at least the wide clearance (less the corner the waypoint switch cuts) where such a path
+    exists, and never below the 12 mm every layout guarantees."""
+    e = SafeReachEnv(task="safereach", obs_mode="state")
+    half = np.array([0.015, 0.028])  # box obstacle footprint
+    kinds = set()
+    for seed in range(8):
+        _, info = e.reset(seed=seed)
+        layout = e.layout
+        wide = plan_path(START_XY, layout.target_xy, layout.obstacle_xy, e.spec_,
+                         DEMO_MARGINS[0]) is not None
+        kinds.add(wide)
+        demo = make_behaviour("safe", e, np.random.default_rng(seed), noise=0.0)
+        demo.reset()
+        gap = np.inf
+        for _ in range(EPISODE_STEPS):
+            _, _, _, _, info = e.step(demo.act(info["pose"]))
+            for centre in layout.obstacle_xy:
+                apart = np.abs(info["pose"][:2] - np.array(centre)) - (half + GRIPPER_HALF)
+                gap = min(gap, float(apart.max()))
+        least = DEMO_MARGINS[0] - GRIPPER_HALF if wide else MARGIN - GRIPPER_HALF
+        assert gap >= least.min() - 0.005, (seed, wide, gap)
+    e.close()
+    assert kinds == {True, False}  # both the wide path and the fallback were exercised
 
 
 def test_shipped_yaml_matches_defaults_and_is_checked(tmp_path):
