@@ -293,13 +293,17 @@ def test_actor_critic_buffers_are_in_the_state_dict() -> None:
 # Observation normaliser: the same transform in training and acting.
 
 
-def test_normalizer_standardises_and_floors_constant_dims() -> None:
-    rows = np.stack([np.full(500, 0.6), np.random.default_rng(0).normal(0.1, 0.05, 500)], 1)
-    norm = VectorNormalizer("state", 2)
+def test_normalizer_standardises_and_leaves_constant_dims_unscaled() -> None:
+    rows = np.stack([np.full(500, 0.6), np.random.default_rng(0).normal(0.1, 0.05, 500),
+                     np.zeros(500)], 1)
+    norm = VectorNormalizer("state", 3)
     norm.fit(rows)
     out = norm({"state": torch.tensor(rows, dtype=torch.float32)})["state"]
-    assert torch.allclose(out[:, 0], torch.zeros(500), atol=1e-5)  # constant: std floor, no nan
+    assert torch.allclose(out[:, 0], torch.full((500,), 0.6))  # constant: as it is, no nan
     assert out[:, 1].mean().abs() < 1e-4 and (out[:, 1].std() - 1).abs() < 1e-2
+    # A slot the data never used (a third obstacle) stays on the scale of its values.
+    unseen = norm({"state": torch.tensor([[0.6, 0.1, 0.5]])})["state"]
+    assert unseen[0, 2].item() == pytest.approx(0.5)
     assert norm({"other": torch.ones(1)}) == {"other": torch.ones(1)}
 
 

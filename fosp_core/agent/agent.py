@@ -46,10 +46,18 @@ class VectorNormalizer(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def fit(self, rows: np.ndarray) -> None:
-        """Set mean / std from (N, dim) rows; dims varying less than ``min_std`` keep it."""
+        """Set mean / std from (N, dim) rows; dims varying less than ``min_std`` pass unscaled.
+
+        Leaving a (nearly) constant dim as it is, rather than dividing by a floor, keeps an
+        input the data never varied in scale when deployment does vary it: the third obstacle
+        slot of ``safereach-more-obstacles`` is all zeros in a two-obstacle dataset, and a
+        floor of 0.01 turned its 0.5 m into 50 standard deviations.
+        """
         rows = torch.as_tensor(np.asarray(rows, dtype=np.float64))
-        self.mean.copy_(rows.mean(0).float())
-        self.std.copy_(rows.std(0).clamp(min=self.min_std).float())
+        mean, std = rows.mean(0), rows.std(0)
+        constant = std < self.min_std
+        self.mean.copy_(torch.where(constant, 0.0, mean).float())
+        self.std.copy_(torch.where(constant, 1.0, std).float())
 
     def forward(self, obs: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.key not in obs:
