@@ -44,14 +44,20 @@ def test_windows_are_contiguous_slices_of_one_trajectory() -> None:
         assert np.all(ids // 1000 == ids[:, :1] // 1000)
 
 
-def test_every_window_start_is_equally_likely() -> None:
-    # 10 rows -> 6 windows of 5; 30 rows -> 26 windows.
-    replay = SequenceReplay([traj(0, 10), traj(1, 30)], batch_size=4000, length=5, seed=0)
-    first = replay.sample()["state"][:, 0, 0].numpy()
-    share_short = np.mean(first < 1000)
-    assert share_short == pytest.approx(6 / 32, abs=0.03)
-    starts = first[first >= 1000] - 1000
-    assert starts.min() == 0 and starts.max() == 25  # the last window ends at the last row
+def test_every_row_is_covered_about_equally() -> None:
+    # Draws per trajectory: rows + length - 1 (10 rows -> 14, 30 rows -> 34).
+    replay = SequenceReplay([traj(0, 10), traj(1, 30)], batch_size=20000, length=5, seed=0)
+    ids = replay.sample()["state"][..., 0].numpy()
+    assert np.mean(ids[:, 0] < 1000) == pytest.approx(14 / 48, abs=0.02)
+    long = (ids[ids[:, 0] >= 1000] - 1000).astype(int)
+    assert long[:, 0].min() == 0 and long[:, 0].max() == 25  # windows stay inside the rows
+    coverage = np.bincount(long.ravel(), minlength=30) / len(long)
+    # Each row lies in 5 of the 34 draws, the 4 first and last rows in up to 8: the episode
+    # start is covered as often as the middle, not 5 times less as with uniform starts.
+    assert coverage[0] == pytest.approx(5 / 34, abs=0.015)
+    assert coverage[15] == pytest.approx(5 / 34, abs=0.015)
+    assert coverage[3] == pytest.approx(8 / 34, abs=0.015)
+    assert coverage.min() >= 5 / 34 - 0.015
 
 
 def test_short_trajectories_give_no_windows() -> None:
@@ -91,7 +97,7 @@ def test_added_trajectories_are_sampled() -> None:
     replay = SequenceReplay([traj(0, 10)], batch_size=200, length=5)
     assert np.all(replay.sample()["state"][..., 0].numpy() < 1000)
     replay.add([traj(1, 10)])
-    assert len(replay) == 2 and replay.num_windows == 12
+    assert len(replay) == 2 and replay.num_windows == 2 * (10 + 5 - 1)
     ids = replay.sample()["state"][:, 0, 0].numpy() // 1000
     assert 0.3 < ids.mean() < 0.7
 
