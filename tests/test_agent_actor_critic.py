@@ -12,6 +12,7 @@ from fosp_core.agent.actor_critic import (
     ActorCritic,
     critic_nll,
     dataset_pairs,
+    offline_advantages,
     one_step_targets,
     symlog_expectile_loss,
 )
@@ -95,6 +96,25 @@ def test_eq10_loss_in_an_update_is_the_one_step_target_loss() -> None:
     assert metrics["q_reward_data_loss"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_offline_advantages_by_hand() -> None:
+    q_r, v_r = torch.tensor([3.0, 2.0]), torch.tensor([2.0, 2.0])
+    q_c, v_c = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])
+    penalty = torch.tensor([0.1, -0.1])
+    # Raw: A^r = [3 - 2 - 0.1, 2 - 2 + 0.1] = [0.9, 0.1], A^c = [0.5, -0.5].
+    adv_r, adv_c = offline_advantages(q_r, v_r, q_c, v_c, penalty, None, center=False)
+    assert adv_r.tolist() == pytest.approx([0.9, 0.1])
+    assert adv_c.tolist() == pytest.approx([0.5, -0.5])
+    # Scaled by (2, 0.5): [0.45, 0.05] and [1, -1].
+    scales = (torch.tensor(2.0), torch.tensor(0.5))
+    adv_r, adv_c = offline_advantages(q_r, v_r, q_c, v_c, penalty, scales, center=False)
+    assert adv_r.tolist() == pytest.approx([0.45, 0.05])
+    assert adv_c.tolist() == pytest.approx([1.0, -1.0])
+    # Centred: minus the batch means 0.5 and 0: [0.4, -0.4] and [0.5, -0.5].
+    adv_r, adv_c = offline_advantages(q_r, v_r, q_c, v_c, penalty, None, center=True)
+    assert adv_r.tolist() == pytest.approx([0.4, -0.4])
+    assert adv_c.tolist() == pytest.approx([0.5, -0.5])
+
+
 # --------------------------------------------------------------------------------------------
 # Eq. 7: which side the expectile leans to.
 
@@ -124,6 +144,34 @@ def test_symlog_expectile_makes_v_an_upper_expectile_of_q() -> None:
 
 # --------------------------------------------------------------------------------------------
 # Every variant runs, and the ablation flags change what is trained.
+
+
+def test_mode_latent_input_feeds_the_actor_the_most_likely_classes() -> None:
+    config = tiny_config(actor_critic={"latent_input": "mode"})
+    agent = Agent(config)
+    batch = replay_for(config).sample()
+    _, _, posterior = agent.world_model.loss(batch)
+    inputs = agent.actor_critic.inputs(posterior.detach())
+    stoch = inputs[..., config.model.deter :].view(*inputs.shape[:-1], 4, 4)
+    assert torch.equal(stoch.argmax(-1), posterior.logits.argmax(-1))
+    assert torch.equal(stoch.sum(-1), torch.ones_like(stoch.sum(-1)))  # one-hot per latent
+    assert torch.equal(inputs[..., : config.model.deter], posterior.deter.detach())
+    # The deployed agent reads the same input as training, also when it samples the latent.
+    agent.reset()
+    features = agent.observe({"state": np.zeros(config.state_dim, np.float32)}, False)
+    assert torch.equal(features, agent._latent.mode_features())
+    with pytest.raises(ValueError, match="latent_input"):
+        tiny_config(actor_critic={"latent_input": "mean"})
+
+
+def test_unnormalised_centred_masked_weights_train() -> None:
+    overrides = {"awr_normalise": False, "awr_center": True, "cost_expectile": 0.2}
+    config = tiny_config(actor_critic=overrides, fosp={"feasible_mask": True})
+    agent = Agent(config)
+    metrics = agent.train_step(replay_for(config).sample())
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert abs(metrics["ac/adv_reward"]) < 1e-5  # centred
+    assert metrics["ac/awr_weight"] > 0
 
 
 @pytest.mark.parametrize("algo", ALGOS)

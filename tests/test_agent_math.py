@@ -214,6 +214,13 @@ def test_awr_weights() -> None:
     close(awr_weights(big, low_cost, torch.tensor([0.0, 1.0]), 10.0, 10.0, 100.0), [100.0, 100.0])
 
 
+def test_awr_weights_feasible_mask_drops_only_the_reward_term() -> None:
+    adv_r, adv_c, u = torch.full((2,), 0.1), torch.full((2,), 0.2), torch.full((2,), 0.25)
+    # Kept: 0.75 e + 0.25 e^-2 as above; masked: only the cost term 0.25 e^-2 = 0.0338338.
+    keep = torch.tensor([1.0, 0.0])
+    close(awr_weights(adv_r, adv_c, u, 10.0, 10.0, 100.0, keep), [2.0725452, 0.0338338])
+
+
 def test_online_policy_weights() -> None:
     # (1 - 0.25) * 10 * 0.1 - 0.25 * 10 * 0.2 = 0.75 - 0.5 = 0.25
     weights = online_policy_weights(

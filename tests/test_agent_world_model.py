@@ -69,7 +69,7 @@ def test_imagine_shapes() -> None:
     model = WorldModel(config)
     _, _, posterior = model.loss(make_batch(config, 2, 3))
     start = posterior.detach().map(lambda t: t.flatten(0, 1))  # 6 starting states
-    states, actions = model.imagine(lambda f: torch.tanh(f[:, :6]), start, horizon=15)
+    states, actions = model.imagine(lambda s: torch.tanh(s.features()[:, :6]), start, horizon=15)
     assert states.deter.shape == (16, 6, 32) and states.stoch.shape == (16, 6, 4, 4)
     assert actions.shape == (15, 6, 6)
     assert torch.equal(states.deter[0], start.deter)

@@ -44,6 +44,17 @@ Decisions where the paper is ambiguous or, read literally, unsound (each one tes
   objective A^r - Phi of eq. 16 when the constraint is evaluated after taking the action.
   With the paper's lambda_p = 0.01 this is ~0.01 * A^c: a gentle push away from costly
   actions even where u says the state is feasible.
+- Eq. 19 as printed weights raw advantages, exp(beta * A). The official code divides them
+  by DreamerV3's return range first; on SafeReach that range (~50 reward, ~20 cost) flattens
+  every weight to ~1, so the actor clones the whole mix, violating demonstrations included.
+  ``awr_normalise`` picks (paper preset: official code; cpu preset: eq. 19 as printed, with
+  the batch mean subtracted, ``awr_center``, so that exp() does not saturate the clip).
+- The feasible part of eq. 19 can be restricted to actions with Q^c <= V^c
+  (``feasible_mask``), the role of the official code's 1[Q^c <= 0]: in a feasible state,
+  the reward advantage alone rewards a quick, costly route as much as a safe one.
+- ``cost_expectile`` 0.2 (cpu preset) makes V^c a *lower* expectile of Q^c, the in-sample
+  minimum over the data's actions (FISOR's feasible value): "is there a safe action the data
+  has tried here", which is what A^c and the mask above compare against.
 - Eq. 27's multiplier step uses g = mean_s V^c(s) - d over the batch's posterior states with
   d = ``cost_limit`` (0: the feasible set V^c = 0 of eq. 13). The remark "only update when
   pi satisfies the constraints" would freeze lambda exactly when it is needed; we update
@@ -118,6 +129,29 @@ def dataset_pairs(features: Tensor, batch: dict[str, Tensor]) -> dict[str, Tenso
 def one_step_targets(reward: Tensor, next_value: Tensor, discount: float) -> Tensor:
     """Target of eq. 10: r_t + gamma * V(s_{t+1}) with the dataset's reward or cost."""
     return reward + discount * next_value
+
+
+def offline_advantages(
+    q_r: Tensor,
+    v_r: Tensor,
+    q_c: Tensor,
+    v_c: Tensor,
+    penalty: Tensor,
+    scales: tuple[Tensor, Tensor] | None,
+    center: bool,
+) -> tuple[Tensor, Tensor]:
+    """A^r and A^c of eq. 19 at dataset state-actions.
+
+    A^r = Q^r - V^r - penalty (the penalised objective, see the module docstring) and
+    A^c = Q^c - V^c, each divided by its return scale when ``scales`` is given, and with the
+    batch mean subtracted when ``center`` is set.
+    """
+    adv_r, adv_c = q_r - v_r - penalty, q_c - v_c
+    if scales is not None:
+        adv_r, adv_c = adv_r / scales[0], adv_c / scales[1]
+    if center:
+        adv_r, adv_c = adv_r - adv_r.mean(), adv_c - adv_c.mean()
+    return adv_r, adv_c
 
 
 def critic_nll(dist: TwoHotDist, target: Tensor) -> Tensor:
@@ -202,6 +236,12 @@ class ActorCritic(nn.Module):
             return torch.zeros(features.shape[:-1], device=features.device)
         return torch.sigmoid(self.ref(features).squeeze(-1))
 
+    def inputs(self, latent: Latent) -> Tensor:
+        """What the actor, critics and REF read of a model state (``latent_input``)."""
+        if self.config.actor_critic.latent_input == "mode":
+            return latent.mode_features()
+        return latent.features()
+
     def policy(self, features: Tensor, deterministic: bool = False) -> Tensor:
         dist = self.actor(features)
         return dist.mode if deterministic else dist.sample()
@@ -242,10 +282,12 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def _imagine(self, world_model: WorldModel, start: Latent) -> dict[str, Tensor]:
         """Eq. 6: H-step rollouts under the current policy, time-major (H + 1, N, ...)."""
-        states, actions = world_model.imagine(self.policy, start, self.config.actor_critic.horizon)
-        features = states.features()
+        states, actions = world_model.imagine(
+            lambda s: self.policy(self.inputs(s)), start, self.config.actor_critic.horizon
+        )
+        features = states.features()  # what the world model's heads were trained on
         rollout = {
-            "features": features,  # (H + 1, N, F), s^0 ... s^H
+            "features": self.inputs(states),  # (H + 1, N, F), s^0 ... s^H, for actor-critic
             "actions": actions,  # (H, N, A), a^h taken in s^h
             # Dreamer rows: what arriving at s^{h+1} earned is predicted from s^{h+1}.
             "reward": world_model.reward_head(features[1:]).mean(),
@@ -274,7 +316,8 @@ class ActorCritic(nn.Module):
         start = posterior.map(lambda x: x.flatten(0, 1))
         rollout = self._imagine(world_model, start)
         if self.fosp:
-            return self._update_fosp(rollout, dataset_pairs(posterior.features(), batch))
+            features = self.inputs(posterior)
+            return self._update_fosp(rollout, dataset_pairs(features, batch))
         return self._update_dreamer(rollout)
 
     def _update_fosp(self, rollout: dict[str, Tensor], data: dict[str, Tensor]) -> dict[str, float]:
@@ -332,15 +375,17 @@ class ActorCritic(nn.Module):
             scale_c = self._normalise("cost", returns["cost"])
             # Penalised reward advantage of the feasible part (eq. 16, see module docstring).
             penalty = self.penalty_fn(q_c - f.cost_limit) - self.penalty_fn(v_c - f.cost_limit)
-            adv_r = (q_r - v_r - penalty) / scale_r
-            adv_c = (q_c - v_c) / scale_c
+            scales = (scale_r, scale_c) if ac.awr_normalise else None
+            adv_r, adv_c = offline_advantages(q_r, v_r, q_c, v_c, penalty, scales, ac.awr_center)
             reach = self.reach(data["state"])  # u = 0 without the REF (ablation iii)
+            keep = (q_c <= v_c).float() if f.feasible_mask else None
             weights = awr_weights(
-                adv_r, adv_c, reach, ac.awr_beta_reward, ac.awr_beta_cost, ac.awr_max_weight
+                adv_r, adv_c, reach, ac.awr_beta_reward, ac.awr_beta_cost, ac.awr_max_weight, keep
             )
         if self.online:
             actor_loss, log_prob, entropy, weights = self._online_actor_loss(
-                rollout, scale_r, scale_c)
+                rollout, scale_r, scale_c
+            )
         else:
             dist = self.actor(data["state"])
             log_prob, entropy = dist.log_prob(data["action"]), dist.entropy()

@@ -180,4 +180,4 @@ class Agent(nn.Module):
             mode = F.one_hot(latent.logits.argmax(-1), latent.logits.shape[-1])
             latent = Latent(latent.deter, mode.to(latent.stoch.dtype), latent.logits)
         self._latent = latent
-        return latent.features()
+        return self.actor_critic.inputs(latent)

@@ -32,6 +32,7 @@ from fosp_core.config import load_yaml
 
 ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 OBS_MODES = ("image", "state")
+LATENT_INPUTS = ("sample", "mode")
 
 
 @dataclass
@@ -80,6 +81,19 @@ class ActorCriticConfig:
     cost_expectile: float = 0.8
     awr_beta_reward: float = 10.0  # beta_1 of eq. 19, multiplies A^r inside exp (Table 4)
     awr_beta_cost: float = 10.0  # beta_2 of eq. 19 (Table 4)
+    # Divide A^r, A^c of eq. 19 by the return range (DreamerV3, official code). Eq. 19 does
+    # not: exp(beta * A) with raw advantages. With SafeReach's returns (range ~50 for reward,
+    # ~20 for cost) the division left weights within a few percent of 1, i.e. behaviour
+    # cloning of the whole mix, violations included (measured); the cpu preset turns it off.
+    awr_normalise: bool = True
+    # Subtract the batch mean of A^r and A^c before exp(): exp(beta * A) with raw advantages
+    # otherwise saturates the max_weight clip for a whole batch at once.
+    awr_center: bool = False
+    # What the actor, critics and REF read of a model state: "sample" = [h, z] with z the
+    # sampled latent (DreamerV3), "mode" = [h, one-hot argmax of z's distribution]. At an
+    # episode's first step the posterior is wide, and a sampled z made the actor's input
+    # noisy exactly where SafeReach's route around the obstacles is decided (measured).
+    latent_input: str = "sample"
     awr_max_weight: float = 100.0  # exp(beta * A) is clipped here, as in IQL
     entropy: float = 3e-4  # eta of eq. 20 (Table 4)
     ref_discount: float = 0.99  # gamma_u of eq. 30 (Table 4, official code)
@@ -111,6 +125,10 @@ class FospConfig:
     penalty_init: float = 1e-6  # mu^0 (Table 4, read as 1e-6)
     penalty_growth: float = 5e-9  # nu (Table 4, read as 5e-9): mu <- mu * (1 + nu)
     penalty_max: float = 1.0  # mu never grows past this (LAMBDA / SafeDreamer)
+    # The feasible part of eq. 19 only for dataset actions with Q^c <= V^c, i.e. actions that
+    # do not raise the cost value (the official code multiplies by 1[Q^c <= 0]): AWR otherwise
+    # imitates a high-reward action that leads into a violation from a still-feasible state.
+    feasible_mask: bool = False
     pex_temperature: float = 10.0  # alpha of eq. 21 (Table 4)
     # r_max and c_max of eq. 22: per-step bounds that normalise Q^r and Q^c. SafeReach rewards
     # and costs are 0/1 per step.
@@ -139,6 +157,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.actor_critic.latent_input not in LATENT_INPUTS:
+            raise ValueError(
+                f"actor_critic.latent_input must be one of {LATENT_INPUTS}, "
+                f"got {self.actor_critic.latent_input!r}"
+            )
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
 

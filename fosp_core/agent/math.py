@@ -186,6 +186,7 @@ def awr_weights(
     beta_reward: float,
     beta_cost: float,
     max_weight: float,
+    feasible_keep: Tensor | None = None,
 ) -> Tensor:
     """Offline policy weights, eq. 19: w = (1 - u) exp(beta_1 A^r) + u exp(-beta_2 A^c).
 
@@ -196,6 +197,8 @@ def awr_weights(
     """
     cap = math.log(max_weight)
     reward_term = torch.exp(torch.clamp(beta_reward * adv_reward, max=cap))
+    if feasible_keep is not None:
+        reward_term = reward_term * feasible_keep
     cost_term = torch.exp(torch.clamp(-beta_cost * adv_cost, max=cap))
     return ((1 - reach) * reward_term + reach * cost_term).detach()
 

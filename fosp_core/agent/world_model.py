@@ -47,8 +47,13 @@ class Latent:
     logits: Tensor  # (..., stoch, classes) log-probs of the distribution z came from
 
     def features(self) -> Tensor:
-        """s_t as one vector: [h_t, flatten(z_t)], the input of every head and the actor."""
+        """s_t as one vector: [h_t, flatten(z_t)], the input of the world model's heads."""
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
+
+    def mode_features(self) -> Tensor:
+        """[h_t, flatten(mode of z_t)]: the sample replaced by the most likely class."""
+        mode = F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.stoch.dtype)
+        return torch.cat([self.deter, mode.flatten(-2)], -1)
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> Latent:
         """Apply a tensor op (index, reshape, detach, ...) to every field."""
@@ -168,12 +173,12 @@ class RSSM(nn.Module):
         return Latent.stack(posteriors, 1), Latent.stack(priors, 1)
 
     def imagine(
-        self, policy: Callable[[Tensor], Tensor], start: Latent, horizon: int
+        self, policy: Callable[[Latent], Tensor], start: Latent, horizon: int
     ) -> tuple[Latent, Tensor]:
         """Roll the prior forward under ``policy`` (eq. 6), time-major.
 
         Args:
-            policy: features (N, F) -> action (N, A).
+            policy: states (fields (N, ...)) -> action (N, A).
             start: states with fields shaped (N, ...); callers usually pass the posteriors of
                 a batch flattened and detached, so imagination never trains the model.
         Returns:
@@ -182,7 +187,7 @@ class RSSM(nn.Module):
         """
         states, actions = [start], []
         for _ in range(horizon):
-            action = policy(states[-1].features())
+            action = policy(states[-1])
             states.append(self.img_step(states[-1], action))
             actions.append(action)
         return Latent.stack(states, 0), torch.stack(actions, 0)
@@ -250,7 +255,7 @@ class WorldModel(nn.Module):
         return posterior
 
     def imagine(
-        self, policy: Callable[[Tensor], Tensor], start: Latent, horizon: int
+        self, policy: Callable[[Latent], Tensor], start: Latent, horizon: int
     ) -> tuple[Latent, Tensor]:
         """See ``RSSM.imagine``."""
         return self.rssm.imagine(policy, start, horizon)
