@@ -40,28 +40,31 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q
 
-# The FOSP story on the simulated twin (about 12 minutes on 2 cores): the paper's real-robot
-# dataset mix, a short offline pretraining, evaluation, then safe fine-tuning on an unseen task
+# The FOSP story on the simulated twin (about 10 minutes on 2 cores): the paper's real-robot
+# dataset mix, the pretrained agent, evaluation, then safe fine-tuning on an unseen task
 # through the ROS 2 graph (sim robot, shield, policy, learner; /fosp/finetune after each
-# trajectory) with a before / during / after report. Data and the pretrained run are reused
-# when present; RETRAIN=1 pretrains again.
-DEMO_STEPS ?= 600
+# trajectory) with a before / during / after report. The agent is the checkpoint shipped in
+# $(MODEL), made by this project's `fosp pretrain` (the command is in $(MODEL)/source.json);
+# RETRAIN=1 pretrains it again with that command (about 35 minutes on 2 cores). The dataset
+# is reused when present.
+MODEL ?= models/fosp-safereach-state
 DEMO_TASK ?= safereach-obstacle-shape
 demo: install
 	@if [ -f $(DEMO)/data/index.json ]; then echo "reusing the dataset in $(DEMO)/data"; \
 	else $(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
 		--out $(DEMO)/data; fi
 	$(VENV)/bin/fosp dataset info $(DEMO)/data --plot $(DEMO)/returns.png
-	@if [ -f $(DEMO)/pretrained/checkpoint.pt ] && [ -z "$(RETRAIN)" ]; then \
-		echo "reusing the pretrained run $(DEMO)/pretrained (RETRAIN=1 to redo it)"; \
-	else rm -rf $(DEMO)/pretrained; \
-		echo "pretraining FOSP offline: cpu config, state observations, $(DEMO_STEPS) steps"; \
-		$(VENV)/bin/fosp pretrain --data $(DEMO)/data --config cpu --obs state \
-			--steps $(DEMO_STEPS) --out $(DEMO)/pretrained --seed 0; fi
+	@if [ -n "$(RETRAIN)" ]; then rm -rf $(DEMO)/pretrained; \
+		cmd=$$($(PY) -c "import json; print(json.load(open('$(MODEL)/source.json'))['command'])" \
+			| sed 's|--data [^ ]*|--data $(DEMO)/data|; s|--out [^ ]*|--out $(DEMO)/pretrained|'); \
+		echo "RETRAIN=1: pretraining again: $$cmd"; $(VENV)/bin/$$cmd; \
+	else echo "agent: the checkpoint shipped in $(MODEL) (RETRAIN=1 pretrains it again), made by:"; \
+		$(PY) -c "import json; s = json.load(open('$(MODEL)/source.json')); print('  ' + s['command'] + f\"  ({s['step']} steps)\")"; \
+		rm -rf $(DEMO)/pretrained; cp -r $(MODEL) $(DEMO)/pretrained; fi
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune
-	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --task $(DEMO_TASK) --trajectories 5 \
-		--grad-steps 40 --eval-episodes 10 --out $(DEMO)/finetune
+	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --data $(DEMO)/data --task $(DEMO_TASK) \
+		--trajectories 5 --grad-steps 40 --eval-episodes 10 --out $(DEMO)/finetune
 	@echo "plots: $(DEMO)/returns.png $(DEMO)/pretrained/rollout.png $(DEMO)/finetune/finetune.png"
 
 bench: install

@@ -72,17 +72,22 @@ def _check_device(device: str) -> None:
         raise ValueError("--device cuda: no CUDA device is available to torch here")
 
 
-def _pretrain(args: argparse.Namespace) -> int:
+def pretrain_config(args: argparse.Namespace):
+    """The agent config a ``fosp pretrain`` command line trains with."""
     from fosp_core.agent.config import config_by_name
     from fosp_core.config import merge
+
+    overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
+    return merge(config_by_name(args.config), {k: v for k, v in overrides.items() if v is not None})
+
+
+def _pretrain(args: argparse.Namespace) -> int:
     from fosp_core.train import pretrain
 
     _check_device(args.device)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: dataset directory does not exist")
-    config = config_by_name(args.config)
-    overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
-    config = merge(config, {k: v for k, v in overrides.items() if v is not None})
+    config = pretrain_config(args)
     metrics = pretrain(args.data, args.out, config, args.steps, resume=args.resume,
                        device=args.device, seed=args.seed, ckpt_every=args.ckpt_every)
     shown = ("model/loss", "ac/actor_loss", "ac/ref_mean", "ac/lagrange")
