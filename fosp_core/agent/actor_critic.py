@@ -47,14 +47,15 @@ Decisions where the paper is ambiguous or, read literally, unsound (each one tes
 - Eq. 19 as printed weights raw advantages, exp(beta * A). The official code divides them
   by DreamerV3's return range first; on SafeReach that range (~50 reward, ~20 cost) flattens
   every weight to ~1, so the actor clones the whole mix, violating demonstrations included.
-  ``awr_normalise`` picks (paper preset: official code; cpu preset: eq. 19 as printed, with
-  the batch mean subtracted, ``awr_center``, so that exp() does not saturate the clip).
+  ``awr_normalise`` picks; both presets keep the official code's division, because eq. 19
+  as printed (with the batch mean subtracted, ``awr_center``, so that exp() does not
+  saturate the clip) has not yet done better in full training (README, learning figures).
 - The feasible part of eq. 19 can be restricted to actions with Q^c <= V^c
   (``feasible_mask``), the role of the official code's 1[Q^c <= 0]: in a feasible state,
   the reward advantage alone rewards a quick, costly route as much as a safe one.
-- ``cost_expectile`` 0.2 (cpu preset) makes V^c a *lower* expectile of Q^c, the in-sample
-  minimum over the data's actions (FISOR's feasible value): "is there a safe action the data
-  has tried here", which is what A^c and the mask above compare against.
+- ``cost_expectile`` 0.2 (an option; the presets keep 0.8) makes V^c a *lower* expectile of
+  Q^c, the in-sample minimum over the data's actions (FISOR's feasible value): "is there a
+  safe action the data has tried here", which is what A^c and the mask above compare against.
 - Eq. 27's multiplier step uses g = mean_s V^c(s) - d over the batch's posterior states with
   d = ``cost_limit`` (0: the feasible set V^c = 0 of eq. 13). The remark "only update when
   pi satisfies the constraints" would freeze lambda exactly when it is needed; we update

@@ -84,7 +84,8 @@ class ActorCriticConfig:
     # Divide A^r, A^c of eq. 19 by the return range (DreamerV3, official code). Eq. 19 does
     # not: exp(beta * A) with raw advantages. With SafeReach's returns (range ~50 for reward,
     # ~20 for cost) the division left weights within a few percent of 1, i.e. behaviour
-    # cloning of the whole mix, violations included (measured); the cpu preset turns it off.
+    # cloning of the whole mix, violations included (measured). Off has not yet done better
+    # in full training (README, learning figures), so both presets keep it on.
     awr_normalise: bool = True
     # Subtract the batch mean of A^r and A^c before exp(): exp(beta * A) with raw advantages
     # otherwise saturates the max_weight clip for a whole batch at once.
