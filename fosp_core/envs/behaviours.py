@@ -16,7 +16,7 @@ import abc
 
 import numpy as np
 
-from fosp_core.envs.planner import DEMO_MARGINS, plan_path
+from fosp_core.envs.planner import DEMO_MARGINS, MARGIN, plan_path
 from fosp_core.envs.safereach import START_Z, SafeReachEnv
 from fosp_core.geometry import delta_to_action
 
@@ -60,13 +60,11 @@ class Scripted(abc.ABC):
 class SafeBehaviour(Scripted):
     def plan(self, start, target):
         obstacles = self.env.obstacle_positions()[:, :2]
-        for margin in DEMO_MARGINS:  # the widest berth the layout allows
+        for margin in (*DEMO_MARGINS, MARGIN):  # the widest berth the layout allows
             path = plan_path(start, target, obstacles, self.env.spec_, margin)
             if path is not None:
-                break
-        else:
-            path = plan_path(start, target, obstacles, self.env.spec_)
-        return path if path is not None else [target]
+                return path
+        return [target]
 
 
 class UnsafeBehaviour(Scripted):
