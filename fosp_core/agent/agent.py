@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from fosp_core.agent.actor_critic import ActorCritic
 from fosp_core.agent.config import AgentConfig
@@ -177,7 +176,6 @@ class Agent(nn.Module):
         if deterministic:
             # The most likely latent instead of a sample: evaluation becomes reproducible, and
             # a one-hot mode is as much in the training distribution as any sample.
-            mode = F.one_hot(latent.logits.argmax(-1), latent.logits.shape[-1])
-            latent = Latent(latent.deter, mode.to(latent.stoch.dtype), latent.logits)
+            latent = latent.mode()
         self._latent = latent
         return self.actor_critic.inputs(latent)

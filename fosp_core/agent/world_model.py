@@ -50,10 +50,14 @@ class Latent:
         """s_t as one vector: [h_t, flatten(z_t)], the input of the world model's heads."""
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
 
-    def mode_features(self) -> Tensor:
-        """[h_t, flatten(mode of z_t)]: the sample replaced by the most likely class."""
+    def mode(self) -> Latent:
+        """The same state with the sample z_t replaced by its most likely classes (one-hot)."""
         mode = F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.stoch.dtype)
-        return torch.cat([self.deter, mode.flatten(-2)], -1)
+        return Latent(self.deter, mode, self.logits)
+
+    def mode_features(self) -> Tensor:
+        """[h_t, flatten(mode of z_t)]: ``features`` of ``mode``."""
+        return self.mode().features()
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> Latent:
         """Apply a tensor op (index, reshape, detach, ...) to every field."""
