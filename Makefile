@@ -45,7 +45,7 @@ test: install lint
 # through the ROS 2 graph (sim robot, shield, policy, learner; /fosp/finetune after each
 # trajectory) with a before / during / after report. The agent is the checkpoint shipped in
 # $(MODEL), made by this project's `fosp pretrain` (the command is in $(MODEL)/source.json);
-# RETRAIN=1 pretrains it again with that command (about 35 minutes on 2 cores). The dataset
+# RETRAIN=1 pretrains it again with that command (about 45 minutes on 2 cores). The dataset
 # is reused when present.
 MODEL ?= models/fosp-safereach-state
 DEMO_TASK ?= safereach-obstacle-shape
