@@ -45,7 +45,9 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 10.0) -> int:
+    # Longer than a node may take to close: the learner lets its round finish its current
+    # step, joins its worker (up to 30 s) and saves; 10 s was measured to be too short once.
+    def stop(self, timeout: float = 40.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
