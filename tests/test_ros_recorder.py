@@ -45,6 +45,9 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
             for _ in range(steps):
                 actions.publish(array_to_msg(action))
                 time.sleep(0.1)
+            # As an operator does: stop after the motion. "stop" travels on another topic, and
+            # on a loaded machine it overtook up to 4 queued actions when sent at once.
+            time.sleep(1.0)
 
         # Warm up until actions reach the arm (franka_interface and sim_robot may still be
         # discovering each other), then record from a known start.
