@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -34,6 +35,11 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # SIGINT shuts the context down from a signal handler; if that lands while spin() is
+        # building its wait set, rclpy raises this instead of ExternalShutdownException.
+        if rclpy.ok():
+            raise
     finally:
         # If shutting down takes far longer than any close() should, say where it is stuck.
         faulthandler.dump_traceback_later(SHUTDOWN_REPORT_S)

@@ -45,16 +45,21 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    # Longer than a node may take to close: the learner lets its round finish its current
-    # step, joins its worker (up to 30 s) and saves; 10 s was measured to be too short once.
-    def stop(self, timeout: float = 40.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT, then SIGTERM, then SIGKILL, each after ``timeout`` s: ros2 launch's order.
+
+        ``timeout`` is longer than a node may take to close (the learner lets its round finish
+        its current step, joins its worker and saves).
+        """
+        for send in (lambda: self.proc.send_signal(signal.SIGINT),
+                     lambda: self.proc.send_signal(signal.SIGTERM), self.proc.kill):
+            if self.proc.poll() is not None:
+                break
+            send()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                continue
         self._log.close()
         return self.proc.returncode
 
