@@ -6,19 +6,14 @@ before ``rclpy.shutdown()``; every node's ``main`` goes through ``run_nodes``.
 
 from __future__ import annotations
 
-import faulthandler
-import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
 
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-
-SHUTDOWN_REPORT_S = 20.0  # dump every thread's stack if shutdown is still going after this
 
 
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None) -> int:
@@ -41,8 +36,6 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         if rclpy.ok():
             raise
     finally:
-        # If shutting down takes far longer than any close() should, say where it is stuck.
-        faulthandler.dump_traceback_later(SHUTDOWN_REPORT_S)
         executor.shutdown(timeout_sec=2.0)
         for node in nodes:
             close = getattr(node, "close", None)
@@ -51,24 +44,7 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-        faulthandler.cancel_dump_traceback_later()
-        _exit_even_if_threads_hang()
     return 0
-
-
-def _exit_even_if_threads_hang(grace_s: float = 5.0) -> None:
-    """Make sure the process ends once every node is closed and its data saved.
-
-    Python joins the executor's worker threads at exit; in clean-clone test runs a node
-    occasionally never exited after SIGINT (killed after 40 s, different nodes each time).
-    Everything worth keeping is written by then, so a stuck thread must not keep the
-    process alive: after ``grace_s`` it exits with status 0 regardless.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    timer = threading.Timer(grace_s, os._exit, args=(0,))
-    timer.daemon = True
-    timer.start()
 
 
 def config_parameter(node: Node) -> str:
