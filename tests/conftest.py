@@ -2,11 +2,6 @@ import os
 
 # Headless rendering for every test process, before anything imports mujoco.
 os.environ.setdefault("MUJOCO_GL", "egl")
-# DDS over loopback UDP only, for this process and every node the tests start (they inherit
-# the environment). Fast DDS's shared-memory transport keeps segments of peers that were
-# killed (the recorder test kills one on purpose), and on this machine later graph tests then
-# had nodes that never finished shutting down after SIGINT.
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
 
 
 import pytest  # noqa: E402
