@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -21,8 +22,7 @@ def new_domain_id() -> int:
     """A ROS_DOMAIN_ID per test, so parallel runs never see each other.
 
     Only 10-99: DDS binds ports from 7400 + 250 * id, and above 101 they fall in Linux's
-    ephemeral range (32768+), where other sockets take them. Suites whose ids came out above
-    101 (the start depended on the pid) had nodes that never shut down after SIGINT.
+    ephemeral range (32768+), where other sockets may take them (ROS recommends 0-101).
     """
     return next(_domains) % 90 + 10
 
@@ -61,10 +61,8 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 break
             send()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                continue
         self._log.close()
         return self.proc.returncode
 
