@@ -6,6 +6,7 @@ before ``rclpy.shutdown()``; every node's ``main`` goes through ``run_nodes``.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 from collections.abc import Callable
@@ -17,12 +18,17 @@ from rclpy.node import Node
 
 
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None) -> int:
-    """Create the nodes, spin them on one multi-threaded executor until SIGINT/SIGTERM."""
+    """Create the nodes, spin them on one multi-threaded executor until SIGINT/SIGTERM.
+
+    Both signals are rclpy's to handle (``rclpy.init`` installs C handlers that wake the
+    executor): a Python ``signal.signal`` handler would only run once the main thread leaves
+    rcl_wait, which an idle node never does.
+    """
     rclpy.init(args=args if args is not None else sys.argv)
     executor = MultiThreadedExecutor()
     nodes: list[Node] = []
-    # SIGTERM (what a launcher or `kill` sends) ends the spin like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: executor.shutdown(timeout_sec=0))
+    # `kill -USR1 PID` prints every thread's stack to stderr: how to see where a node hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         for factory in factories:
             nodes.append(factory())

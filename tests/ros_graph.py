@@ -50,17 +50,24 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def _dump_stacks(self) -> None:
+        """Ask a hung node for its threads' stacks (run_nodes registers SIGUSR1), into its log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGINT, then SIGTERM, then SIGKILL, each after ``timeout`` s: ros2 launch's order.
 
         ``timeout`` is longer than a node may take to close (the learner lets its round finish
         its current step, joins its worker and saves).
         """
-        for send in (lambda: self.proc.send_signal(signal.SIGINT),
-                     lambda: self.proc.send_signal(signal.SIGTERM), self.proc.kill):
+        for attempt, sig in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGKILL)):
             if self.proc.poll() is not None:
                 break
-            send()
+            if attempt:
+                self._dump_stacks()
+            self.proc.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
         self._log.close()
