@@ -47,10 +47,6 @@ from fosp_core.config import from_dict, to_dict
 from fosp_core.train import atomic_torch_save
 
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
-# SafeReach's per-step bounds (reward and cost are 0/1) and episode length, for eq. 22.
-R_MAX = C_MAX = 1.0
-EPISODE_STEPS = 80
-PEX_INVERSE_TEMPERATURE = 10.0  # Table 4's alpha; see fosp_core.agent.pex
 
 
 def _new_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
@@ -60,14 +56,18 @@ def _new_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
 
 
 def expand_policy(agent: Agent) -> ActorHead:
-    """Algorithm 1 line 12: returns the frozen offline actor; the agent gets a fresh one.
+    """Algorithm 1 line 12: returns the frozen offline actor; the agent gets a new one.
 
-    The new actor starts from scratch, as in PEX: the frozen policy covers the start of
-    fine-tuning, and the new one is free to leave the offline policy's conservative choices.
+    ``fosp.online_actor_init`` says how the new actor starts: 'fresh' (from scratch, as in
+    PEX: the frozen policy is to cover the start of fine-tuning, and the new one is free to
+    leave the offline policy's conservative choices) or a 'copy' of the offline actor.
     """
     ac = agent.actor_critic
     offline = copy.deepcopy(ac.actor).requires_grad_(False).eval()
-    ac.actor = _new_actor(agent.config, agent.world_model.feat_dim).to(agent.device)
+    if agent.config.fosp.online_actor_init == "copy":
+        ac.actor = copy.deepcopy(offline).requires_grad_(True).train()
+    else:
+        ac.actor = _new_actor(agent.config, agent.world_model.feat_dim).to(agent.device)
     cfg = agent.config.actor_critic
     ac.actor_opt = torch.optim.Adam(ac.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
     ac.online = True
@@ -218,9 +218,9 @@ class PexPolicy:
         self.agent = Agent(config, device)
         self.offline_actor: ActorHead | None = None
         self.generator = torch.Generator().manual_seed(seed)
-        d = config.actor_critic.discount
-        self.reward_bound = value_upper_bound(R_MAX, d, EPISODE_STEPS)
-        self.cost_bound = value_upper_bound(C_MAX, d, EPISODE_STEPS)
+        d, f = config.actor_critic.discount, config.fosp
+        self.reward_bound = value_upper_bound(f.reward_max, d, f.pex_horizon)
+        self.cost_bound = value_upper_bound(f.cost_max, d, f.pex_horizon)
         if weights is not None:
             self.load_weights(weights)
 
@@ -277,7 +277,7 @@ class PexPolicy:
         q_tilde = normalised_value(critics["q_reward"](pairs).mean(),
                                    critics["q_cost"](pairs).mean(),
                                    self.reward_bound, self.cost_bound)
-        probabilities = expansion_probabilities(q_tilde, PEX_INVERSE_TEMPERATURE)
+        probabilities = expansion_probabilities(q_tilde, self.config.fosp.pex_temperature)
         index = (int(probabilities.argmax()) if deterministic
                  else int(choose_policy(probabilities, self.generator)))
         action = candidates[index : index + 1]

@@ -71,6 +71,39 @@ def test_new_policy_is_fresh_and_optimizer_follows_it():
     assert all(torch.equal(a, b) for a, b in zip(offline.parameters(), old.parameters()))
 
 
+def test_new_policy_can_start_as_a_copy():
+    config = tiny_config()
+    config.fosp.online_actor_init = "copy"
+    agent = Agent(config)
+    offline = expand_policy(agent)
+    new = agent.actor_critic.actor
+    assert new is not offline
+    for a, b in zip(offline.parameters(), new.parameters()):
+        assert torch.equal(a, b) and b.requires_grad and not a.requires_grad
+    opt_params = {id(p) for g in agent.actor_critic.actor_opt.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in new.parameters()}
+    with pytest.raises(ValueError, match="online_actor_init"):
+        config.fosp.online_actor_init = "warm"
+        config.__post_init__()
+
+
+def test_pex_policy_takes_eq21_22_constants_from_the_config(pretrained):
+    # Q-hat* = sum_{t=0}^{2} 0.5^t * 2 = 3.5 and C-hat* = 0.5 * 1.75 = 0.875 (eq. 22); the
+    # inverse temperature 3 replaces the default 10 in eq. 21.
+    run, data = pretrained
+    learner = Learner.from_run(run, data)
+    config = learner.agent.config
+    f = config.fosp
+    f.reward_max, f.cost_max, f.pex_horizon, f.pex_temperature = 2.0, 0.5, 2, 3.0
+    config.actor_critic.discount = 0.5
+    policy = PexPolicy(config, learner.snapshot(), seed=0)
+    assert (policy.reward_bound, policy.cost_bound) == (pytest.approx(3.5), pytest.approx(0.875))
+    policy.reset()
+    step = policy.step({"state": make_trajectory(0)["state"][0]})
+    expected = np.exp(3 * step.q_tilde) / np.exp(3 * step.q_tilde).sum()
+    np.testing.assert_allclose(step.probabilities, expected, rtol=1e-4)
+
+
 def test_pex_policy_chooses_with_eq21_and_reports_values(pretrained):
     run, data = pretrained
     learner = Learner.from_run(run, data)

@@ -33,6 +33,7 @@ from fosp_core.config import load_yaml
 ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 OBS_MODES = ("image", "state")
 LATENT_INPUTS = ("sample", "mode")
+ONLINE_ACTOR_INITS = ("fresh", "copy")
 
 
 @dataclass
@@ -130,11 +131,17 @@ class FospConfig:
     # do not raise the cost value (the official code multiplies by 1[Q^c <= 0]): AWR otherwise
     # imitates a high-reward action that leads into a violation from a still-feasible state.
     feasible_mask: bool = False
-    pex_temperature: float = 10.0  # alpha of eq. 21 (Table 4)
-    # r_max and c_max of eq. 22: per-step bounds that normalise Q^r and Q^c. SafeReach rewards
-    # and costs are 0/1 per step.
+    # alpha of eq. 21 (Table 4), used as an inverse temperature (see fosp_core.agent.pex).
+    pex_temperature: float = 10.0
+    # r_max, c_max and T of eq. 22: Q-hat* = sum_{t=0}^{T} gamma^t r_max. SafeReach rewards
+    # and costs are 0/1 per step and an episode is 80 control steps.
     reward_max: float = 1.0
     cost_max: float = 1.0
+    pex_horizon: int = 80
+    # The new policy of sec. 4.3 starts 'fresh' (random, as in PEX) or as a 'copy' of the
+    # offline one. Fresh relies on the critics to rank its random proposals below the offline
+    # policy's; critics trained in-sample on the dataset's actions cannot be trusted to.
+    online_actor_init: str = "fresh"
 
 
 @dataclass
@@ -158,6 +165,9 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.fosp.online_actor_init not in ONLINE_ACTOR_INITS:
+            raise ValueError(f"fosp.online_actor_init must be one of {ONLINE_ACTOR_INITS}, "
+                             f"got {self.fosp.online_actor_init!r}")
         if self.actor_critic.latent_input not in LATENT_INPUTS:
             raise ValueError(
                 f"actor_critic.latent_input must be one of {LATENT_INPUTS}, "
