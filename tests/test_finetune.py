@@ -208,3 +208,17 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     assert len(load_dataset(out / "online_data", strict=True)) == 2  # stored before training
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG"
     assert torch.load(out / "learner.pt", weights_only=True)["trajectories"] == 2
+
+
+def test_pex_ranking_benchmark_runs(pretrained):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run, _ = pretrained
+    out = subprocess.run([sys.executable, "benchmarks/pex_ranking.py", "--run", str(run),
+                          "--episodes", "1"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    share = out.stdout.split("critics prefer the offline proposal at ")[1].split("%")[0]
+    assert 0 <= int(share) <= 100
