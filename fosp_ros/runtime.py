@@ -25,11 +25,14 @@ STOP_POLL_S = 0.1
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None) -> int:
     """Create the nodes, spin them on one multi-threaded executor until SIGINT/SIGTERM.
 
-    The signals are handled here, not by rclpy: rclpy's own handlers (Kilted wheels) lost a
-    SIGINT that came in the first few hundred ms of ``spin()`` (a lone labeler, 7 of 20
-    tries, stayed in rcl_wait for good). A Python handler only runs when the main thread
-    is in Python, so the executor waits at most ``STOP_POLL_S`` at a time. The ROS context
-    stays valid until the nodes are closed, so their threads never publish into a dead one.
+    The signals are handled here, not by rclpy. A process started with SIGINT ignored (a
+    shell's background job, and so every node of a test run started that way) keeps it
+    ignored in Python; rclpy's handler (Kilted wheels) then relies on waking the executor
+    alone, and that missed SIGINTs sent in the first instants of ``spin()``: a lone labeler
+    stayed in rcl_wait for good in 3 of 16 tries. A Python handler only runs when the main
+    thread is in Python, so the executor waits at most ``STOP_POLL_S`` at a time. The ROS
+    context stays valid until the nodes are closed, so their threads never publish into a
+    dead one.
     """
     rclpy.init(args=args if args is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)
