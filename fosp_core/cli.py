@@ -75,10 +75,12 @@ def _check_device(device: str) -> None:
 def pretrain_config(args: argparse.Namespace):
     """The agent config a ``fosp pretrain`` command line trains with."""
     from fosp_core.agent.config import config_by_name
-    from fosp_core.config import merge
+    from fosp_core.config import dotted_overrides, merge
 
     overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
-    return merge(config_by_name(args.config), {k: v for k, v in overrides.items() if v is not None})
+    config = merge(config_by_name(args.config),
+                   {k: v for k, v in overrides.items() if v is not None})
+    return merge(config, dotted_overrides(getattr(args, "set", None) or []))
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -113,12 +115,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from fosp_core.config import dotted_overrides
     from fosp_core.finetune_run import finetune, format_report
 
     _check_device(args.device)
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
-                      seed=args.seed, device=args.device)
+                      seed=args.seed, device=args.device, overrides=dotted_overrides(args.set))
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
     return 0
@@ -271,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=1000, metavar="K")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set actor_critic.awr_normalise=false "
+                        "(repeatable; applied last)")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("eval", help="evaluate a trained run in the simulated SafeReach")
@@ -288,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pex", action="store_true",
                    help="ablation (ii): fine-tune the offline policy directly")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's config for fine-tuning, e.g. "
+                        "--set fosp.online_actor_init=copy (repeatable; not the network sizes)")
     p.set_defaults(func=_finetune)
     return parser
 

@@ -75,6 +75,24 @@ def merge(obj: T, data: dict[str, Any]) -> T:
     return from_dict(type(obj), _deep_update(to_dict(obj), data))
 
 
+def dotted_overrides(items: list[str]) -> dict[str, Any]:
+    """``["fosp.pex_temperature=100", "seed=3"]`` -> ``{"fosp": {"pex_temperature": 100},
+    "seed": 3}``, for ``merge``. Values are read as YAML (numbers, true/false, strings)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"bad override {item!r}; expected KEY=VALUE, e.g. fosp.cost_limit=0")
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier one")
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return result
+
+
 def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
     """Read a YAML file into dataclass ``cls`` (an empty file gives the defaults)."""
     with open(path, encoding="utf-8") as file:

@@ -117,12 +117,14 @@ class Learner:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                 pex: bool = True, device: str = "cpu", seed: int = 0) -> Learner:
-        """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start."""
+                 pex: bool = True, device: str = "cpu", seed: int = 0,
+                 overrides: dict[str, Any] | None = None) -> Learner:
+        """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start;
+        ``overrides`` change its config (see ``load_agent``)."""
         from fosp_core.dataset import load_dataset
         from fosp_core.train import load_agent
 
-        agent, _ = load_agent(run_dir, device)
+        agent, _ = load_agent(run_dir, device, overrides)
         dataset = load_dataset(data_dir)
         c = agent.config
         replay = SequenceReplay(dataset.trajectories, c.batch_size, c.batch_length, c.obs_mode,

@@ -72,8 +72,11 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[st
 def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
              out: str | os.PathLike, data: str | os.PathLike | None = None, pex: bool = True,
              eval_episodes: int = 20, seed: int = 0, device: str = "cpu",
-             progress: bool = True) -> dict:
-    """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report."""
+             progress: bool = True, overrides: dict | None = None) -> dict:
+    """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report.
+
+    ``overrides`` change the run's config (nested, e.g. {"fosp": {"pex_temperature": 100}});
+    ``out/config.yaml`` records the config used."""
     from tqdm import tqdm
 
     from fosp_core.config import save_yaml
@@ -86,7 +89,8 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         if not recorded.is_file():
             raise FileNotFoundError(f"{run}: no {DATASET_NAME}; pass the dataset with --data")
         data = recorded.read_text().strip()
-    learner = Learner.from_run(run, data, pex=pex, device=device, seed=seed)
+    learner = Learner.from_run(run, data, pex=pex, device=device, seed=seed,
+                               overrides=overrides)
     config = learner.agent.config
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(config, out / "config.yaml")

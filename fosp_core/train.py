@@ -33,7 +33,7 @@ from fosp_core import distributed
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.replay import SequenceReplay
-from fosp_core.config import load_yaml, save_yaml
+from fosp_core.config import load_yaml, merge, save_yaml
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -247,9 +247,14 @@ def _check_replicas(agent: Agent, out: Path, main_rank: bool) -> None:
 # Evaluation.
 
 
-def load_agent(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[Agent, int]:
-    """The trained agent of a run directory and the step it was saved at."""
-    config = load_run_config(run_dir)
+def load_agent(run_dir: str | os.PathLike, device: str = "cpu",
+               overrides: dict[str, Any] | None = None) -> tuple[Agent, int]:
+    """The trained agent of a run directory and the step it was saved at.
+
+    ``overrides`` (nested, as for ``merge``) change the run's config first; ones that change
+    the networks' shapes fail when the weights are loaded.
+    """
+    config = merge(load_run_config(run_dir), overrides or {})
     checkpoint = load_checkpoint(run_dir)
     agent = Agent(config, device)
     agent.load_state_dict(checkpoint["agent"])

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fosp_core.config import ConfigError, from_dict, load_yaml, merge, save_yaml, to_dict
+from fosp_core.config import (
+    ConfigError,
+    dotted_overrides,
+    from_dict,
+    load_yaml,
+    merge,
+    save_yaml,
+    to_dict,
+)
 
 
 @dataclass
@@ -84,3 +92,16 @@ def test_merge_applies_nested_overrides() -> None:
     merged = merge(base, {"inner": {"rate": 0.9}})
     assert merged == Outer(name="base", inner=Inner(size=1, rate=0.9))
     assert base.inner.rate == 0.2  # the original is untouched
+
+
+def test_dotted_overrides_nest_and_read_values_as_yaml() -> None:
+    parsed = dotted_overrides(["inner.rate=0.5", "inner.size=3", "name=x", "flag=true"])
+    assert parsed == {"inner": {"rate": 0.5, "size": 3}, "name": "x", "flag": True}
+    base = Outer(name="base", inner=Inner(size=1, rate=0.2))
+    assert merge(base, dotted_overrides(["inner.rate=0.5", "name=x"])) == Outer(
+        name="x", inner=Inner(size=1, rate=0.5))
+    for bad in (["inner.rate"], ["=3"], ["inner..rate=1"], ["name=1", "name.sub=2"]):
+        with pytest.raises(ConfigError):
+            dotted_overrides(bad)
+    with pytest.raises(ConfigError, match="inner.speed"):
+        merge(base, dotted_overrides(["inner.speed=1"]))

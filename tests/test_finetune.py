@@ -222,3 +222,14 @@ def test_pex_ranking_benchmark_runs(pretrained):
     assert out.returncode == 0, out.stderr
     share = out.stdout.split("critics prefer the offline proposal at ")[1].split("%")[0]
     assert 0 <= int(share) <= 100
+
+
+def test_finetuning_config_overrides(pretrained):
+    run, data = pretrained
+    overrides = {"fosp": {"online_actor_init": "copy", "pex_temperature": 50.0}}
+    learner = Learner.from_run(run, data, overrides=overrides)
+    f = learner.agent.config.fosp
+    assert (f.online_actor_init, f.pex_temperature) == ("copy", 50.0)
+    for a, b in zip(learner.offline_actor.parameters(),
+                    learner.agent.actor_critic.actor.parameters()):
+        assert torch.equal(a, b)  # the new actor is the copy the override asked for

@@ -187,3 +187,16 @@ def test_export_keeps_float16_weights_that_act_like_the_run_and_cannot_be_resume
 
     with pytest.raises(ValueError, match="cannot be resumed"):
         pretrain(data_dir, shipped, config, steps=3, resume=True, progress=False)
+
+
+def test_pretrain_set_overrides_the_preset() -> None:
+    from fosp_core.cli import build_parser, pretrain_config
+    from fosp_core.config import ConfigError
+
+    argv = ["pretrain", "--data", "d", "--steps", "1", "--out", "o", "--obs", "state",
+            "--set", "fosp.cost_limit=2", "--set", "actor_critic.awr_normalise=false"]
+    config = pretrain_config(build_parser().parse_args(argv))
+    assert config.fosp.cost_limit == 2.0 and config.actor_critic.awr_normalise is False
+    assert config.obs_mode == "state"  # the other options still apply
+    with pytest.raises(ConfigError, match="fosp.cost_limt"):
+        pretrain_config(build_parser().parse_args(argv + ["--set", "fosp.cost_limt=1"]))
