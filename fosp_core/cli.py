@@ -80,7 +80,7 @@ def pretrain_config(args: argparse.Namespace):
     overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
     config = merge(config_by_name(args.config),
                    {k: v for k, v in overrides.items() if v is not None})
-    return merge(config, dotted_overrides(getattr(args, "set", None) or []))
+    return merge(config, dotted_overrides(args.set))
 
 
 def _pretrain(args: argparse.Namespace) -> int:
