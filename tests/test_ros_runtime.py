@@ -40,6 +40,7 @@ def assert_stops(node: NodeProcess, sig: signal.Signals, delay: float = 0.0) -> 
     except subprocess.TimeoutExpired:
         node.stop()
         pytest.fail(f"labeler still running 10 s after {sig.name}:\n{node.log()}")
+    node.stop()  # already exited: only closes its log file
     assert code == 0, node.log()
 
 
