@@ -33,6 +33,8 @@ from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import config_parameter, run_nodes
 
+ACTION_QUEUE = 100  # 10 s of actions at the control rate
+
 
 class Recorder(Node):
     def __init__(self, **node_kwargs):
@@ -58,8 +60,9 @@ class Recorder(Node):
         self.create_subscription(Image, t.image, self._on_image, 10)
         self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
-        self.create_subscription(Float32MultiArray, t.action, self._on_action, 10)
-        self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
+        # Every action is a row: a recorder that falls behind must queue them, not drop them.
+        self.create_subscription(Float32MultiArray, t.action, self._on_action, ACTION_QUEUE)
+        self.create_subscription(Float32MultiArray, t.labels, self._on_labels, ACTION_QUEUE)
         self.create_subscription(String, t.episode, self._on_episode, 10)
         self.create_service(Trigger, "/fosp/record/start", self._service(self.start))
         self.create_service(Trigger, "/fosp/record/stop", self._service(self.stop))

@@ -4,22 +4,32 @@ import signal
 import time
 
 import numpy as np
+import yaml
 from std_msgs.msg import Float32MultiArray, String
 
 from fosp_core.dataset import load_dataset, read_trajectory
 from fosp_ros.conversions import array_to_msg
-from tests.ros_graph import NodeProcess, RosClient, new_domain_id, stop_all, wait_for
+from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
+
+EPISODE_STEPS = 15
 
 
 def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
     domain = new_domain_id()
     out = tmp_path / "demos"
+    # Episodes end by themselves after env.episode_steps: with 15, the first episode's length
+    # is fixed by the action stream alone. A "stop" on its own topic could overtake actions
+    # still queued in a recorder that lags (CI saw a 5-step episode for 15 actions).
+    config = yaml.safe_load((REPO / "config" / "safereach.yaml").read_text())
+    config["env"]["episode_steps"] = EPISODE_STEPS
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(config))
+    recorder = {"out": str(out), "config": str(tmp_path / "graph.yaml")}
     procs = {name: NodeProcess(f"{pkg}.{name}", domain, params, log_dir=tmp_path)
              for pkg, name, params in [
                  ("fosp_ros", "sim_robot", {}),
                  ("fosp_ros", "franka_interface", {}),
                  ("fosp_ros", "labeler", {"source": "sim"}),
-                 ("fosp_teleop", "recorder", {"out": str(out)}),
+                 ("fosp_teleop", "recorder", recorder),
              ]}
     client = RosClient(domain)
     try:
@@ -31,6 +41,7 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         actions = node.create_publisher(Float32MultiArray, "/fosp/action", 10)
         wait_for(lambda: episode.get_subscription_count() > 0
                  and actions.get_subscription_count() >= 2, 30, "franka_interface and recorder")
+        right = [0, 1, 0, 0, 0, 0]
 
         def record(action, steps):
             status.clear()
@@ -45,12 +56,10 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
             for _ in range(steps):
                 actions.publish(array_to_msg(action))
                 time.sleep(0.1)
-            # As an operator does: stop after the motion. "stop" travels on another topic, and
-            # on a loaded machine it overtook up to 4 queued actions when sent at once.
-            time.sleep(1.0)
 
         # Warm up until actions reach the arm (franka_interface and sim_robot may still be
-        # discovering each other), then record from a known start.
+        # discovering each other). Warm-up actions still in flight at "start" are recorded too,
+        # so they are the same as the recorded ones.
         moved = []
         node.create_subscription(Float32MultiArray, "/fosp/sim/state",
                                  lambda m: moved.append(m.data[1]), 10)
@@ -58,23 +67,20 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         start_y = moved[-1]
         deadline = time.monotonic() + 20
         while moved[-1] - start_y <= 0.01 and time.monotonic() < deadline:
-            actions.publish(array_to_msg([0, 0.5, 0, 0, 0, 0]))
+            actions.publish(array_to_msg(right))
             time.sleep(0.1)
         time.sleep(0.5)
-        record([0, 1, 0, 0, 0, 0], 15)
-        episode.publish(String(data="stop"))
+        # More actions than the episode holds: the recorder saves after EPISODE_STEPS of them
+        # and ignores the rest.
+        record(right, EPISODE_STEPS + 5)
         wait_for(lambda: any(s.startswith("saved") for s in status), 10, "the first save")
         first = out / "traj_000000.npz"
         arrays, meta = read_trajectory(first)
-        steps = len(arrays["action"]) - 1
-        # One row per action: 15 sent. "stop" travels on another topic and may overtake the
-        # last; warm-up actions still in flight at "start" may add a few in front.
-        assert 14 <= steps <= 20, steps
+        assert len(arrays["action"]) == EPISODE_STEPS + 1  # row 0 holds the first observation
         assert meta["behaviour"] == "teleop" and meta["state_available"] is True
         assert not arrays["action"][0].any()
         # The recorded actions are the ones sent, and the arm moved sideways meanwhile.
-        sent = arrays["action"][-14:]
-        assert np.allclose(sent, [0, 1, 0, 0, 0, 0])
+        assert np.allclose(arrays["action"][1:], right)
         assert arrays["pose"][-1, 1] - arrays["pose"][0, 1] > 0.05
         assert arrays["image"].shape[1:] == (64, 64, 3) and arrays["image"].std() > 0
         # state and pose arrive on separate topics: they may be one 2 cm step apart
