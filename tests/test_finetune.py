@@ -87,6 +87,33 @@ def test_new_policy_can_start_as_a_copy():
         config.__post_init__()
 
 
+def _actor_after_one_step(online: bool, loss: str) -> list[torch.Tensor]:
+    config = tiny_config()
+    config.fosp.online_actor_loss = loss
+    torch.manual_seed(0)
+    agent = Agent(config)
+    agent.actor_critic.online = online
+    replay = SequenceReplay([make_trajectory(i) for i in range(3)], config.batch_size,
+                            config.batch_length, "state", seed=0)
+    torch.manual_seed(1)
+    agent.train_step(replay.sample())
+    return [p.detach().clone() for p in agent.actor_critic.actor.parameters()]
+
+
+def test_in_sample_online_loss_is_eq19_on_the_replay():
+    # The same agent, batch and random draws: online with 'in_sample' takes exactly the
+    # offline step (eq. 19 on the replay's actions); online with 'eq23' takes another one.
+    offline = _actor_after_one_step(False, "eq23")
+    in_sample = _actor_after_one_step(True, "in_sample")
+    eq23 = _actor_after_one_step(True, "eq23")
+    assert all(torch.equal(a, b) for a, b in zip(offline, in_sample))
+    assert not all(torch.equal(a, b) for a, b in zip(offline, eq23))
+    config = tiny_config()
+    config.fosp.online_actor_loss = "eq19"
+    with pytest.raises(ValueError, match="online_actor_loss"):
+        config.__post_init__()
+
+
 def test_pex_policy_takes_eq21_22_constants_from_the_config(pretrained):
     # Q-hat* = sum_{t=0}^{2} 0.5^t * 2 = 3.5 and C-hat* = 0.5 * 1.75 = 0.875 (eq. 22); the
     # inverse temperature 3 replaces the default 10 in eq. 21.

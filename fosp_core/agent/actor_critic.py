@@ -185,7 +185,8 @@ class ActorCritic(nn.Module):
         self.uses_ref = self.algo in ("fosp", "fosp-no-insample", "fosp-no-auglag")
         self.uses_cost = self.algo != "dreamer"
         self.augmented = self.algo != "fosp-no-auglag"
-        # Online fine-tuning (sec. 4.3) trains the actor with eq. 23 instead of eq. 19-20.
+        # Online fine-tuning (sec. 4.3) trains the actor with eq. 23 instead of eq. 19-20
+        # (unless fosp.online_actor_loss keeps eq. 19 online).
         self.online = False
         # Data-parallel training averages gradients over ranks here (fosp_core.distributed).
         self.grad_sync = None
@@ -383,7 +384,7 @@ class ActorCritic(nn.Module):
             weights = awr_weights(
                 adv_r, adv_c, reach, ac.awr_beta_reward, ac.awr_beta_cost, ac.awr_max_weight, keep
             )
-        if self.online:
+        if self.online and f.online_actor_loss == "eq23":
             actor_loss, log_prob, entropy, weights = self._online_actor_loss(
                 rollout, scale_r, scale_c
             )

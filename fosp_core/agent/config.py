@@ -34,6 +34,7 @@ ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "f
 OBS_MODES = ("image", "state")
 LATENT_INPUTS = ("sample", "mode")
 ONLINE_ACTOR_INITS = ("fresh", "copy")
+ONLINE_ACTOR_LOSSES = ("eq23", "in_sample")
 
 
 @dataclass
@@ -142,6 +143,11 @@ class FospConfig:
     # offline one. Fresh relies on the critics to rank its random proposals below the offline
     # policy's; critics trained in-sample on the dataset's actions cannot be trusted to.
     online_actor_init: str = "fresh"
+    # The loss that trains the new policy online: 'eq23' (the paper: eq. 23's weights on the
+    # new policy's own imagined actions, no behaviour constraint) or 'in_sample' (eq. 19 as
+    # offline, on the replay, which now holds the new trajectories too: IQL-style fine-tuning).
+    # eq. 23 trusts Q at actions the critics never saw in data; in_sample never asks for them.
+    online_actor_loss: str = "eq23"
 
 
 @dataclass
@@ -168,6 +174,9 @@ class AgentConfig:
         if self.fosp.online_actor_init not in ONLINE_ACTOR_INITS:
             raise ValueError(f"fosp.online_actor_init must be one of {ONLINE_ACTOR_INITS}, "
                              f"got {self.fosp.online_actor_init!r}")
+        if self.fosp.online_actor_loss not in ONLINE_ACTOR_LOSSES:
+            raise ValueError(f"fosp.online_actor_loss must be one of {ONLINE_ACTOR_LOSSES}, "
+                             f"got {self.fosp.online_actor_loss!r}")
         if self.actor_critic.latent_input not in LATENT_INPUTS:
             raise ValueError(
                 f"actor_critic.latent_input must be one of {LATENT_INPUTS}, "
