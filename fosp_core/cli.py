@@ -121,7 +121,8 @@ def _finetune(args: argparse.Namespace) -> int:
     _check_device(args.device)
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
-                      seed=args.seed, device=args.device, overrides=dotted_overrides(args.set))
+                      seed=args.seed, device=args.device, overrides=dotted_overrides(args.set),
+                      deterministic=args.deterministic)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
     return 0
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--no-pex", action="store_true",
                    help="ablation (ii): fine-tune the offline policy directly")
+    p.add_argument("--deterministic", action="store_true",
+                   help="fine-tuning trajectories take each policy's most likely action and "
+                        "eq. 21's most likely choice (default: sample them, as the paper)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "

@@ -72,11 +72,15 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[st
 def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
              out: str | os.PathLike, data: str | os.PathLike | None = None, pex: bool = True,
              eval_episodes: int = 20, seed: int = 0, device: str = "cpu",
-             progress: bool = True, overrides: dict | None = None) -> dict:
+             progress: bool = True, overrides: dict | None = None,
+             deterministic: bool = False) -> dict:
     """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report.
 
     ``overrides`` change the run's config (nested, e.g. {"fosp": {"pex_temperature": 100}});
-    ``out/config.yaml`` records the config used."""
+    ``out/config.yaml`` records the config used. The fine-tuning trajectories sample each
+    policy's action and eq. 21's choice, as the paper does; ``deterministic`` takes the most
+    likely of each instead (the ROS policy node's ``deterministic`` parameter): no exploration
+    noise on the robot, and the learner still gets a new trajectory per round."""
     from tqdm import tqdm
 
     from fosp_core.config import save_yaml
@@ -104,7 +108,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     bar = tqdm(range(trajectories), desc=f"finetune {task}", unit="traj", disable=not progress)
     total_cost = total_steps = 0.0
     for i in bar:
-        arrays, meta, chosen = rollout(env, policy, seed * 1000 + i, False, render)
+        arrays, meta, chosen = rollout(env, policy, seed * 1000 + i, deterministic, render)
         writer.add(arrays, meta)  # on disk before it is trained on
         learner.add_trajectory(arrays)
         stats = learner.train(grad_steps)
@@ -127,6 +131,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     regret = log[-1]["cost_regret"] if log else 0.0
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
+              "deterministic": deterministic,
               "before": before, "during": dict(episode_rates(during), cost_regret=regret),
               "after": after, "log": log}
     _write_json(report, out / "report.json")
@@ -145,7 +150,8 @@ def format_report(report: dict) -> str:
     name = report["algo"] + (" + PEX" if report["pex"] else " (direct fine-tuning)")
     lines = [
         f"{report['task']}: {name}, {report['obs_mode']} obs, {report['trajectories']} "
-        f"trajectories x {report['grad_steps']} gradient steps (seed {report['seed']})",
+        f"trajectories x {report['grad_steps']} gradient steps (seed {report['seed']}"
+        + (", deterministic acting" if report.get("deterministic") else "") + ")",
         f"{'':8} {'episodes':>8} {'success':>8} {'violation':>9} {'reward ret':>10} "
         f"{'cost ret':>8} {'online':>7}",
     ]

@@ -260,3 +260,26 @@ def test_finetuning_config_overrides(pretrained):
     for a, b in zip(learner.offline_actor.parameters(),
                     learner.agent.actor_critic.actor.parameters()):
         assert torch.equal(a, b)  # the new actor is the copy the override asked for
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_finetune_deterministic_acting_takes_the_policy_mode(pretrained, tmp_path, deterministic):
+    # The first fine-tuning trajectory acts with the pretrained weights on layout 0: with
+    # deterministic acting it is the pretrained policy's deterministic episode there, sampled
+    # acting departs from it.
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.finetune_run import finetune, rollout
+
+    run, data = pretrained
+    report = finetune(run, "safereach-target-shape", 1, 1, tmp_path / "ft", data=data,
+                      pex=False, eval_episodes=1, progress=False, deterministic=deterministic)
+    assert report["deterministic"] is deterministic
+    recorded = load_dataset(tmp_path / "ft" / "online_data", strict=True).trajectories[0].arrays
+    env = SafeReachEnv(task="safereach-target-shape", obs_mode="state")
+    try:
+        expected, _, _ = rollout(env, PexPolicy.from_run(run, pex=False), 0, True, False)
+    finally:
+        env.close()
+    n = min(len(expected["action"]), len(recorded["action"]))
+    same = np.allclose(recorded["action"][:n], expected["action"][:n], atol=1e-6)
+    assert same is deterministic
