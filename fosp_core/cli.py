@@ -107,8 +107,11 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        s_low, s_high = result["success_ci"]
+        v_low, v_high = result["violation_ci"]
         print(f"{args.run} on {args.task}, {result['episodes']} episodes: "
-              f"success {result['success_rate']:.0%}, violation {result['violation_rate']:.0%}, "
+              f"success {result['success_rate']:.0%} (95% CI {s_low:.0%}-{s_high:.0%}), "
+              f"violation {result['violation_rate']:.0%} (95% CI {v_low:.0%}-{v_high:.0%}), "
               f"reward return {result['reward_return']:.2f}, "
               f"cost return {result['cost_return']:.2f}")
     return 0

@@ -5,9 +5,12 @@ expansion, add it to the replay (and to ``OUT/online_data``), run G gradient ste
 new weights to the acting policy, repeat. The report has three rows, like the paper's Table 3:
 
 - before: 20 evaluation episodes with the pretrained agent (deterministic PEX);
-- during: the fine-tuning trajectories themselves (sampled actions), with the cost regret
-  (total cost / total steps, App. D.2) and how often each policy was chosen;
+- during: the fine-tuning trajectories themselves (sampled actions, or the most likely ones
+  with ``deterministic``), with the cost regret (total cost / total steps, App. D.2) and how
+  often each policy was chosen;
 - after: 20 evaluation episodes at the end.
+
+Rates come with 95% Wilson intervals: over 20 episodes they are about +-20 points wide.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fosp_core.collect import record_episode
 from fosp_core.finetune import Learner, PexPolicy
+from fosp_core.stats import wilson_interval
 from fosp_core.train import DATASET_NAME
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
@@ -44,17 +49,26 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     return arrays, meta, chosen
 
 
-def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, float]:
+def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, Any]:
     """Success / violation rates, mean returns and the online policy's share of steps, over
     (arrays, chosen-counts) pairs."""
     rewards = [float(a["reward"].sum()) for a, _ in episodes]
     costs = [float(a["cost"].sum()) for a, _ in episodes]
     chosen = [c for _, c in episodes]
     online = sum(c["online"] for c in chosen) / max(1, sum(sum(c.values()) for c in chosen))
+    n = len(episodes)
+    if n == 0:  # e.g. a demo whose graph delivered no trajectory: no rate to report
+        nan = float("nan")
+        return {"episodes": 0, "success_rate": nan, "violation_rate": nan,
+                "success_ci": [0.0, 1.0], "violation_ci": [0.0, 1.0], "reward_return": nan,
+                "cost_return": nan, "online_share": nan}
+    successes, violations = sum(r > 0 for r in rewards), sum(c > 0 for c in costs)
     return {
-        "episodes": len(episodes),
-        "success_rate": float(np.mean([r > 0 for r in rewards])),
-        "violation_rate": float(np.mean([c > 0 for c in costs])),
+        "episodes": n,
+        "success_rate": successes / n,
+        "violation_rate": violations / n,
+        "success_ci": list(wilson_interval(successes, n)),
+        "violation_ci": list(wilson_interval(violations, n)),
         "reward_return": float(np.mean(rewards)),
         "cost_return": float(np.mean(costs)),
         "online_share": float(online),
@@ -87,6 +101,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     from fosp_core.dataset import DatasetWriter
     from fosp_core.envs.safereach import SafeReachEnv
 
+    if trajectories < 1 or eval_episodes < 1 or grad_steps < 0:
+        raise ValueError(f"need trajectories >= 1, eval episodes >= 1 and gradient steps >= 0, "
+                         f"got {trajectories}, {eval_episodes} and {grad_steps}")
     run, out = Path(run), Path(out)
     if data is None:
         recorded = run / DATASET_NAME
@@ -152,16 +169,25 @@ def format_report(report: dict) -> str:
         f"{report['task']}: {name}, {report['obs_mode']} obs, {report['trajectories']} "
         f"trajectories x {report['grad_steps']} gradient steps (seed {report['seed']}"
         + (", deterministic acting" if report.get("deterministic") else "") + ")",
-        f"{'':8} {'episodes':>8} {'success':>8} {'violation':>9} {'reward ret':>10} "
-        f"{'cost ret':>8} {'online':>7}",
+        f"{'':8} {'episodes':>8} {'success (95% CI)':>16} {'violation (95% CI)':>18} "
+        f"{'reward ret':>10} {'cost ret':>8} {'online':>7}",
     ]
     for row in ("before", "during", "after"):
         r = report[row]
-        lines.append(f"{row:8} {r['episodes']:8d} {r['success_rate']:8.0%} "
-                     f"{r['violation_rate']:9.0%} {r['reward_return']:10.2f} "
+        lines.append(f"{row:8} {r['episodes']:8d} {_rate(r, 'success'):>16} "
+                     f"{_rate(r, 'violation'):>18} {r['reward_return']:10.2f} "
                      f"{r['cost_return']:8.2f} {r['online_share']:7.0%}")
     lines.append(f"cost regret during fine-tuning: {report['during']['cost_regret']:.4f}")
     return "\n".join(lines)
+
+
+def _rate(row: dict, name: str) -> str:
+    """'40% (22-61)': the rate and its interval, when the report has one."""
+    text = f"{row[name + '_rate']:.0%}"
+    if name + "_ci" in row:
+        low, high = row[name + "_ci"]
+        text += f" ({low:.0%}-{high:.0%})".replace("%-", "-")
+    return text
 
 
 def plot_finetune(report: dict, path: Path) -> None:
@@ -186,13 +212,16 @@ def plot_finetune(report: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     rows = ("before", "during", "after")
     pos = np.arange(len(rows))
-    bars.bar(pos - 0.2, [report[r]["success_rate"] for r in rows], 0.4, color="tab:green",
-             label="success")
-    bars.bar(pos + 0.2, [report[r]["violation_rate"] for r in rows], 0.4, color="tab:red",
-             label="violation")
+    for name, offset, color in (("success", -0.2, "tab:green"), ("violation", 0.2, "tab:red")):
+        rates = np.array([report[r][f"{name}_rate"] for r in rows])
+        errors = None
+        if all(f"{name}_ci" in report[r] for r in rows):  # 95% Wilson intervals as error bars
+            ci = np.array([report[r][f"{name}_ci"] for r in rows]).T
+            errors = np.clip(np.stack([rates - ci[0], ci[1] - rates]), 0, None)
+        bars.bar(pos + offset, rates, 0.4, color=color, label=name, yerr=errors, capsize=3)
     bars.set_xticks(pos, rows)
-    bars.set(ylim=(0, 1), title="Table 3 style")
-    bars.legend(fontsize=7)
+    bars.set(ylim=(0, 1.2), yticks=np.linspace(0, 1, 6), title="Table 3 style (95% intervals)")
+    bars.legend(fontsize=7, loc="upper center", ncol=2)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.savefig(tmp, format="png", dpi=90)

@@ -34,6 +34,7 @@ from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.config import load_yaml, merge, save_yaml
+from fosp_core.stats import wilson_interval
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -296,10 +297,13 @@ def evaluate(
     """Run the deterministic policy for ``episodes`` episodes of SafeReachEnv.
 
     Success is an episode with any reward, violation one with any cost > 0 (the dataset's
-    definitions). Episode k is reset with seed ``seed + k``. Writes ``rollout.png``.
+    definitions), each rate with its 95% Wilson interval. Episode k is reset with seed
+    ``seed + k``. Writes ``rollout.png``.
     """
     from fosp_core.envs.safereach import SafeReachEnv
 
+    if episodes < 1:
+        raise ValueError(f"need at least one evaluation episode, got {episodes}")
     agent, step = load_agent(run_dir, device)
     env = SafeReachEnv(task=task, obs_mode=agent.config.obs_mode)
     rewards, costs, successes, violations = [], [], [], []
@@ -331,12 +335,14 @@ def evaluate(
         "episodes": episodes,
         "success_rate": float(np.mean(successes)),
         "violation_rate": float(np.mean(violations)),
+        "success_ci": list(wilson_interval(sum(successes), episodes)),
+        "violation_ci": list(wilson_interval(sum(violations), episodes)),
         "reward_return": float(np.mean(rewards)),
         "cost_return": float(np.mean(costs)),
     }
     if frames:
         title = f"{task} step {step}: " + json.dumps(
-            {k: round(v, 2) for k, v in result.items() if k != "episodes"}
+            {k: round(v, 2) for k, v in result.items() if isinstance(v, float)}
         )
         _write_strip(frames, Path(run_dir) / "rollout.png", title)
     return result

@@ -231,6 +231,11 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
         assert row in text
     report = json.loads((out / "report.json").read_text())
     assert report["during"]["episodes"] == 2 and len(report["log"]) == 2
+    assert "(95% CI)" in text
+    for row in ("before", "during", "after"):
+        for name in ("success", "violation"):
+            low, high = report[row][f"{name}_ci"]
+            assert low <= report[row][f"{name}_rate"] <= high and high - low > 0.5  # <= 2 episodes
     assert 0.0 <= report["log"][-1]["online_share"] <= 1.0
     assert len(load_dataset(out / "online_data", strict=True)) == 2  # stored before training
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG"

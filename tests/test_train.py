@@ -105,6 +105,8 @@ def test_evaluate_runs_the_agent_in_the_env_and_writes_a_strip(data_dir, tmp_pat
     assert result["episodes"] == 1
     for key in ("success_rate", "violation_rate"):
         assert result[key] in (0.0, 1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        evaluate(run, episodes=0)
     assert result["reward_return"] >= 0 and result["cost_return"] >= 0
     assert (run / "rollout.png").read_bytes()[:8] == PNG_SIGNATURE
 
@@ -124,7 +126,11 @@ def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
     assert main(["eval", "--run", str(run), "--episodes", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"episodes", "success_rate", "violation_rate", "reward_return",
-                           "cost_return"}
+                           "cost_return", "success_ci", "violation_ci"}
+    # one episode: the interval of 0/1 is [0, 0.79], of 1/1 [0.21, 1]
+    for name in ("success", "violation"):
+        expected = [0.2065, 1.0] if result[f"{name}_rate"] == 1.0 else [0.0, 0.7935]
+        assert result[f"{name}_ci"] == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize(

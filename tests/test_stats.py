@@ -1,0 +1,28 @@
+"""The Wilson interval that goes with every success and violation rate."""
+
+import pytest
+
+from fosp_core.stats import wilson_interval
+
+
+@pytest.mark.parametrize("hits, n, low, high", [
+    # 8/20: p = 0.4, d = 1 + z^2/20 = 1.19208, centre = (0.4 + z^2/40) / d = 0.41611,
+    # half = z sqrt(0.4*0.6/20 + z^2/1600) / d = 0.19729
+    (8, 20, 0.21882, 0.61340),
+    # 0/20: centre = half = (z^2/40) / d = 0.08056, so [0, 0.16113]; n/n mirrors it
+    (0, 20, 0.0, 0.16113),
+    (20, 20, 0.83887, 1.0),
+    # 1/1: d = 1 + z^2 = 4.84146, centre = (1 + z^2/2) / d = 0.60327, half = 0.39673
+    (1, 1, 0.20654, 1.0),
+])
+def test_wilson_interval_by_hand(hits, n, low, high):
+    assert wilson_interval(hits, n) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
+
+
+def test_wilson_interval_narrows_with_more_episodes_and_refuses_nonsense():
+    assert wilson_interval(20, 50)[1] - wilson_interval(20, 50)[0] < \
+        wilson_interval(8, 20)[1] - wilson_interval(8, 20)[0]
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
