@@ -182,7 +182,7 @@ def format_report(report: dict) -> str:
 
 
 def _rate(row: dict, name: str) -> str:
-    """'40% (22-61)': the rate and its interval, when the report has one."""
+    """'40% (22-61%)': the rate and its interval, when the report has one."""
     text = f"{row[name + '_rate']:.0%}"
     if name + "_ci" in row:
         low, high = row[name + "_ci"]
