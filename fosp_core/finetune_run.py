@@ -186,7 +186,7 @@ def _rate(row: dict, name: str) -> str:
     text = f"{row[name + '_rate']:.0%}"
     if name + "_ci" in row:
         low, high = row[name + "_ci"]
-        text += f" ({low:.0%}-{high:.0%})".replace("%-", "-")
+        text += f" ({100 * low:.0f}-{high:.0%})"
     return text
 
 
