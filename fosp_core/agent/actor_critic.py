@@ -368,22 +368,10 @@ class ActorCritic(nn.Module):
         metrics["critic_loss"] = critic_loss.item()
 
         # -- Actor: advantage-weighted regression on dataset actions (eq. 19, 20). ---------
-        with torch.no_grad():
-            q_r = self.critics["q_reward"](data_pairs).mean()
-            v_r = self.critics["v_reward"](data["state"]).mean()
-            q_c = self.critics["q_cost"](data_pairs).mean()
-            v_c = self.critics["v_cost"](data["state"]).mean()
-            scale_r = self._normalise("reward", returns["reward"])
-            scale_c = self._normalise("cost", returns["cost"])
-            # Penalised reward advantage of the feasible part (eq. 16, see module docstring).
-            penalty = self.penalty_fn(q_c - f.cost_limit) - self.penalty_fn(v_c - f.cost_limit)
-            scales = (scale_r, scale_c) if ac.awr_normalise else None
-            adv_r, adv_c = offline_advantages(q_r, v_r, q_c, v_c, penalty, scales, ac.awr_center)
-            reach = self.reach(data["state"])  # u = 0 without the REF (ablation iii)
-            keep = (q_c <= v_c).float() if f.feasible_mask else None
-            weights = awr_weights(
-                adv_r, adv_c, reach, ac.awr_beta_reward, ac.awr_beta_cost, ac.awr_max_weight, keep
-            )
+        scale_r = self._normalise("reward", returns["reward"])
+        scale_c = self._normalise("cost", returns["cost"])
+        terms = self.offline_terms(data, (scale_r, scale_c))
+        weights = terms["weights"]
         if self.online and f.online_actor_loss == "eq23":
             actor_loss, log_prob, entropy, weights = self._online_actor_loss(
                 rollout, scale_r, scale_c
@@ -398,15 +386,15 @@ class ActorCritic(nn.Module):
             actor_entropy=entropy.mean().item(),
             actor_log_prob=log_prob.mean().item(),
             awr_weight=weights.mean().item(),
-            adv_reward=adv_r.mean().item(),
-            adv_cost=adv_c.mean().item(),
-            q_reward=q_r.mean().item(),
-            v_reward=v_r.mean().item(),
-            q_cost=q_c.mean().item(),
-            v_cost=v_c.mean().item(),
+            adv_reward=terms["adv_reward"].mean().item(),
+            adv_cost=terms["adv_cost"].mean().item(),
+            q_reward=terms["q_reward"].mean().item(),
+            v_reward=terms["v_reward"].mean().item(),
+            q_cost=terms["q_cost"].mean().item(),
+            v_cost=terms["v_cost"].mean().item(),
             reward_scale=scale_r.item(),
             cost_scale=scale_c.item(),
-            ref_mean=reach.mean().item(),
+            ref_mean=terms["reach"].mean().item(),
         )
 
         # -- REF (eq. 30) on the imagined rollouts, with its own faster optimiser. -----------
@@ -422,8 +410,41 @@ class ActorCritic(nn.Module):
             metrics["ref_target"] = target.mean().item()
 
         # -- Lagrange multiplier (eq. 27) and penalty (eq. 26) on g = mean V^c - d. ---------
-        metrics.update(self._update_multipliers(v_c.mean() - f.cost_limit))
+        metrics.update(self._update_multipliers(terms["v_cost"].mean() - f.cost_limit))
         return metrics
+
+    @torch.no_grad()
+    def offline_terms(self, data: dict[str, Tensor], scales: tuple[Tensor, Tensor]
+                      ) -> dict[str, Tensor]:
+        """Eq. 19 at dataset state-actions: Q, V, advantages, the REF's u and the weights.
+
+        ``scales`` are the reward and cost return scales (used when ``awr_normalise``).
+        ``benchmarks/eq19_weights.py`` reads the same terms off a trained run.
+        """
+        ac, f = self.config.actor_critic, self.config.fosp
+        pairs = torch.cat([data["state"], data["action"]], -1)
+        q_r = self.critics["q_reward"](pairs).mean()
+        v_r = self.critics["v_reward"](data["state"]).mean()
+        q_c = self.critics["q_cost"](pairs).mean()
+        v_c = self.critics["v_cost"](data["state"]).mean()
+        # Penalised reward advantage of the feasible part (eq. 16, see module docstring).
+        penalty = self.penalty_fn(q_c - f.cost_limit) - self.penalty_fn(v_c - f.cost_limit)
+        adv_r, adv_c = offline_advantages(
+            q_r, v_r, q_c, v_c, penalty, scales if ac.awr_normalise else None, ac.awr_center
+        )
+        reach = self.reach(data["state"])  # u = 0 without the REF (ablation iii)
+        keep = (q_c <= v_c).float() if f.feasible_mask else None
+        weights = awr_weights(
+            adv_r, adv_c, reach, ac.awr_beta_reward, ac.awr_beta_cost, ac.awr_max_weight, keep
+        )
+        return {"q_reward": q_r, "v_reward": v_r, "q_cost": q_c, "v_cost": v_c,
+                "adv_reward": adv_r, "adv_cost": adv_c, "reach": reach, "weights": weights}
+
+    def return_scales(self) -> tuple[Tensor, Tensor]:
+        """The reward and cost return scales as they stand (no update)."""
+        limit = self.config.actor_critic.retnorm_limit
+        return (return_scale(self.reward_low, self.reward_high, limit),
+                return_scale(self.cost_low, self.cost_high, limit))
 
     def _online_actor_loss(
         self, rollout: dict[str, Tensor], scale_r: Tensor, scale_c: Tensor

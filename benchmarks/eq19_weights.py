@@ -1,0 +1,161 @@
+"""Where eq. 19 puts its weight: a trained run's advantages and weights per kind of demonstration.
+
+    .venv/bin/python benchmarks/eq19_weights.py --run models/fosp-safereach-state --data data/real \
+        [--updates 4000 --episodes 50]
+
+The run's world model, critics and REF are frozen. Every dataset transition goes through the
+world model as at deployment (whole episodes, from their first row) and gets eq. 19's terms
+from ``ActorCritic.offline_terms`` with the run's config and return scales. It prints:
+
+1. per kind of demonstration (behaviour x reached the target): the share of rows, the share of
+   eq. 19's weight, and the mean A^r, A^c, V^c and REF u;
+2. at the first transition of layouts the data holds both a safe and a violating demonstration
+   of (the route is chosen there), A^r and A^c of the violating and of the safe one;
+3. with ``--updates N``: a fresh actor trained for N updates on the frozen features by weighted
+   regression onto the dataset actions, with (a) the run's eq. 19 weights, (b) weight 1 on
+   every row (behaviour cloning), (c) weight 1 on the rows of safe demonstrations that reached
+   the target and 0 elsewhere (the best any reweighting of the data can do), each evaluated
+   like ``fosp eval`` (deterministic, layouts 0..episodes-1 of ``safereach``).
+
+It tells whether the weighting or the imitation itself is what violates; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from fosp_core.agent.networks import ActorHead
+from fosp_core.dataset import load_dataset
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.finetune import PexPolicy
+from fosp_core.finetune_run import evaluate_policy
+from fosp_core.stats import wilson_interval
+from fosp_core.train import load_agent
+
+TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
+
+
+@torch.no_grad()
+def transition_terms(agent, trajectories) -> list[dict]:
+    """Per trajectory: frozen features, dataset actions and eq. 19's terms of each transition."""
+    ac = agent.actor_critic
+    scales = ac.return_scales()
+    key = agent.normalizer.key
+    out = []
+    for trajectory in trajectories:
+        arrays = trajectory.arrays
+        obs = {k: torch.as_tensor(arrays[k])[None] for k in (key, "image") if k in arrays}
+        action = torch.as_tensor(arrays["action"])[None].float()
+        is_first = torch.zeros(action.shape[:2], dtype=torch.bool)
+        is_first[0, 0] = True
+        embed = agent.world_model.encode(agent.normalizer(obs))
+        posterior, _ = agent.world_model.rssm.observe(embed, action, is_first)
+        features = ac.inputs(posterior)[0]
+        # Dreamer rows: the action out of row t is stored in row t + 1.
+        data = {"state": features[:-1], "action": action[0, 1:].clamp(-1, 1)}
+        terms = ac.offline_terms(data, scales)
+        success = bool(arrays["reward"].sum() > 0)
+        out.append({**data, **{k: terms[k] for k in TERMS},
+                    "kind": f"{trajectory.meta['behaviour']}, {'reached' if success else 'missed'}",
+                    "safe_success": success and not trajectory.meta["violation"],
+                    "violation": bool(trajectory.meta["violation"]),
+                    "layout": repr(trajectory.meta["layout"])})
+    return out
+
+
+def print_kinds(rows: list[dict]) -> None:
+    total_rows = sum(len(r["weights"]) for r in rows)
+    total_weight = sum(float(r["weights"].sum()) for r in rows)
+    by_kind = defaultdict(list)
+    for r in rows:
+        by_kind[r["kind"]].append(r)
+    print(f"{'demonstrations':18s} {'n':>4s} {'rows':>6s} {'weight':>7s} "
+          f"{'A^r':>7s} {'A^c':>7s} {'V^c':>6s} {'u':>5s}")
+    for kind, group in sorted(by_kind.items()):
+        cat = {k: torch.cat([r[k] for r in group]) for k in TERMS}
+        print(f"{kind:18s} {len(group):4d} {len(cat['weights']) / total_rows:6.0%} "
+              f"{float(cat['weights'].sum()) / total_weight:7.0%} "
+              f"{float(cat['adv_reward'].mean()):+7.3f} {float(cat['adv_cost'].mean()):+7.3f} "
+              f"{float(cat['v_cost'].mean()):6.2f} {float(cat['reach'].mean()):5.2f}")
+
+
+def print_route_choice(rows: list[dict]) -> None:
+    by_layout = defaultdict(list)
+    for r in rows:
+        by_layout[r["layout"]].append(r)
+    mixed = [g for g in by_layout.values() if len({r["violation"] for r in g}) == 2]
+    print(f"\nfirst transition, {len(mixed)} of {len(by_layout)} layouts with both safe and "
+          "violating demonstrations:")
+    for violation in (True, False):
+        first = [r for g in mixed for r in g if r["violation"] == violation]
+        mean = {k: np.mean([float(r[k][0]) for r in first]) for k in TERMS}
+        print(f"  {'violating' if violation else 'safe':9s} ({len(first):3d}): "
+              f"A^r {mean['adv_reward']:+.3f}  A^c {mean['adv_cost']:+.3f}  "
+              f"u {mean['reach']:.2f}  weight {mean['weights']:.3f}")
+
+
+def weighted_cloning(features, actions, weights, config, updates: int, seed: int) -> ActorHead:
+    """A fresh actor (the run's sizes) regressed onto the actions with per-row weights."""
+    torch.manual_seed(seed)
+    ac, m = config.actor_critic, config.model
+    actor = ActorHead(features.shape[1], actions.shape[1], m.hidden, m.mlp_layers,
+                      ac.actor_min_std, ac.actor_max_std)
+    opt = torch.optim.Adam(actor.parameters(), lr=ac.actor_lr, eps=ac.eps)
+    batch = config.batch_size * (config.batch_length - 1)  # pairs per pretraining step
+    for _ in range(updates):
+        rows = torch.randint(len(features), (batch,))
+        dist = actor(features[rows])
+        loss = -(weights[rows] * dist.log_prob(actions[rows]) + ac.entropy * dist.entropy())
+        opt.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        opt.step()
+    return actor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--updates", type=int, default=0, help="train and evaluate actors")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    agent, step = load_agent(args.run)
+    agent.eval()
+    rows = transition_terms(agent, load_dataset(args.data).trajectories)
+    print(f"{args.run} (step {step}) on {args.data}: eq. 19 as the run is configured")
+    print_kinds(rows)
+    print_route_choice(rows)
+    if args.updates <= 0:
+        return
+
+    features = torch.cat([r["state"] for r in rows])
+    actions = torch.cat([r["action"] for r in rows])
+    eq19 = torch.cat([r["weights"] for r in rows])
+    oracle = torch.cat([torch.full((len(r["weights"]),), float(r["safe_success"])) for r in rows])
+    policy = PexPolicy.from_run(args.run, pex=False)
+    env = SafeReachEnv("safereach", obs_mode=agent.config.obs_mode)
+    print(f"\nweighted cloning on the frozen features, {args.updates} updates, "
+          f"{args.episodes} episodes of safereach:")
+    for name, weights in (("eq. 19 weights", eq19), ("behaviour cloning", torch.ones_like(eq19)),
+                          ("safe, reached only", oracle)):
+        actor = weighted_cloning(features, actions, weights, agent.config, args.updates, args.seed)
+        policy.agent.actor_critic.actor.load_state_dict(actor.state_dict())
+        rates = evaluate_policy(env, policy, args.episodes, seed=0)
+        n = rates["episodes"]
+        s = round(rates["success_rate"] * n)
+        v = round(rates["violation_rate"] * n)
+        (s_lo, s_hi), (v_lo, v_hi) = wilson_interval(s, n), wilson_interval(v, n)
+        print(f"  {name:20s} success {s / n:4.0%} ({s_lo:.0%}-{s_hi:.0%})  "
+              f"violating {v / n:4.0%} ({v_lo:.0%}-{v_hi:.0%})", flush=True)
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
