@@ -1,6 +1,7 @@
 """Reference point for the offline learning figures: behaviour cloning on the true state.
 
-    .venv/bin/python benchmarks/bc_state.py --data DIR [--safe-only] [--updates 3000]
+    .venv/bin/python benchmarks/bc_state.py --data DIR [--safe-only] [--reached-only] \
+        [--updates 3000]
 
 No world model and no critics: the actor network of the agent (``ActorHead``, cpu-config
 sizes) regresses onto the dataset's actions from the twin's 25-D true state, standardised by
@@ -26,6 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--safe-only", action="store_true", help="only violation-free episodes")
+    parser.add_argument("--reached-only", action="store_true",
+                        help="only episodes that reached the target")
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -36,6 +39,8 @@ def main() -> None:
     trajectories = load_dataset(args.data).trajectories
     if args.safe_only:
         trajectories = [t for t in trajectories if not t.meta["violation"]]
+    if args.reached_only:
+        trajectories = [t for t in trajectories if t.arrays["reward"].sum() > 0]
     # Dreamer rows: the action out of row t is stored in row t + 1.
     states = np.concatenate([t.arrays["state"][:-1] for t in trajectories])
     actions = np.concatenate([t.arrays["action"][1:] for t in trajectories])
@@ -67,7 +72,9 @@ def main() -> None:
         success += reward > 0
         violation += cost > 0
     env.close()
-    which = "violation-free episodes" if args.safe_only else "all episodes"
+    kept = [word for word, on in (("violation-free", args.safe_only),
+                                  ("reaching", args.reached_only)) if on]
+    which = " ".join(kept + ["episodes"]) if kept else "all episodes"
     print(f"BC on the true state, {len(trajectories)} {which} of {args.data}, "
           f"{args.updates} updates, seed {args.seed}: success {success / args.episodes:.0%}, "
           f"violating episodes {violation / args.episodes:.0%} ({args.episodes} episodes)")
