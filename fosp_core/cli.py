@@ -91,7 +91,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.data}: dataset directory does not exist")
     config = pretrain_config(args)
     metrics = pretrain(args.data, args.out, config, args.steps, resume=args.resume,
-                       device=args.device, seed=args.seed, ckpt_every=args.ckpt_every)
+                       device=args.device, seed=args.seed, ckpt_every=args.ckpt_every,
+                       keep_every=args.keep_every)
     shown = ("model/loss", "ac/actor_loss", "ac/ref_mean", "ac/lagrange")
     summary = ", ".join(f"{k} {metrics[k]:.4g}" for k in shown if k in metrics)
     print(f"run {args.out}: {args.steps} steps" + (f"; last step: {summary}" if summary else ""))
@@ -103,7 +104,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
-                      device=args.device)
+                      device=args.device, step=args.step)
     if args.json:
         print(json.dumps(result))
     else:
@@ -278,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=1000, metavar="K")
+    p.add_argument("--keep-every", type=int, default=0, metavar="K",
+                   help="also keep the weights of every K-th step in RUN/checkpoints/, "
+                        "for fosp eval --step (default: only the latest checkpoint)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set actor_critic.awr_normalise=false "
                         "(repeatable; applied last)")
@@ -290,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--step", type=int, help="evaluate the weights kept at this step "
+                   "(pretrain --keep-every) instead of the latest checkpoint")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("finetune", help="safe fine-tuning in the simulated twin (PEX)")

@@ -4,6 +4,7 @@ A run directory holds::
 
     config.yaml       the AgentConfig of the run (written once; a resume reads it back)
     checkpoint.pt     latest checkpoint, written atomically
+    checkpoints/      with ``keep_every``: weights alone at earlier steps, step_NNNNNN.pt
     tb/               TensorBoard scalars: every loss, multipliers, REF mean, values
     rollout.png       a strip of frames from ``evaluate``'s first episode
 
@@ -40,6 +41,7 @@ CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
 DATASET_NAME = "dataset.txt"  # path of the dataset the run was trained on
 SOURCE_NAME = "source.json"  # exported runs: where the weights came from
+KEPT_DIR = "checkpoints"  # weights kept every keep_every steps (fosp eval --step)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,10 +110,40 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return out
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_NAME} (has this run been trained?)")
+def kept_weights_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / KEPT_DIR / f"step_{step:06d}.pt"
+
+
+def keep_weights(run_dir: str | os.PathLike, step: int, agent: Agent) -> None:
+    """Weights and buffers alone (no optimiser, replay or RNG state) of this step.
+
+    Offline training does not settle on its best policy (README, image-mode figures), so a
+    run can keep its earlier weights to evaluate and choose from; they act and fine-tune like
+    the latest checkpoint but cannot be resumed.
+    """
+    path = kept_weights_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    modules = agent.state_dict()["modules"]
+    atomic_torch_save({"step": step, "agent": {"modules": modules, "optimizers": {}}}, path)
+
+
+def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """The latest checkpoint of a run, or with ``step`` the weights it kept at that step."""
+    if step is None:
+        path = Path(run_dir) / CHECKPOINT_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{run_dir}: no {CHECKPOINT_NAME} (has this run been trained?)"
+            )
+    else:
+        path = kept_weights_path(run_dir, step)
+        if not path.is_file():
+            kept = sorted(int(p.stem[len("step_"):])
+                          for p in (Path(run_dir) / KEPT_DIR).glob("step_*.pt"))
+            raise FileNotFoundError(
+                f"{run_dir}: no weights kept at step {step} (kept: "
+                f"{', '.join(map(str, kept)) if kept else 'none; pretrain with --keep-every K'})"
+            )
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -143,8 +175,11 @@ def pretrain(
     seed: int = 0,
     ckpt_every: int = 1000,
     progress: bool = True,
+    keep_every: int = 0,
 ) -> dict[str, float]:
     """Train the agent offline for ``steps`` total steps; returns the last step's metrics.
+
+    ``keep_every`` > 0 also keeps the weights of every such step (``keep_weights``).
 
     With ``resume`` the run continues from ``out_dir``'s checkpoint and its saved config (the
     ``config`` argument is then ignored) up to ``steps`` in total. Without it, an existing
@@ -223,6 +258,8 @@ def pretrain(
             )
             if step % ckpt_every == 0 or step == steps:
                 save_checkpoint(ckpt_path, step, agent, replay)
+            if keep_every > 0 and step % keep_every == 0:
+                keep_weights(out, step, agent)
         if parallel:
             _check_replicas(agent, out, main_rank)
     finally:
@@ -249,14 +286,15 @@ def _check_replicas(agent: Agent, out: Path, main_rank: bool) -> None:
 
 
 def load_agent(run_dir: str | os.PathLike, device: str = "cpu",
-               overrides: dict[str, Any] | None = None) -> tuple[Agent, int]:
+               overrides: dict[str, Any] | None = None,
+               step: int | None = None) -> tuple[Agent, int]:
     """The trained agent of a run directory and the step it was saved at.
 
     ``overrides`` (nested, as for ``merge``) change the run's config first; ones that change
-    the networks' shapes fail when the weights are loaded.
+    the networks' shapes fail when the weights are loaded. ``step`` picks kept weights.
     """
     config = merge(load_run_config(run_dir), overrides or {})
-    checkpoint = load_checkpoint(run_dir)
+    checkpoint = load_checkpoint(run_dir, step)
     agent = Agent(config, device)
     agent.load_state_dict(checkpoint["agent"])
     return agent, int(checkpoint["step"])
@@ -293,18 +331,19 @@ def evaluate(
     seed: int = 0,
     frame_every: int = 8,
     device: str = "cpu",
+    step: int | None = None,
 ) -> dict[str, float]:
     """Run the deterministic policy for ``episodes`` episodes of SafeReachEnv.
 
     Success is an episode with any reward, violation one with any cost > 0 (the dataset's
     definitions), each rate with its 95% Wilson interval. Episode k is reset with seed
-    ``seed + k``. Writes ``rollout.png``.
+    ``seed + k``. Writes ``rollout.png``. ``step`` evaluates the weights kept at that step.
     """
     from fosp_core.envs.safereach import SafeReachEnv
 
     if episodes < 1:
         raise ValueError(f"need at least one evaluation episode, got {episodes}")
-    agent, step = load_agent(run_dir, device)
+    agent, step = load_agent(run_dir, device, step=step)
     env = SafeReachEnv(task=task, obs_mode=agent.config.obs_mode)
     rewards, costs, successes, violations = [], [], [], []
     frames: list[tuple[int, np.ndarray]] = []

@@ -150,6 +150,32 @@ def test_cli_errors_are_one_line_without_traceback(args, message, data_dir, tmp_
     assert message in err and "Traceback" not in err and err.count("\n") == 1
 
 
+def test_keep_every_keeps_earlier_weights_that_eval_step_loads(data_dir, tmp_path, capsys):
+    run = tmp_path / "kept"
+    config_file = tmp_path / "tiny.yaml"
+    save_yaml(tiny_config(), config_file)
+    assert main(["pretrain", "--data", str(data_dir), "--config", str(config_file),
+                 "--steps", "4", "--out", str(run), "--keep-every", "2"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").glob("*")) == [
+        "step_000002.pt", "step_000004.pt"]
+    early, step = load_agent(run, step=2)
+    late, _ = load_agent(run, step=4)
+    latest, _ = load_agent(run)
+    assert step == 2
+    # The kept weights of the last step are the latest checkpoint's; step 2's are older.
+    for a, b in zip(late.state_dict()["modules"].values(), latest.state_dict()["modules"].values()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(early.parameters(), late.parameters()))
+    kept = torch.load(run / "checkpoints" / "step_000002.pt", weights_only=True)
+    assert kept["agent"]["optimizers"] == {} and "replay" not in kept
+
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--step", "2", "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    assert main(["eval", "--run", str(run), "--step", "3", "--episodes", "1"]) == 2
+    assert "no weights kept at step 3 (kept: 2, 4)" in capsys.readouterr().err
+
+
 def test_cli_eval_of_a_run_without_checkpoint(tmp_path, capsys):
     run = tmp_path / "empty-run"
     run.mkdir()
