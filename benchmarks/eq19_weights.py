@@ -33,7 +33,6 @@ from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
 from fosp_core.finetune import PexPolicy
 from fosp_core.finetune_run import evaluate_policy
-from fosp_core.stats import wilson_interval
 from fosp_core.train import load_agent
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
@@ -148,12 +147,9 @@ def main() -> None:
         actor = weighted_cloning(features, actions, weights, agent.config, args.updates, args.seed)
         policy.agent.actor_critic.actor.load_state_dict(actor.state_dict())
         rates = evaluate_policy(env, policy, args.episodes, seed=0)
-        n = rates["episodes"]
-        s = round(rates["success_rate"] * n)
-        v = round(rates["violation_rate"] * n)
-        (s_lo, s_hi), (v_lo, v_hi) = wilson_interval(s, n), wilson_interval(v, n)
-        print(f"  {name:20s} success {s / n:4.0%} ({s_lo:.0%}-{s_hi:.0%})  "
-              f"violating {v / n:4.0%} ({v_lo:.0%}-{v_hi:.0%})", flush=True)
+        (s_lo, s_hi), (v_lo, v_hi) = rates["success_ci"], rates["violation_ci"]
+        print(f"  {name:20s} success {rates['success_rate']:4.0%} ({s_lo:.0%}-{s_hi:.0%})  "
+              f"violating {rates['violation_rate']:4.0%} ({v_lo:.0%}-{v_hi:.0%})", flush=True)
     env.close()
 
 

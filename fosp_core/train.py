@@ -86,6 +86,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def save_weights(path: Path, step: int, modules: dict[str, torch.Tensor]) -> None:
+    """A checkpoint of weights and buffers alone: acts and fine-tunes, cannot be resumed."""
+    atomic_torch_save({"step": step, "agent": {"modules": modules, "optimizers": {}}}, path)
+
+
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
                half: bool = True, **source: Any) -> Path:
     """Copy a run's config and weights (no optimiser, replay or RNG state) to ``out_dir``.
@@ -103,8 +108,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(config, out / CONFIG_NAME)
     step = int(checkpoint["step"])
-    atomic_torch_save({"step": step, "agent": {"modules": modules, "optimizers": {}}},
-                      out / CHECKPOINT_NAME)
+    save_weights(out / CHECKPOINT_NAME, step, modules)
     info = {"step": step, "exported_from": str(Path(run_dir).resolve()), **source}
     (out / SOURCE_NAME).write_text(json.dumps(info, indent=1) + "\n")
     return out
@@ -123,8 +127,7 @@ def keep_weights(run_dir: str | os.PathLike, step: int, agent: Agent) -> None:
     """
     path = kept_weights_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    modules = agent.state_dict()["modules"]
-    atomic_torch_save({"step": step, "agent": {"modules": modules, "optimizers": {}}}, path)
+    save_weights(path, step, agent.state_dict()["modules"])
 
 
 def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
