@@ -1,7 +1,7 @@
 """Where eq. 19 puts its weight: a trained run's advantages and weights per kind of demonstration.
 
     .venv/bin/python benchmarks/eq19_weights.py --run models/fosp-safereach-state --data data/real \
-        [--updates 4000 --episodes 50]
+        [--updates 4000 --episodes 50] [--imagine ALPHA,KAPPA ...]
 
 The run's world model, critics and REF are frozen. Every dataset transition goes through the
 world model as at deployment (whole episodes, from their first row) and gets eq. 19's terms
@@ -15,7 +15,10 @@ from ``ActorCritic.offline_terms`` with the run's config and return scales. It p
    regression onto the dataset actions, with (a) the run's eq. 19 weights, (b) weight 1 on
    every row (behaviour cloning), (c) weight 1 on the rows of safe demonstrations that reached
    the target and 0 elsewhere (the best any reweighting of the data can do), each evaluated
-   like ``fosp eval`` (deterministic, layouts 0..episodes-1 of ``safereach``).
+   like ``fosp eval`` (deterministic, layouts 0..episodes-1 of ``safereach``);
+4. with ``--imagine ALPHA,KAPPA`` (repeatable): (a) plus a policy-improvement term through the
+   frozen world model, - ALPHA * R / mean|R| with R the imagined return of r - KAPPA c
+   (``imagined_return``), i.e. eq. 19 as the in-sample regulariser of a Dreamer-style actor.
 
 It tells whether the weighting or the imitation itself is what violates; it asserts nothing.
 """
@@ -27,8 +30,10 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from fosp_core.agent.networks import ActorHead
+from fosp_core.agent.world_model import Latent
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
 from fosp_core.finetune import PexPolicy
@@ -59,6 +64,7 @@ def transition_terms(agent, trajectories) -> list[dict]:
         terms = ac.offline_terms(data, scales)
         success = bool(arrays["reward"].sum() > 0)
         out.append({**data, **{k: terms[k] for k in TERMS},
+                    "latent": posterior.map(lambda x: x[0, :-1]),
                     "kind": f"{trajectory.meta['behaviour']}, {'reached' if success else 'missed'}",
                     "safe_success": success and not trajectory.meta["violation"],
                     "violation": bool(trajectory.meta["violation"]),
@@ -97,8 +103,35 @@ def print_route_choice(rows: list[dict]) -> None:
               f"u {mean['reach']:.2f}  weight {mean['weights']:.3f}")
 
 
-def weighted_cloning(features, actions, weights, config, updates: int, seed: int) -> ActorHead:
-    """A fresh actor (the run's sizes) regressed onto the actions with per-row weights."""
+def imagined_return(agent, actor: ActorHead, start: Latent, kappa: float) -> Tensor:
+    """Return of r - kappa c over the run's horizon H imagined from ``start`` under ``actor``.
+
+    sum_h gamma^h cont_h (r_h - kappa c_h) + bootstrap with V^r - kappa V^c, all from the frozen
+    world model and critics; the gradient reaches the actor through its reparameterised
+    actions and the dynamics (DreamerV3's estimator for continuous actions).
+    """
+    wm, ac = agent.world_model, agent.actor_critic
+    config = agent.config.actor_critic
+    states, _ = wm.imagine(lambda s: actor(ac.inputs(s)).rsample(), start, config.horizon)
+    features = states.features()[1:]
+    reward = wm.reward_head(features).mean() - kappa * wm.cost_head(features).mean()
+    cont = wm.continue_head(features).mean
+    last = ac.inputs(states)[-1]
+    bootstrap = ac.critics["v_reward"](last).mean() - kappa * ac.critics["v_cost"](last).mean()
+    discount = torch.cumprod(
+        torch.cat([torch.ones_like(cont[:1]), config.discount * cont[:-1]]), 0
+    )
+    return ((discount * reward).sum(0)
+            + discount[-1] * config.discount * cont[-1] * bootstrap)
+
+
+def weighted_cloning(features, actions, weights, config, updates: int, seed: int,
+                     imagine: tuple | None = None) -> ActorHead:
+    """A fresh actor (the run's sizes) regressed onto the actions with per-row weights.
+
+    ``imagine`` = (agent, latents, alpha, kappa) adds - alpha R / mean|R| (``imagined_return``
+    from the rows' posterior states) to the loss.
+    """
     torch.manual_seed(seed)
     ac, m = config.actor_critic, config.model
     actor = ActorHead(features.shape[1], actions.shape[1], m.hidden, m.mlp_layers,
@@ -108,9 +141,15 @@ def weighted_cloning(features, actions, weights, config, updates: int, seed: int
     for _ in range(updates):
         rows = torch.randint(len(features), (batch,))
         dist = actor(features[rows])
-        loss = -(weights[rows] * dist.log_prob(actions[rows]) + ac.entropy * dist.entropy())
+        loss = -(weights[rows] * dist.log_prob(actions[rows])
+                 + ac.entropy * dist.entropy()).mean()
+        if imagine is not None:
+            agent, latents, alpha, kappa = imagine
+            start = Latent(latents.deter[rows], latents.stoch[rows], latents.logits[rows])
+            ret = imagined_return(agent, actor, start, kappa)
+            loss = loss - alpha * ret.mean() / ret.abs().mean().detach().clamp(min=1e-3)
         opt.zero_grad(set_to_none=True)
-        loss.mean().backward()
+        loss.backward()
         opt.step()
     return actor
 
@@ -122,11 +161,20 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=0, help="train and evaluate actors")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--imagine", action="append", default=[], metavar="ALPHA,KAPPA",
+                        help="also train eq. 19 plus this imagined-return term (repeatable)")
     args = parser.parse_args()
+    try:
+        imagine = [tuple(float(v) for v in pair.split(",", 1)) for pair in args.imagine]
+        if any(len(pair) != 2 for pair in imagine):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--imagine takes ALPHA,KAPPA (two numbers), got {args.imagine}")
     torch.set_num_threads(1)
 
     agent, step = load_agent(args.run)
     agent.eval()
+    agent.requires_grad_(False)  # frozen: only the fresh actors learn
     rows = transition_terms(agent, load_dataset(args.data).trajectories)
     print(f"{args.run} (step {step}) on {args.data}: eq. 19 as the run is configured")
     print_kinds(rows)
@@ -142,13 +190,19 @@ def main() -> None:
     env = SafeReachEnv("safereach", obs_mode=agent.config.obs_mode)
     print(f"\nweighted cloning on the frozen features, {args.updates} updates, "
           f"{args.episodes} episodes of safereach:")
-    for name, weights in (("eq. 19 weights", eq19), ("behaviour cloning", torch.ones_like(eq19)),
-                          ("safe, reached only", oracle)):
-        actor = weighted_cloning(features, actions, weights, agent.config, args.updates, args.seed)
+    latents = Latent(*(torch.cat([getattr(r["latent"], k) for r in rows])
+                       for k in ("deter", "stoch", "logits")))
+    variants = [("eq. 19 weights", eq19, None), ("behaviour cloning", torch.ones_like(eq19), None),
+                ("safe, reached only", oracle, None)]
+    variants += [(f"eq. 19 + imagined a={a:g} k={k:g}", eq19, (agent, latents, a, k))
+                 for a, k in imagine]
+    for name, weights, imagined in variants:
+        actor = weighted_cloning(features, actions, weights, agent.config, args.updates,
+                                 args.seed, imagined)
         policy.agent.actor_critic.actor.load_state_dict(actor.state_dict())
         rates = evaluate_policy(env, policy, args.episodes, seed=0)
         (s_lo, s_hi), (v_lo, v_hi) = rates["success_ci"], rates["violation_ci"]
-        print(f"  {name:20s} success {rates['success_rate']:4.0%} ({s_lo:.0%}-{s_hi:.0%})  "
+        print(f"  {name:32s} success {rates['success_rate']:4.0%} ({s_lo:.0%}-{s_hi:.0%})  "
               f"violating {rates['violation_rate']:4.0%} ({v_lo:.0%}-{v_hi:.0%})", flush=True)
     env.close()
 
