@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fosp_core.agent.math import lambda_returns
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
 from fosp_core.dataset import load_dataset
@@ -106,23 +107,19 @@ def print_route_choice(rows: list[dict]) -> None:
 def imagined_return(agent, actor: ActorHead, start: Latent, kappa: float) -> Tensor:
     """Return of r - kappa c over the run's horizon H imagined from ``start`` under ``actor``.
 
-    sum_h gamma^h cont_h (r_h - kappa c_h) + bootstrap with V^r - kappa V^c, all from the frozen
-    world model and critics; the gradient reaches the actor through its reparameterised
-    actions and the dynamics (DreamerV3's estimator for continuous actions).
+    Eq. 8 with lambda = 1: the discounted sum of r - kappa c bootstrapped with V^r - kappa V^c,
+    all from the frozen world model and critics; the gradient reaches the actor through its
+    reparameterised actions and the dynamics (DreamerV3's estimator for continuous actions).
     """
     wm, ac = agent.world_model, agent.actor_critic
     config = agent.config.actor_critic
     states, _ = wm.imagine(lambda s: actor(ac.inputs(s)).rsample(), start, config.horizon)
     features = states.features()[1:]
     reward = wm.reward_head(features).mean() - kappa * wm.cost_head(features).mean()
+    inputs = ac.inputs(states)
+    value = ac.critics["v_reward"](inputs).mean() - kappa * ac.critics["v_cost"](inputs).mean()
     cont = wm.continue_head(features).mean
-    last = ac.inputs(states)[-1]
-    bootstrap = ac.critics["v_reward"](last).mean() - kappa * ac.critics["v_cost"](last).mean()
-    discount = torch.cumprod(
-        torch.cat([torch.ones_like(cont[:1]), config.discount * cont[:-1]]), 0
-    )
-    return ((discount * reward).sum(0)
-            + discount[-1] * config.discount * cont[-1] * bootstrap)
+    return lambda_returns(reward, value, cont, config.discount, 1.0)[0]
 
 
 def weighted_cloning(features, actions, weights, config, updates: int, seed: int,
