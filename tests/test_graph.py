@@ -97,9 +97,11 @@ def test_bringup_collect_runs_the_graph_in_one_process(tmp_path):
         wait_for(lambda: expected <= set(node.get_node_names()), 60, "all collect nodes")
         wait_for(lambda: node.count_publishers("/fosp/action") == 1
                  and node.count_subscribers("/fosp/action") == 2, 30, "the action topic")
-        services = {name for name, _ in node.get_service_names_and_types()}
-        assert {"/fosp/stop", "/fosp/resume", "/fosp/home", "/fosp/record/start"} <= services
-        assert out.is_dir()  # the recorder opened its dataset
+        # Discovery of each node's services arrives separately from its node name; wait for them.
+        services = {"/fosp/stop", "/fosp/resume", "/fosp/home", "/fosp/record/start"}
+        wait_for(lambda: services <= {name for name, _ in node.get_service_names_and_types()},
+                 30, "the collect services")
+        wait_for(out.is_dir, 30, "the recorder's dataset folder")
         time.sleep(0.5)
         assert proc.poll() is None
     finally:
