@@ -1,12 +1,13 @@
 """Reference point for the offline learning figures: behaviour cloning on the true state.
 
     .venv/bin/python benchmarks/bc_state.py --data DIR [--safe-only] [--reached-only] \
-        [--updates 3000]
+        [--updates 3000] [--dist normal|truncated_normal]
 
 No world model and no critics: the actor network of the agent (``ActorHead``, cpu-config
 sizes) regresses onto the dataset's actions from the twin's 25-D true state, standardised by
 the agent's own ``VectorNormalizer``. Rows are drawn uniformly. It prints success and
-violation rates on ``safereach`` (deterministic actions). It tells how far plain imitation
+violation rates on ``safereach`` (deterministic actions). ``--dist`` is the actor's
+distribution (``actor_critic.actor_dist``). It tells how far plain imitation
 of a dataset gets, i.e. what FOSP's weighting has to add; it asserts nothing.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from fosp_core.agent.agent import VectorNormalizer
+from fosp_core.agent.config import ACTOR_DISTRIBUTIONS
 from fosp_core.agent.networks import ActorHead
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import EPISODE_STEPS, SafeReachEnv
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dist", choices=ACTOR_DISTRIBUTIONS, default="normal",
+                        help="the actor's distribution")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -49,7 +53,7 @@ def main() -> None:
     x = normalizer({"state": torch.as_tensor(states)})["state"]
     y = torch.as_tensor(actions).float().clamp(-1, 1)
 
-    actor = ActorHead(x.shape[1], y.shape[1], 256, 2, 0.1, 1.0)
+    actor = ActorHead(x.shape[1], y.shape[1], 256, 2, 0.1, 1.0, args.dist)
     opt = torch.optim.Adam(actor.parameters(), lr=3e-4)
     for _ in range(args.updates):
         rows = torch.randint(len(x), (256,))
@@ -76,7 +80,8 @@ def main() -> None:
                                   ("reaching", args.reached_only)) if on]
     which = " ".join(kept + ["episodes"]) if kept else "all episodes"
     print(f"BC on the true state, {len(trajectories)} {which} of {args.data}, "
-          f"{args.updates} updates, seed {args.seed}: success {success / args.episodes:.0%}, "
+          f"{args.updates} updates, {args.dist} actor, seed {args.seed}: "
+          f"success {success / args.episodes:.0%}, "
           f"violating episodes {violation / args.episodes:.0%} ({args.episodes} episodes)")
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fosp_core.agent.actor_critic import build_actor
 from fosp_core.agent.math import lambda_returns
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
@@ -130,9 +131,8 @@ def weighted_cloning(features, actions, weights, config, updates: int, seed: int
     from the rows' posterior states) to the loss.
     """
     torch.manual_seed(seed)
-    ac, m = config.actor_critic, config.model
-    actor = ActorHead(features.shape[1], actions.shape[1], m.hidden, m.mlp_layers,
-                      ac.actor_min_std, ac.actor_max_std)
+    ac = config.actor_critic
+    actor = build_actor(config, features.shape[1])
     opt = torch.optim.Adam(actor.parameters(), lr=ac.actor_lr, eps=ac.eps)
     batch = config.batch_size * (config.batch_length - 1)  # pairs per pretraining step
     for _ in range(updates):

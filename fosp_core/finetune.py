@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fosp_core.agent.actor_critic import FOSP_ALGOS
+from fosp_core.agent.actor_critic import FOSP_ALGOS, build_actor
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.networks import ActorHead
@@ -49,12 +49,6 @@ from fosp_core.train import atomic_torch_save
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
 
 
-def _new_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
-    m, ac = config.model, config.actor_critic
-    return ActorHead(feat_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std,
-                     ac.actor_max_std)
-
-
 def expand_policy(agent: Agent) -> ActorHead:
     """Algorithm 1 line 12: returns the frozen offline actor; the agent gets a new one.
 
@@ -67,7 +61,7 @@ def expand_policy(agent: Agent) -> ActorHead:
     if agent.config.fosp.online_actor_init == "copy":
         ac.actor = copy.deepcopy(offline).requires_grad_(True).train()
     else:
-        ac.actor = _new_actor(agent.config, agent.world_model.feat_dim).to(agent.device)
+        ac.actor = build_actor(agent.config, agent.world_model.feat_dim).to(agent.device)
     cfg = agent.config.actor_critic
     ac.actor_opt = torch.optim.Adam(ac.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
     ac.online = True
@@ -252,7 +246,7 @@ class PexPolicy:
                              f"unexpected {unexpected[:3]}")
         if "offline_actor" in weights:
             if self.offline_actor is None:
-                self.offline_actor = _new_actor(self.config, self.agent.world_model.feat_dim)
+                self.offline_actor = build_actor(self.config, self.agent.world_model.feat_dim)
                 self.offline_actor.to(self.agent.device).requires_grad_(False).eval()
             self.offline_actor.load_state_dict(weights["offline_actor"])
         else:

@@ -56,3 +56,5 @@ def test_invalid_algo_and_obs_mode_are_rejected() -> None:
         AgentConfig(algo="ppo")
     with pytest.raises(ConfigError, match="obs_mode"):
         from_dict(AgentConfig, {"obs_mode": "lidar"})
+    with pytest.raises(ConfigError, match="actor_dist"):
+        from_dict(AgentConfig, {"actor_critic": {"actor_dist": "beta"}})

@@ -155,6 +155,13 @@ def offline_advantages(
     return adv_r, adv_c
 
 
+def build_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
+    """The actor the config describes (offline actor, PEX's new actor, benchmarks alike)."""
+    ac, m = config.actor_critic, config.model
+    return ActorHead(feat_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std,
+                     ac.actor_max_std, ac.actor_dist)
+
+
 def critic_nll(dist: TwoHotDist, target: Tensor) -> Tensor:
     """Mean two-hot cross-entropy -ln p(target): the squared error of eq. 9 / 10 for a
     symlog two-hot head (see the module docstring)."""
@@ -191,9 +198,7 @@ class ActorCritic(nn.Module):
         # Data-parallel training averages gradients over ranks here (fosp_core.distributed).
         self.grad_sync = None
 
-        self.actor = ActorHead(
-            feat_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std, ac.actor_max_std
-        )
+        self.actor = build_actor(config, feat_dim)
         two_hot = {"bins": m.bins, "low": m.bin_low, "high": m.bin_high}
         critics: dict[str, nn.Module] = {
             "v_reward": TwoHotHead(feat_dim, m.hidden, m.mlp_layers, **two_hot)

@@ -33,6 +33,7 @@ from fosp_core.config import load_yaml
 ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 OBS_MODES = ("image", "state")
 LATENT_INPUTS = ("sample", "mode")
+ACTOR_DISTRIBUTIONS = ("normal", "truncated_normal")  # networks.ActorHead
 ONLINE_ACTOR_INITS = ("fresh", "copy")
 ONLINE_ACTOR_LOSSES = ("eq23", "in_sample")
 
@@ -108,6 +109,12 @@ class ActorCriticConfig:
     grad_clip: float = 100.0  # global grad-norm clip per network (DreamerV3)
     actor_min_std: float = 0.1  # the actor's std lies in [min, max] (DreamerV3)
     actor_max_std: float = 1.0
+    # The actor's distribution (networks.ACTOR_DISTRIBUTIONS): "normal" is DreamerV3's bounded
+    # normal; "truncated_normal" is what runs made before it was the default used (kept so
+    # they resume and fine-tune as trained). Fitted to the same demonstrations, the truncated
+    # one's mean overshoots towards the box's bounds while its std is wide, i.e. bolder
+    # moves than any demonstration, which cut the corners round the obstacles (measured).
+    actor_dist: str = "normal"
     slow_critic_fraction: float = 0.02  # EMA rate of the target critics (DreamerV3)
     # Percentile return normalisation of advantages (DreamerV3, kept by the official code):
     # scale = max(retnorm_limit, EMA(P95) - EMA(P5)).
@@ -177,6 +184,9 @@ class AgentConfig:
         if self.fosp.online_actor_loss not in ONLINE_ACTOR_LOSSES:
             raise ValueError(f"fosp.online_actor_loss must be one of {ONLINE_ACTOR_LOSSES}, "
                              f"got {self.fosp.online_actor_loss!r}")
+        if self.actor_critic.actor_dist not in ACTOR_DISTRIBUTIONS:
+            raise ValueError(f"actor_critic.actor_dist must be one of {ACTOR_DISTRIBUTIONS}, "
+                             f"got {self.actor_critic.actor_dist!r}")
         if self.actor_critic.latent_input not in LATENT_INPUTS:
             raise ValueError(
                 f"actor_critic.latent_input must be one of {LATENT_INPUTS}, "
