@@ -1,7 +1,7 @@
 """Reference point for the offline learning figures: behaviour cloning on the true state.
 
     .venv/bin/python benchmarks/bc_state.py --data DIR [--safe-only] [--reached-only] \
-        [--updates 3000] [--dist normal|truncated_normal]
+        [--updates 3000] [--dist truncated_normal|normal]
 
 No world model and no critics: the actor network of the agent (``ActorHead``, cpu-config
 sizes) regresses onto the dataset's actions from the twin's 25-D true state, standardised by
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dist", choices=ACTOR_DISTRIBUTIONS, default="normal",
+    parser.add_argument("--dist", choices=ACTOR_DISTRIBUTIONS, default="truncated_normal",
                         help="the actor's distribution")
     args = parser.parse_args()
     torch.set_num_threads(1)

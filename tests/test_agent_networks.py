@@ -145,7 +145,7 @@ def test_actor_head_distributions_share_parameters(dist) -> None:
 
 
 def test_bounded_normal_clones_the_mean_where_the_truncated_one_overshoots() -> None:
-    # Why "normal" is the default: regress both onto the same noisy actions (means 0.62 and
+    # What "normal" is for: regress both onto the same noisy actions (means 0.62 and
     # -0.87, std 0.15, clipped to the box) for 300 steps at the actor's rate. The truncated
     # normal's likelihood pays for its mass outside the box, so while its std is wide it
     # pushes the mean towards the bound: a bolder action than any demonstration's mean.

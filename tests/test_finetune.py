@@ -8,7 +8,7 @@ import torch
 
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import online_policy_weights
-from fosp_core.agent.networks import TruncatedNormal
+from fosp_core.agent.networks import BoundedNormal
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.dataset import load_dataset
 from fosp_core.finetune import Learner, PexPolicy, expand_policy
@@ -291,21 +291,20 @@ def test_finetune_deterministic_acting_takes_the_policy_mode(pretrained, tmp_pat
     assert same is deterministic
 
 
-def test_truncated_normal_runs_keep_their_actor_distribution(tmp_path):
-    # Runs made before "normal" was the default say "truncated_normal" in their config; the
-    # offline actor, PEX's new actor and the acting copy all use it, and fine-tuning runs.
+def test_bounded_normal_actor_through_pretraining_expansion_and_acting(tmp_path):
+    # actor_dist "normal": the offline actor, PEX's new actor and the acting copy all use it
+    # (one build_actor), and fine-tuning runs.
     data = write_dataset(tmp_path / "data", episodes=3)
-    config = tiny_config(actor_critic={"horizon": 5, "actor_dist": "truncated_normal"})
+    config = tiny_config(actor_critic={"horizon": 5, "actor_dist": "normal"})
     pretrain(data, tmp_path / "run", config, steps=2, progress=False)
     learner = Learner.from_run(tmp_path / "run", data)
-    state = torch.as_tensor(make_trajectory(0)["state"][:1])
     features = torch.zeros(1, learner.agent.world_model.feat_dim)
-    assert isinstance(learner.agent.actor_critic.actor(features), TruncatedNormal)
-    assert isinstance(learner.offline_actor(features), TruncatedNormal)
+    assert isinstance(learner.agent.actor_critic.actor(features), BoundedNormal)
+    assert isinstance(learner.offline_actor(features), BoundedNormal)
     policy = PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
-    assert isinstance(policy.offline_actor(features), TruncatedNormal)
+    assert isinstance(policy.offline_actor(features), BoundedNormal)
     policy.reset()
-    step = policy.step({"state": state[0].numpy()}, deterministic=True)
+    step = policy.step({"state": make_trajectory(0)["state"][0]}, deterministic=True)
     assert step.action.shape == (6,) and np.all(np.abs(step.action) <= 1)
     learner.add_trajectory(make_trajectory(7))
     assert np.isfinite(learner.train(2)["ac/actor_loss"])

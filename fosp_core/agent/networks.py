@@ -180,8 +180,8 @@ class TruncatedNormal:
     log-likelihood (eq. 20) of actions that may sit exactly on the bounds (a saturated
     SpaceMouse, the workspace edge): the truncated normal gives them a finite log-prob, and
     its entropy has a closed form; a tanh-normal needs atanh(+-1) = inf and a sampled entropy.
-    ``BoundedNormal`` has both properties too and clones better (its docstring); this one
-    stays for the runs trained with it. ``log_prob`` and ``entropy`` sum over the last axis.
+    ``BoundedNormal`` has both properties too and clones the true state better (its
+    docstring). ``log_prob`` and ``entropy`` sum over the last (action) axis.
     """
 
     def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0) -> None:
@@ -228,13 +228,13 @@ class BoundedNormal:
 
     Log-prob and entropy are the plain normal's (summed over the action axis), so the
     likelihood gradient in the mean is (a - loc) / scale^2 however wide the distribution is.
-    That is why it is the default over ``TruncatedNormal``: the truncated likelihood divides
-    by the mass inside the box, which it raises by moving the mean towards the nearer bound
-    while the std is wide, so a cloned mean overshoots the demonstrations' towards +-1 (a
-    bolder move; ``test_bounded_normal_clones_the_mean_where_the_truncated_one_overshoots``).
-    Cloning SafeReach's safe demonstrations on the true state (``benchmarks/bc_state.py``,
-    4,000 updates, 50 episodes) gave 4% violating episodes with this distribution and
-    40-66% with the truncated one, whose clones cut the corners round the obstacles.
+    ``TruncatedNormal``'s likelihood divides by the mass inside the box, which it raises by
+    moving the mean towards the nearer bound while the std is wide, so a cloned mean
+    overshoots the demonstrations' towards +-1 (a bolder move;
+    ``test_bounded_normal_clones_the_mean_where_the_truncated_one_overshoots``). Cloning
+    SafeReach's safe demonstrations on the true state (``benchmarks/bc_state.py``, 4,000
+    updates, 50 episodes) gave 4% violating episodes with this distribution and 38-66%
+    with the truncated one. Through FOSP's world-model features it did not help (README).
     """
 
     def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0) -> None:
@@ -279,7 +279,7 @@ class ActorHead(nn.Module):
         layers: int,
         min_std: float = 0.1,
         max_std: float = 1.0,
-        dist: str = "normal",
+        dist: str = "truncated_normal",
     ) -> None:
         super().__init__()
         if dist not in ACTOR_DISTRIBUTIONS:
