@@ -109,7 +109,7 @@ class ActorCriticConfig:
     grad_clip: float = 100.0  # global grad-norm clip per network (DreamerV3)
     actor_min_std: float = 0.1  # the actor's std lies in [min, max] (DreamerV3)
     actor_max_std: float = 1.0
-    # The actor's distribution (networks.ACTOR_DISTRIBUTIONS): "truncated_normal" (default,
+    # The actor's distribution (networks.ACTOR_DIST_CLASSES): "truncated_normal" (default,
     # every run and figure in the README) or "normal", DreamerV3's bounded normal. Cloning the
     # safe demonstrations on the true state, the truncated one's mean overshoots towards the
     # bounds and its clones cut corners (38-66% violating episodes against 4%); in full FOSP

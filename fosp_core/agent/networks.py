@@ -260,11 +260,11 @@ class BoundedNormal:
         return (0.5 * math.log(2 * math.pi * math.e) + torch.log(self.scale)).sum(-1)
 
 
-ACTOR_DISTRIBUTIONS = {"normal": BoundedNormal, "truncated_normal": TruncatedNormal}
+ACTOR_DIST_CLASSES = {"normal": BoundedNormal, "truncated_normal": TruncatedNormal}
 
 
 class ActorHead(nn.Module):
-    """MLP -> a distribution over actions in [-1, 1] (``ACTOR_DISTRIBUTIONS``).
+    """MLP -> a distribution over actions in [-1, 1] (``ACTOR_DIST_CLASSES``).
 
     The mean is tanh-bounded to the action box; the std lies in [min_std, max_std]
     (DreamerV3: sigmoid(raw + 2) starts it near max_std, i.e. exploring). Both
@@ -282,12 +282,12 @@ class ActorHead(nn.Module):
         dist: str = "truncated_normal",
     ) -> None:
         super().__init__()
-        if dist not in ACTOR_DISTRIBUTIONS:
-            raise ValueError(f"actor distribution must be one of {tuple(ACTOR_DISTRIBUTIONS)}, "
+        if dist not in ACTOR_DIST_CLASSES:
+            raise ValueError(f"actor distribution must be one of {tuple(ACTOR_DIST_CLASSES)}, "
                              f"got {dist!r}")
         self.mlp = MLP(in_dim, 2 * action_dim, hidden, layers)
         self.min_std, self.max_std = min_std, max_std
-        self.dist = ACTOR_DISTRIBUTIONS[dist]
+        self.dist = ACTOR_DIST_CLASSES[dist]
 
     def forward(self, features: Tensor) -> BoundedNormal | TruncatedNormal:
         mean, raw_std = self.mlp(features).chunk(2, dim=-1)
