@@ -137,7 +137,7 @@ def test_bounded_normal_hand_values() -> None:
 @pytest.mark.parametrize("dist", ["normal", "truncated_normal"])
 def test_actor_head_distributions_share_parameters(dist) -> None:
     head = ActorHead(in_dim=10, action_dim=6, hidden=16, layers=2, dist=dist)
-    assert isinstance(head(torch.zeros(1, 10)), (BoundedNormal, TruncatedNormal)[dist != "normal"])
+    assert type(head(torch.zeros(1, 10))) is (BoundedNormal, TruncatedNormal)[dist != "normal"]
     other = ActorHead(10, 6, 16, 2, dist="truncated_normal" if dist == "normal" else "normal")
     other.load_state_dict(head.state_dict())  # a checkpoint loads with either
     with pytest.raises(ValueError, match="actor distribution"):

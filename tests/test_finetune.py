@@ -299,10 +299,10 @@ def test_bounded_normal_actor_through_pretraining_expansion_and_acting(tmp_path)
     pretrain(data, tmp_path / "run", config, steps=2, progress=False)
     learner = Learner.from_run(tmp_path / "run", data)
     features = torch.zeros(1, learner.agent.world_model.feat_dim)
-    assert isinstance(learner.agent.actor_critic.actor(features), BoundedNormal)
-    assert isinstance(learner.offline_actor(features), BoundedNormal)
+    assert type(learner.agent.actor_critic.actor(features)) is BoundedNormal
+    assert type(learner.offline_actor(features)) is BoundedNormal
     policy = PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
-    assert isinstance(policy.offline_actor(features), BoundedNormal)
+    assert type(policy.offline_actor(features)) is BoundedNormal  # not its truncated subclass
     policy.reset()
     step = policy.step({"state": make_trajectory(0)["state"][0]}, deterministic=True)
     assert step.action.shape == (6,) and np.all(np.abs(step.action) <= 1)

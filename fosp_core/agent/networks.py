@@ -173,56 +173,6 @@ class BernoulliHead(nn.Module):
         return torch.distributions.Bernoulli(logits=self.mlp(features).squeeze(-1))
 
 
-class TruncatedNormal:
-    """Independent normals truncated to [low, high], one per action dimension.
-
-    It was chosen over a tanh-squashed normal because the actor is trained by weighted
-    log-likelihood (eq. 20) of actions that may sit exactly on the bounds (a saturated
-    SpaceMouse, the workspace edge): the truncated normal gives them a finite log-prob, and
-    its entropy has a closed form; a tanh-normal needs atanh(+-1) = inf and a sampled entropy.
-    ``BoundedNormal`` has both properties too and clones the true state better (its
-    docstring). ``log_prob`` and ``entropy`` sum over the last (action) axis.
-    """
-
-    def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0) -> None:
-        self.loc, self.scale, self.low, self.high = loc, scale, low, high
-        self._alpha = (low - loc) / scale
-        self._beta = (high - loc) / scale
-        self._cdf_alpha = torch.special.ndtr(self._alpha)
-        self._mass = (torch.special.ndtr(self._beta) - self._cdf_alpha).clamp(min=1e-6)
-
-    @property
-    def mode(self) -> Tensor:
-        return self.loc.clamp(self.low, self.high)
-
-    def rsample(self) -> Tensor:
-        """Inverse-CDF sample, differentiable in loc and scale."""
-        uniform = torch.rand_like(self.loc)
-        # Keep the quantile off 0 and 1, where ndtri (and its gradient) is infinite.
-        quantile = (self._cdf_alpha + uniform * self._mass).clamp(1e-6, 1 - 1e-6)
-        sample = self.loc + self.scale * torch.special.ndtri(quantile)
-        return sample.clamp(self.low, self.high)
-
-    def sample(self) -> Tensor:
-        with torch.no_grad():
-            return self.rsample()
-
-    def log_prob(self, action: Tensor) -> Tensor:
-        z = (action - self.loc) / self.scale
-        log_density = -0.5 * z.square() - torch.log(self.scale) - 0.5 * math.log(2 * math.pi)
-        return (log_density - torch.log(self._mass)).sum(-1)
-
-    def entropy(self) -> Tensor:
-        # H = log(sqrt(2 pi e) sigma Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z)
-        def phi(x: Tensor) -> Tensor:
-            return torch.exp(-0.5 * x.square()) / math.sqrt(2 * math.pi)
-
-        alpha, beta, mass = self._alpha, self._beta, self._mass
-        edge = (alpha * phi(alpha) - beta * phi(beta)) / (2 * mass)
-        log_norm = 0.5 * math.log(2 * math.pi * math.e) + torch.log(self.scale * mass)
-        return (log_norm + edge).sum(-1)
-
-
 class BoundedNormal:
     """DreamerV3's bounded normal: a normal whose mean lies in [-1, 1], samples clipped to it.
 
@@ -258,6 +208,46 @@ class BoundedNormal:
 
     def entropy(self) -> Tensor:
         return (0.5 * math.log(2 * math.pi * math.e) + torch.log(self.scale)).sum(-1)
+
+
+class TruncatedNormal(BoundedNormal):
+    """Independent normals truncated to [low, high], one per action dimension.
+
+    It was chosen over a tanh-squashed normal because the actor is trained by weighted
+    log-likelihood (eq. 20) of actions that may sit exactly on the bounds (a saturated
+    SpaceMouse, the workspace edge): the truncated normal gives them a finite log-prob, and
+    its entropy has a closed form; a tanh-normal needs atanh(+-1) = inf and a sampled entropy.
+    ``BoundedNormal`` has both properties too and clones the true state better (its
+    docstring). ``log_prob`` and ``entropy`` sum over the last (action) axis.
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0) -> None:
+        super().__init__(loc, scale, low, high)
+        self._alpha = (low - loc) / scale
+        self._beta = (high - loc) / scale
+        self._cdf_alpha = torch.special.ndtr(self._alpha)
+        self._mass = (torch.special.ndtr(self._beta) - self._cdf_alpha).clamp(min=1e-6)
+
+    def rsample(self) -> Tensor:
+        """Inverse-CDF sample, differentiable in loc and scale."""
+        uniform = torch.rand_like(self.loc)
+        # Keep the quantile off 0 and 1, where ndtri (and its gradient) is infinite.
+        quantile = (self._cdf_alpha + uniform * self._mass).clamp(1e-6, 1 - 1e-6)
+        sample = self.loc + self.scale * torch.special.ndtri(quantile)
+        return sample.clamp(self.low, self.high)
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        return super().log_prob(action) - torch.log(self._mass).sum(-1)
+
+    def entropy(self) -> Tensor:
+        # H = log(sqrt(2 pi e) sigma Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z)
+        def phi(x: Tensor) -> Tensor:
+            return torch.exp(-0.5 * x.square()) / math.sqrt(2 * math.pi)
+
+        alpha, beta, mass = self._alpha, self._beta, self._mass
+        edge = (alpha * phi(alpha) - beta * phi(beta)) / (2 * mass)
+        log_norm = 0.5 * math.log(2 * math.pi * math.e) + torch.log(self.scale * mass)
+        return (log_norm + edge).sum(-1)
 
 
 ACTOR_DIST_CLASSES = {"normal": BoundedNormal, "truncated_normal": TruncatedNormal}
