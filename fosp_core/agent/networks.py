@@ -279,7 +279,7 @@ class ActorHead(nn.Module):
         self.min_std, self.max_std = min_std, max_std
         self.dist = ACTOR_DIST_CLASSES[dist]
 
-    def forward(self, features: Tensor) -> BoundedNormal | TruncatedNormal:
+    def forward(self, features: Tensor) -> BoundedNormal:  # or its subclass TruncatedNormal
         mean, raw_std = self.mlp(features).chunk(2, dim=-1)
         std = (self.max_std - self.min_std) * torch.sigmoid(raw_std + 2.0) + self.min_std
         return self.dist(torch.tanh(mean), std)
