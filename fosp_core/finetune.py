@@ -259,13 +259,14 @@ class PexPolicy:
     def step(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> PolicyStep:
         """One observation (image 64x64 uint8 + pose, or state) -> the action to send."""
         features = self.agent.observe(obs, deterministic)
-        online = self.agent.actor_critic.policy(features, deterministic)
+        actor_input = self.agent.actor_input(features)
+        online = self.agent.actor_critic.policy(actor_input, deterministic)
         if self.offline_actor is None:
             self.agent.remember_action(online)
             nan = np.full(2, np.nan)
             return PolicyStep(online[0].cpu().numpy().astype(np.float32), "online", nan,
                               np.array([0.0, 1.0]))
-        offline_dist = self.offline_actor(features)
+        offline_dist = self.offline_actor(actor_input)
         offline = offline_dist.mode if deterministic else offline_dist.sample()
         candidates = torch.cat([offline, online])  # (2, A)
         critics = self.agent.actor_critic.critics

@@ -45,9 +45,10 @@ def test_dataset_pairs_shift_rows_and_drop_pairs_across_resets() -> None:
         "cost": torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]),
         "is_first": torch.tensor([[True, False, False, False], [True, False, True, False]]),
     }
-    pairs = dataset_pairs(features, batch)
+    pairs = dataset_pairs(features, batch, actor_input=10 * features)
     # Row 2 of the second sequence starts an episode, so (row 1 -> row 2) is not a transition.
     assert pairs["state"].squeeze(-1).tolist() == [0, 1, 2, 4, 6]
+    assert pairs["actor_input"].squeeze(-1).tolist() == [0, 10, 20, 40, 60]
     assert pairs["next_state"].squeeze(-1).tolist() == [1, 2, 3, 5, 7]
     assert pairs["reward"].tolist() == [1, 2, 3, 5, 7]
     assert pairs["cost"].tolist() == [0, 1, 0, 1, 0]
@@ -85,7 +86,8 @@ def test_eq10_loss_in_an_update_is_the_one_step_target_loss() -> None:
     ac = agent.actor_critic
     batch = replay_for(config).sample()
     _, _, posterior = agent.world_model.loss(batch)
-    data = dataset_pairs(posterior.detach().features(), batch)
+    features = posterior.detach().features()
+    data = dataset_pairs(features, batch, features)
     with torch.no_grad():
         next_value = ac.slow_critics["v_reward"](data["next_state"]).mean()
         target = data["reward"] + config.actor_critic.discount * next_value
@@ -162,6 +164,41 @@ def test_mode_latent_input_feeds_the_actor_the_most_likely_classes() -> None:
     assert torch.equal(features, agent._latent.mode_features())
     with pytest.raises(ValueError, match="latent_input"):
         tiny_config(actor_critic={"latent_input": "mean"})
+
+
+def test_observation_actor_input_reads_the_state_and_in_imagination_its_reconstruction() -> None:
+    config = tiny_config(actor_critic={"actor_input": "observation"})
+    agent = Agent(config)
+    ac = agent.actor_critic
+    assert ac.actor.mlp.body[0].in_features == config.state_dim
+    seen: list[torch.Tensor] = []
+    ac.actor.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+    batch = replay_for(config).sample()
+    batch["state"] = batch["state"] * 3 + 1  # the update reads whatever state it is given
+    _, _, posterior = agent.world_model.loss(batch)
+    torch.manual_seed(1)
+    ac.update(agent.world_model, posterior, batch)
+    # Imagination: H actor calls, the first on the decoded start states s^0 = the posteriors.
+    assert len(seen) == config.actor_critic.horizon + 1
+    with torch.no_grad():
+        decoded = agent.world_model.state_decoder(posterior.features().flatten(0, 1))
+    assert torch.allclose(seen[0], decoded, atol=1e-6)
+    # Eq. 19: the dataset rows' own states, in the decoder's (symlog) space.
+    valid = ~batch["is_first"][:, 1:].bool()
+    assert torch.allclose(seen[-1], symlog(batch["state"][:, :-1][valid]))
+    # Acting reads the standardised observation, not the latent.
+    agent.normalizer.fit(np.random.default_rng(0).normal(2.0, 3.0, (50, config.state_dim)))
+    obs = np.random.default_rng(1).normal(2.0, 3.0, config.state_dim).astype(np.float32)
+    agent.reset()
+    action = agent.act({"state": obs}, deterministic=True)
+    standard = (torch.as_tensor(obs) - agent.normalizer.mean) / agent.normalizer.std
+    with torch.no_grad():
+        expected = ac.actor(symlog(standard)[None]).mode[0].numpy()
+    assert np.allclose(action, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="actor_input"):
+        tiny_config(actor_critic={"actor_input": "pixels"})
+    with pytest.raises(ValueError, match="obs_mode 'state'"):
+        tiny_config("image", actor_critic={"actor_input": "observation"})
 
 
 def test_unnormalised_centred_masked_weights_train() -> None:

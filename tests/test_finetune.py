@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fosp_core.agent.agent import Agent
-from fosp_core.agent.math import online_policy_weights
+from fosp_core.agent.math import online_policy_weights, symlog
 from fosp_core.agent.networks import BoundedNormal
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.dataset import load_dataset
@@ -308,3 +308,29 @@ def test_bounded_normal_actor_through_pretraining_expansion_and_acting(tmp_path)
     assert step.action.shape == (6,) and np.all(np.abs(step.action) <= 1)
     learner.add_trajectory(make_trajectory(7))
     assert np.isfinite(learner.train(2)["ac/actor_loss"])
+
+
+@pytest.mark.parametrize("online_actor_loss", ["eq23", "in_sample"])
+def test_observation_actor_input_through_expansion_acting_and_finetuning(tmp_path,
+                                                                        online_actor_loss):
+    # actor_input "observation": both of PEX's actors read the standardised state (in symlog
+    # space) when acting, and fine-tuning trains on it with either online loss.
+    data = write_dataset(tmp_path / "data", episodes=3)
+    config = tiny_config(actor_critic={"actor_input": "observation"},
+                         fosp={"online_actor_loss": online_actor_loss})
+    pretrain(data, tmp_path / "run", config, steps=2, progress=False)
+    learner = Learner.from_run(tmp_path / "run", data)
+    learner.add_trajectory(make_trajectory(7))
+    assert np.isfinite(learner.train(2)["ac/actor_loss"])
+    policy = PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
+    obs = make_trajectory(0)["state"][3]
+    normalizer = policy.agent.normalizer
+    actor_input = symlog((torch.as_tensor(obs) - normalizer.mean) / normalizer.std)[None]
+    with torch.no_grad():
+        offline = policy.offline_actor(actor_input).mode
+        online = policy.agent.actor_critic.actor(actor_input).mode
+    assert not torch.allclose(offline, online)  # two different actors, so the test can tell
+    policy.reset()
+    step = policy.step({"state": obs}, deterministic=True)
+    chosen = offline if step.chosen == "offline" else online
+    assert np.allclose(step.action, chosen[0].numpy(), atol=1e-6)

@@ -60,6 +60,12 @@ Decisions where the paper is ambiguous or, read literally, unsound (each one tes
   d = ``cost_limit`` (0: the feasible set V^c = 0 of eq. 13). The remark "only update when
   pi satisfies the constraints" would freeze lambda exactly when it is needed; we update
   every step, as LAMBDA / SafeDreamer do.
+- ``actor_input: observation`` (state mode) lets the actor read the state instead of the
+  model state's features: the real state at dataset rows (eq. 19) and when acting, the world
+  model's reconstruction of it in imagination, where no observation exists. Sec. 3 has the
+  actor read the latent; on SafeReach the latent blurs the 1-2 cm by which the
+  demonstrations clear the obstacles, and clones through it violate several times as often
+  as clones on the state with the same weights (README). Critics and REF keep the latent.
 - The REF's "violation" indicator needs a threshold on the *predicted* cost, which is never
   exactly 0: a state counts as violating when its predicted cost exceeds 0.5 (costs are 0/1).
 
@@ -110,16 +116,19 @@ FOSP_ALGOS = ("fosp", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 VIOLATION_THRESHOLD = 0.5
 
 
-def dataset_pairs(features: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def dataset_pairs(features: Tensor, batch: dict[str, Tensor], actor_input: Tensor
+                  ) -> dict[str, Tensor]:
     """Real transitions (s_t, a_t, r_t, c_t, s_{t+1}) of a (B, T) batch, flattened to (M, ...).
 
     Dreamer rows hold the action that led *to* a row, so the transition out of row t is
     (features[t], action[t+1], reward[t+1], cost[t+1], features[t+1]). Pairs whose next row
-    starts an episode (``is_first``) span a reset and are dropped.
+    starts an episode (``is_first``) span a reset and are dropped. ``actor_input`` is what the
+    actor reads at each row (``ActorCritic.actor_input``).
     """
     valid = ~batch["is_first"][:, 1:].bool()
     return {
         "state": features[:, :-1][valid],
+        "actor_input": actor_input[:, :-1][valid],
         "action": batch["action"][:, 1:][valid].float().clamp(-1, 1),
         "reward": batch["reward"][:, 1:][valid].float(),
         "cost": batch["cost"][:, 1:][valid].float(),
@@ -156,9 +165,13 @@ def offline_advantages(
 
 
 def build_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
-    """The actor the config describes (offline actor, PEX's new actor, benchmarks alike)."""
+    """The actor the config describes (offline actor, PEX's new actor, benchmarks alike).
+
+    It reads ``feat_dim`` features, or the ``state_dim`` state with ``actor_input: observation``.
+    """
     ac, m = config.actor_critic, config.model
-    return ActorHead(feat_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std,
+    in_dim = config.state_dim if ac.actor_input == "observation" else feat_dim
+    return ActorHead(in_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std,
                      ac.actor_max_std, ac.actor_dist)
 
 
@@ -249,8 +262,24 @@ class ActorCritic(nn.Module):
             return latent.mode_features()
         return latent.features()
 
-    def policy(self, features: Tensor, deterministic: bool = False) -> Tensor:
-        dist = self.actor(features)
+    def actor_input(self, features: Tensor, state: Tensor | None) -> Tensor:
+        """What the actor reads where there is an observation (dataset rows, acting).
+
+        The features, or with ``actor_input: observation`` the standardised state in symlog
+        space, the space the world model's state decoder predicts in (``imagined_actor_input``).
+        """
+        if self.config.actor_critic.actor_input == "observation":
+            return symlog(state.float())
+        return features
+
+    def imagined_actor_input(self, world_model: WorldModel, latent: Latent) -> Tensor:
+        """What the actor reads in imagination: the features, or the decoded state."""
+        if self.config.actor_critic.actor_input == "observation":
+            return world_model.state_decoder(latent.features())
+        return self.inputs(latent)
+
+    def policy(self, actor_input: Tensor, deterministic: bool = False) -> Tensor:
+        dist = self.actor(actor_input)
         return dist.mode if deterministic else dist.sample()
 
     def penalty_fn(self, violation: Tensor) -> Tensor:
@@ -290,11 +319,14 @@ class ActorCritic(nn.Module):
     def _imagine(self, world_model: WorldModel, start: Latent) -> dict[str, Tensor]:
         """Eq. 6: H-step rollouts under the current policy, time-major (H + 1, N, ...)."""
         states, actions = world_model.imagine(
-            lambda s: self.policy(self.inputs(s)), start, self.config.actor_critic.horizon
+            lambda s: self.policy(self.imagined_actor_input(world_model, s)),
+            start,
+            self.config.actor_critic.horizon,
         )
         features = states.features()  # what the world model's heads were trained on
         rollout = {
             "features": self.inputs(states),  # (H + 1, N, F), s^0 ... s^H, for actor-critic
+            "actor_input": self.imagined_actor_input(world_model, states),  # (H + 1, N, D)
             "actions": actions,  # (H, N, A), a^h taken in s^h
             # Dreamer rows: what arriving at s^{h+1} earned is predicted from s^{h+1}.
             "reward": world_model.reward_head(features[1:]).mean(),
@@ -324,7 +356,8 @@ class ActorCritic(nn.Module):
         rollout = self._imagine(world_model, start)
         if self.fosp:
             features = self.inputs(posterior)
-            return self._update_fosp(rollout, dataset_pairs(features, batch))
+            actor_input = self.actor_input(features, batch.get("state"))
+            return self._update_fosp(rollout, dataset_pairs(features, batch, actor_input))
         return self._update_dreamer(rollout)
 
     def _update_fosp(self, rollout: dict[str, Tensor], data: dict[str, Tensor]) -> dict[str, float]:
@@ -382,7 +415,7 @@ class ActorCritic(nn.Module):
                 rollout, scale_r, scale_c
             )
         else:
-            dist = self.actor(data["state"])
+            dist = self.actor(data["actor_input"])
             log_prob, entropy = dist.log_prob(data["action"]), dist.entropy()
             actor_loss = awr_actor_loss(log_prob, entropy, weights, ac.entropy)
         metrics["actor_grad_norm"] = self._step(self.actor_opt, actor_loss, self.actor)
@@ -475,7 +508,7 @@ class ActorCritic(nn.Module):
             weights = online_policy_weights(
                 adv_r, adv_c, self.reach(states), ac.awr_beta_reward, ac.awr_beta_cost
             )
-        dist = self.actor(states)
+        dist = self.actor(rollout["actor_input"][:-1])
         log_prob, entropy = dist.log_prob(actions), dist.entropy()
         return awr_actor_loss(log_prob, entropy, weights, ac.entropy), log_prob, entropy, weights
 
@@ -514,7 +547,7 @@ class ActorCritic(nn.Module):
             violation = returns["cost"] - f.cost_limit
             slope = (self.lagrange + self.penalty / 2 * violation).clamp(min=0.0)
             advantage = advantage - slope * advantages["cost"]
-        dist = self.actor(states)
+        dist = self.actor(rollout["actor_input"][:-1])
         log_prob, entropy = dist.log_prob(actions), dist.entropy()
         actor_loss = -(advantage.detach() * log_prob + ac.entropy * entropy).mean()
         metrics["actor_grad_norm"] = self._step(self.actor_opt, actor_loss, self.actor)

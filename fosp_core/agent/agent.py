@@ -82,6 +82,7 @@ class Agent(nn.Module):
         self.to(self.device)
         self._latent: Latent | None = None
         self._prev_action: Tensor | None = None
+        self._obs: dict[str, Tensor] = {}  # the last observation ``observe`` folded in
 
     # ---------------------------------------------------------------------------------------
     # Training.
@@ -139,6 +140,7 @@ class Agent(nn.Module):
         """Forget the latent state: the next ``act`` starts a new episode."""
         self._latent = None
         self._prev_action = None
+        self._obs = {}
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
@@ -148,9 +150,13 @@ class Agent(nn.Module):
         otherwise both are sampled (exploration).
         """
         features = self.observe(obs, deterministic)
-        action = self.actor_critic.policy(features, deterministic)
+        action = self.actor_critic.policy(self.actor_input(features), deterministic)
         self.remember_action(action)
         return action[0].cpu().numpy().astype(np.float32)
+
+    def actor_input(self, features: Tensor) -> Tensor:
+        """What the actor reads at the step ``observe`` just took (``actor_input``)."""
+        return self.actor_critic.actor_input(features, self._obs.get("state"))
 
     def remember_action(self, action: Tensor) -> None:
         """The action actually sent, which the next ``observe`` feeds to the world model."""
@@ -160,13 +166,14 @@ class Agent(nn.Module):
     def observe(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> Tensor:
         """Fold one observation into the recurrent latent; returns its features (1, F).
 
-        The caller then picks an action from the features and passes it to
+        The caller then picks an action from ``actor_input(features)`` and passes it to
         ``remember_action`` (``act`` does both; policy expansion chooses between two actors).
         """
         self.eval()
         keys = OBS_KEYS[self.config.obs_mode]
         tensors = {key: torch.as_tensor(np.asarray(obs[key]))[None].to(self.device) for key in keys}
         tensors = self.normalizer(tensors)
+        self._obs = tensors
         first = self._latent is None
         if first:
             self._latent = self.world_model.rssm.initial(1, self.device)
