@@ -1,7 +1,8 @@
 """Where eq. 19 puts its weight: a trained run's advantages and weights per kind of demonstration.
 
     .venv/bin/python benchmarks/eq19_weights.py --run models/fosp-safereach-state --data data/real \
-        [--updates 4000 --episodes 50] [--imagine ALPHA,KAPPA ...]
+        [--updates 4000 --episodes 50] [--imagine ALPHA,KAPPA ...] \
+        [--actor-input state|decoded] [--dist normal]
 
 The run's world model, critics and REF are frozen. Every dataset transition goes through the
 world model as at deployment (whole episodes, from their first row) and gets eq. 19's terms
@@ -18,7 +19,13 @@ from ``ActorCritic.offline_terms`` with the run's config and return scales. It p
    like ``fosp eval`` (deterministic, layouts 0..episodes-1 of ``safereach``);
 4. with ``--imagine ALPHA,KAPPA`` (repeatable): (a) plus a policy-improvement term through the
    frozen world model, - ALPHA * R / mean|R| with R the imagined return of r - KAPPA c
-   (``imagined_return``), i.e. eq. 19 as the in-sample regulariser of a Dreamer-style actor.
+   (``imagined_return``), i.e. eq. 19 as the in-sample regulariser of a Dreamer-style actor;
+5. with ``--actor-input state`` or ``decoded`` (state-mode runs): the fresh actors of 3. read the
+   true state, or the state the run's decoder reconstructs from the features, instead of the
+   features (the weights still come from the frozen critics): whether the features lose what
+   the actor needs. Both are symlog-standardised, the decoder's own target space. The
+   default is what the run's actor reads (``actor_critic.actor_input``).
+   ``--dist`` gives the fresh actors another distribution than the run's ``actor_dist``.
 
 It tells whether the weighting or the imitation itself is what violates; it asserts nothing.
 """
@@ -33,16 +40,18 @@ import torch
 from torch import Tensor
 
 from fosp_core.agent.actor_critic import build_actor
+from fosp_core.agent.config import ACTOR_DISTRIBUTIONS
 from fosp_core.agent.math import lambda_returns
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.finetune import PexPolicy
+from fosp_core.finetune import PolicyStep
 from fosp_core.finetune_run import evaluate_policy
 from fosp_core.train import load_agent
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
+ACTOR_INPUTS = ("features", "state", "decoded")
 
 
 @torch.no_grad()
@@ -66,6 +75,7 @@ def transition_terms(agent, trajectories) -> list[dict]:
         terms = ac.offline_terms(data, scales)
         success = bool(arrays["reward"].sum() > 0)
         out.append({**data, **{k: terms[k] for k in TERMS},
+                    "obs": obs[key][0, :-1],
                     "latent": posterior.map(lambda x: x[0, :-1]),
                     "kind": f"{trajectory.meta['behaviour']}, {'reached' if success else 'missed'}",
                     "safe_success": success and not trajectory.meta["violation"],
@@ -123,6 +133,36 @@ def imagined_return(agent, actor: ActorHead, start: Latent, kappa: float) -> Ten
     return lambda_returns(reward, value, cont, config.discount, 1.0)[0]
 
 
+def actor_inputs(agent, features: Tensor, obs: Tensor, which: str) -> Tensor:
+    """What the fresh actor reads: the features, the true state, or the decoded state."""
+    if which == "features":
+        return features
+    if which == "decoded":
+        return agent.world_model.state_decoder(features)
+    # ActorCritic.actor_input (build_actor's config reads actor_input "observation" here).
+    return agent.actor_critic.actor_input(features, agent.normalizer({"state": obs})["state"])
+
+
+class InputPolicy:
+    """``evaluate_policy``'s acting interface for a fresh actor reading ``actor_inputs``."""
+
+    def __init__(self, agent, actor: ActorHead, which: str) -> None:
+        self.agent, self.actor, self.which = agent, actor, which
+
+    def reset(self) -> None:
+        self.agent.reset()
+
+    @torch.no_grad()
+    def step(self, obs: dict, deterministic: bool = True) -> PolicyStep:
+        features = self.agent.observe(obs, deterministic)
+        vector = torch.as_tensor(np.asarray(obs[self.agent.normalizer.key]))[None]
+        dist = self.actor(actor_inputs(self.agent, features, vector, self.which))
+        action = dist.mode if deterministic else dist.sample()
+        self.agent.remember_action(action)
+        return PolicyStep(action[0].numpy().astype(np.float32), "online",
+                          np.full(2, np.nan), np.array([0.0, 1.0]))
+
+
 def weighted_cloning(features, actions, weights, config, updates: int, seed: int,
                      imagine: tuple | None = None) -> ActorHead:
     """A fresh actor (the run's sizes) regressed onto the actions with per-row weights.
@@ -160,6 +200,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imagine", action="append", default=[], metavar="ALPHA,KAPPA",
                         help="also train eq. 19 plus this imagined-return term (repeatable)")
+    parser.add_argument("--actor-input", choices=ACTOR_INPUTS,
+                        help="what the fresh actors read (state, decoded: state-mode runs; "
+                             "default: what the run's actor reads)")
+    parser.add_argument("--dist", choices=ACTOR_DISTRIBUTIONS,
+                        help="the fresh actors' distribution (default: the run's actor_dist)")
     args = parser.parse_args()
     try:
         imagine = [tuple(float(v) for v in pair.split(",", 1)) for pair in args.imagine]
@@ -172,6 +217,17 @@ def main() -> None:
     agent, step = load_agent(args.run)
     agent.eval()
     agent.requires_grad_(False)  # frozen: only the fresh actors learn
+    ac_config = agent.config.actor_critic  # actor_dist and actor_input: read by build_actor only
+    if args.actor_input is None:
+        args.actor_input = "state" if ac_config.actor_input == "observation" else "features"
+    ac_config.actor_input = "features" if args.actor_input == "features" else "observation"
+    if args.dist is not None:
+        ac_config.actor_dist = args.dist
+    if args.actor_input != "features" and agent.config.obs_mode != "state":
+        parser.error(f"--actor-input {args.actor_input} needs a state-mode run, "
+                     f"{args.run} is {agent.config.obs_mode}")
+    if args.imagine and args.actor_input != "features":
+        parser.error("--imagine trains actors on the features; leave --actor-input out")
     rows = transition_terms(agent, load_dataset(args.data).trajectories)
     print(f"{args.run} (step {step}) on {args.data}: eq. 19 as the run is configured")
     print_kinds(rows)
@@ -180,12 +236,13 @@ def main() -> None:
         return
 
     features = torch.cat([r["state"] for r in rows])
+    inputs = actor_inputs(agent, features, torch.cat([r["obs"] for r in rows]), args.actor_input)
     actions = torch.cat([r["action"] for r in rows])
     eq19 = torch.cat([r["weights"] for r in rows])
     oracle = torch.cat([torch.full((len(r["weights"]),), float(r["safe_success"])) for r in rows])
-    policy = PexPolicy.from_run(args.run, pex=False)
     env = SafeReachEnv("safereach", obs_mode=agent.config.obs_mode)
-    print(f"\nweighted cloning on the frozen features, {args.updates} updates, "
+    print(f"\nweighted cloning, {agent.config.actor_critic.actor_dist} actor reading the "
+          f"{args.actor_input}, {args.updates} updates, "
           f"{args.episodes} episodes of safereach:")
     latents = Latent(*(torch.cat([getattr(r["latent"], k) for r in rows])
                        for k in ("deter", "stoch", "logits")))
@@ -194,10 +251,10 @@ def main() -> None:
     variants += [(f"eq. 19 + imagined a={a:g} k={k:g}", eq19, (agent, latents, a, k))
                  for a, k in imagine]
     for name, weights, imagined in variants:
-        actor = weighted_cloning(features, actions, weights, agent.config, args.updates,
+        actor = weighted_cloning(inputs, actions, weights, agent.config, args.updates,
                                  args.seed, imagined)
-        policy.agent.actor_critic.actor.load_state_dict(actor.state_dict())
-        rates = evaluate_policy(env, policy, args.episodes, seed=0)
+        rates = evaluate_policy(env, InputPolicy(agent, actor, args.actor_input),
+                                args.episodes, seed=0)
         (s_lo, s_hi), (v_lo, v_hi) = rates["success_ci"], rates["violation_ci"]
         print(f"  {name:32s} success {rates['success_rate']:4.0%} ({s_lo:.0%}-{s_hi:.0%})  "
               f"violating {rates['violation_rate']:4.0%} ({v_lo:.0%}-{v_hi:.0%})", flush=True)
