@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=0, help="train and evaluate actors")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=int, help="the run's weights kept at this step "
+                        "(pretrain --keep-every); default: its last checkpoint")
     parser.add_argument("--imagine", action="append", default=[], metavar="ALPHA,KAPPA",
                         help="also train eq. 19 plus this imagined-return term (repeatable)")
     parser.add_argument("--actor-input", choices=ACTOR_INPUTS,
@@ -214,7 +216,7 @@ def main() -> None:
         parser.error(f"--imagine takes ALPHA,KAPPA (two numbers), got {args.imagine}")
     torch.set_num_threads(1)
 
-    agent, step = load_agent(args.run)
+    agent, step = load_agent(args.run, step=args.step)
     agent.eval()
     agent.requires_grad_(False)  # frozen: only the fresh actors learn
     ac_config = agent.config.actor_critic  # actor_dist and actor_input: read by build_actor only
