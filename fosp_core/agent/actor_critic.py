@@ -324,9 +324,11 @@ class ActorCritic(nn.Module):
             self.config.actor_critic.horizon,
         )
         features = states.features()  # what the world model's heads were trained on
+        inputs = self.inputs(states)  # (H + 1, N, F), s^0 ... s^H, for actor-critic
+        observed = self.config.actor_critic.actor_input == "observation"
         rollout = {
-            "features": self.inputs(states),  # (H + 1, N, F), s^0 ... s^H, for actor-critic
-            "actor_input": self.imagined_actor_input(world_model, states),  # (H + 1, N, D)
+            "features": inputs,
+            "actor_input": self.imagined_actor_input(world_model, states) if observed else inputs,
             "actions": actions,  # (H, N, A), a^h taken in s^h
             # Dreamer rows: what arriving at s^{h+1} earned is predicted from s^{h+1}.
             "reward": world_model.reward_head(features[1:]).mean(),
