@@ -163,7 +163,7 @@ class InputPolicy:
                           np.full(2, np.nan), np.array([0.0, 1.0]))
 
 
-def weighted_cloning(features, actions, weights, config, updates: int, seed: int,
+def weighted_cloning(inputs, actions, weights, config, updates: int, seed: int,
                      imagine: tuple | None = None) -> ActorHead:
     """A fresh actor (the run's sizes) regressed onto the actions with per-row weights.
 
@@ -172,12 +172,12 @@ def weighted_cloning(features, actions, weights, config, updates: int, seed: int
     """
     torch.manual_seed(seed)
     ac = config.actor_critic
-    actor = build_actor(config, features.shape[1])
+    actor = build_actor(config, inputs.shape[1])
     opt = torch.optim.Adam(actor.parameters(), lr=ac.actor_lr, eps=ac.eps)
     batch = config.batch_size * (config.batch_length - 1)  # pairs per pretraining step
     for _ in range(updates):
-        rows = torch.randint(len(features), (batch,))
-        dist = actor(features[rows])
+        rows = torch.randint(len(inputs), (batch,))
+        dist = actor(inputs[rows])
         loss = -(weights[rows] * dist.log_prob(actions[rows])
                  + ac.entropy * dist.entropy()).mean()
         if imagine is not None:

@@ -116,19 +116,20 @@ FOSP_ALGOS = ("fosp", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 VIOLATION_THRESHOLD = 0.5
 
 
-def dataset_pairs(features: Tensor, batch: dict[str, Tensor], actor_input: Tensor
-                  ) -> dict[str, Tensor]:
+def dataset_pairs(features: Tensor, batch: dict[str, Tensor],
+                  actor_input: Tensor | None = None) -> dict[str, Tensor]:
     """Real transitions (s_t, a_t, r_t, c_t, s_{t+1}) of a (B, T) batch, flattened to (M, ...).
 
     Dreamer rows hold the action that led *to* a row, so the transition out of row t is
     (features[t], action[t+1], reward[t+1], cost[t+1], features[t+1]). Pairs whose next row
     starts an episode (``is_first``) span a reset and are dropped. ``actor_input`` is what the
-    actor reads at each row (``ActorCritic.actor_input``).
+    actor reads at each row when that is not the features (``ActorCritic.actor_input``).
     """
     valid = ~batch["is_first"][:, 1:].bool()
+    state = features[:, :-1][valid]
     return {
-        "state": features[:, :-1][valid],
-        "actor_input": actor_input[:, :-1][valid],
+        "state": state,
+        "actor_input": state if actor_input is None else actor_input[:, :-1][valid],
         "action": batch["action"][:, 1:][valid].float().clamp(-1, 1),
         "reward": batch["reward"][:, 1:][valid].float(),
         "cost": batch["cost"][:, 1:][valid].float(),
@@ -358,7 +359,9 @@ class ActorCritic(nn.Module):
         rollout = self._imagine(world_model, start)
         if self.fosp:
             features = self.inputs(posterior)
-            actor_input = self.actor_input(features, batch.get("state"))
+            actor_input = None  # the features, unless the actor reads the state
+            if self.config.actor_critic.actor_input == "observation":
+                actor_input = self.actor_input(features, batch["state"])
             return self._update_fosp(rollout, dataset_pairs(features, batch, actor_input))
         return self._update_dreamer(rollout)
 
