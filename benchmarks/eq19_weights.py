@@ -39,49 +39,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fosp_core.agent.actor_critic import build_actor
 from fosp_core.agent.config import ACTOR_DISTRIBUTIONS
 from fosp_core.agent.math import lambda_returns
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.extract import TERMS, dataset_terms, fit_actor
 from fosp_core.finetune import PolicyStep
 from fosp_core.finetune_run import evaluate_policy
 from fosp_core.train import load_agent
 
-TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
 ACTOR_INPUTS = ("features", "state", "decoded")
 
 
-@torch.no_grad()
-def transition_terms(agent, trajectories) -> list[dict]:
-    """Per trajectory: frozen features, dataset actions and eq. 19's terms of each transition."""
-    ac = agent.actor_critic
-    scales = ac.return_scales()
-    key = agent.normalizer.key
-    out = []
-    for trajectory in trajectories:
-        arrays = trajectory.arrays
-        obs = {k: torch.as_tensor(arrays[k])[None] for k in (key, "image") if k in arrays}
-        action = torch.as_tensor(arrays["action"])[None].float()
-        is_first = torch.zeros(action.shape[:2], dtype=torch.bool)
-        is_first[0, 0] = True
-        embed = agent.world_model.encode(agent.normalizer(obs))
-        posterior, _ = agent.world_model.rssm.observe(embed, action, is_first)
-        features = ac.inputs(posterior)[0]
-        # Dreamer rows: the action out of row t is stored in row t + 1.
-        data = {"state": features[:-1], "action": action[0, 1:].clamp(-1, 1)}
-        terms = ac.offline_terms(data, scales)
-        success = bool(arrays["reward"].sum() > 0)
-        out.append({**data, **{k: terms[k] for k in TERMS},
-                    "obs": obs[key][0, :-1],
-                    "latent": posterior.map(lambda x: x[0, :-1]),
-                    "kind": f"{trajectory.meta['behaviour']}, {'reached' if success else 'missed'}",
-                    "safe_success": success and not trajectory.meta["violation"],
-                    "violation": bool(trajectory.meta["violation"]),
-                    "layout": repr(trajectory.meta["layout"])})
-    return out
+def kind_of(row: dict) -> str:
+    return f"{row['meta']['behaviour']}, {'reached' if row['success'] else 'missed'}"
 
 
 def print_kinds(rows: list[dict]) -> None:
@@ -89,7 +62,7 @@ def print_kinds(rows: list[dict]) -> None:
     total_weight = sum(float(r["weights"].sum()) for r in rows)
     by_kind = defaultdict(list)
     for r in rows:
-        by_kind[r["kind"]].append(r)
+        by_kind[kind_of(r)].append(r)
     print(f"{'demonstrations':18s} {'n':>4s} {'rows':>6s} {'weight':>7s} "
           f"{'A^r':>7s} {'A^c':>7s} {'V^c':>6s} {'u':>5s}")
     for kind, group in sorted(by_kind.items()):
@@ -103,7 +76,7 @@ def print_kinds(rows: list[dict]) -> None:
 def print_route_choice(rows: list[dict]) -> None:
     by_layout = defaultdict(list)
     for r in rows:
-        by_layout[r["layout"]].append(r)
+        by_layout[repr(r["meta"]["layout"])].append(r)
     mixed = [g for g in by_layout.values() if len({r["violation"] for r in g}) == 2]
     print(f"\nfirst transition, {len(mixed)} of {len(by_layout)} layouts with both safe and "
           "violating demonstrations:")
@@ -133,18 +106,17 @@ def imagined_return(agent, actor: ActorHead, start: Latent, kappa: float) -> Ten
     return lambda_returns(reward, value, cont, config.discount, 1.0)[0]
 
 
-def actor_inputs(agent, features: Tensor, obs: Tensor, which: str) -> Tensor:
-    """What the fresh actor reads: the features, the true state, or the decoded state."""
-    if which == "features":
-        return features
+def acting_input(agent, features: Tensor, which: str) -> Tensor:
+    """What the fresh actor reads at the step ``agent.observe`` just took: the decoded state,
+    or what ``agent.actor_input`` gives (the features, or the true state when the config's
+    ``actor_input`` is ``observation``, which ``main`` sets for ``--actor-input state``)."""
     if which == "decoded":
         return agent.world_model.state_decoder(features)
-    # ActorCritic.actor_input (build_actor's config reads actor_input "observation" here).
-    return agent.actor_critic.actor_input(features, agent.normalizer({"state": obs})["state"])
+    return agent.actor_input(features)
 
 
 class InputPolicy:
-    """``evaluate_policy``'s acting interface for a fresh actor reading ``actor_inputs``."""
+    """``evaluate_policy``'s acting interface for a fresh actor reading ``acting_input``."""
 
     def __init__(self, agent, actor: ActorHead, which: str) -> None:
         self.agent, self.actor, self.which = agent, actor, which
@@ -155,40 +127,21 @@ class InputPolicy:
     @torch.no_grad()
     def step(self, obs: dict, deterministic: bool = True) -> PolicyStep:
         features = self.agent.observe(obs, deterministic)
-        vector = torch.as_tensor(np.asarray(obs[self.agent.normalizer.key]))[None]
-        dist = self.actor(actor_inputs(self.agent, features, vector, self.which))
+        dist = self.actor(acting_input(self.agent, features, self.which))
         action = dist.mode if deterministic else dist.sample()
         self.agent.remember_action(action)
         return PolicyStep(action[0].numpy().astype(np.float32), "online",
                           np.full(2, np.nan), np.array([0.0, 1.0]))
 
 
-def weighted_cloning(inputs, actions, weights, config, updates: int, seed: int,
-                     imagine: tuple | None = None) -> ActorHead:
-    """A fresh actor (the run's sizes) regressed onto the actions with per-row weights.
-
-    ``imagine`` = (agent, latents, alpha, kappa) adds - alpha R / mean|R| (``imagined_return``
-    from the rows' posterior states) to the loss.
-    """
-    torch.manual_seed(seed)
-    ac = config.actor_critic
-    actor = build_actor(config, inputs.shape[1])
-    opt = torch.optim.Adam(actor.parameters(), lr=ac.actor_lr, eps=ac.eps)
-    batch = config.batch_size * (config.batch_length - 1)  # pairs per pretraining step
-    for _ in range(updates):
-        rows = torch.randint(len(inputs), (batch,))
-        dist = actor(inputs[rows])
-        loss = -(weights[rows] * dist.log_prob(actions[rows])
-                 + ac.entropy * dist.entropy()).mean()
-        if imagine is not None:
-            agent, latents, alpha, kappa = imagine
-            start = Latent(latents.deter[rows], latents.stoch[rows], latents.logits[rows])
-            ret = imagined_return(agent, actor, start, kappa)
-            loss = loss - alpha * ret.mean() / ret.abs().mean().detach().clamp(min=1e-3)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return actor
+def imagined_loss(agent, latents: Latent, alpha: float, kappa: float):
+    """``fit_actor``'s extra term: - alpha R / mean|R| with R the ``imagined_return`` from the
+    rows' posterior states, i.e. eq. 19 as the in-sample regulariser of a Dreamer-style actor."""
+    def loss(actor: ActorHead, rows: Tensor) -> Tensor:
+        start = Latent(latents.deter[rows], latents.stoch[rows], latents.logits[rows])
+        ret = imagined_return(agent, actor, start, kappa)
+        return -alpha * ret.mean() / ret.abs().mean().detach().clamp(min=1e-3)
+    return loss
 
 
 def main() -> None:
@@ -230,18 +183,20 @@ def main() -> None:
                      f"{args.run} is {agent.config.obs_mode}")
     if args.imagine and args.actor_input != "features":
         parser.error("--imagine trains actors on the features; leave --actor-input out")
-    rows = transition_terms(agent, load_dataset(args.data).trajectories)
+    rows = dataset_terms(agent, load_dataset(args.data).trajectories)
     print(f"{args.run} (step {step}) on {args.data}: eq. 19 as the run is configured")
     print_kinds(rows)
     print_route_choice(rows)
     if args.updates <= 0:
         return
 
-    features = torch.cat([r["state"] for r in rows])
-    inputs = actor_inputs(agent, features, torch.cat([r["obs"] for r in rows]), args.actor_input)
+    inputs = torch.cat([r["actor_input"] for r in rows])  # features or true state
+    if args.actor_input == "decoded":
+        inputs = agent.world_model.state_decoder(torch.cat([r["state"] for r in rows]))
     actions = torch.cat([r["action"] for r in rows])
     eq19 = torch.cat([r["weights"] for r in rows])
-    oracle = torch.cat([torch.full((len(r["weights"]),), float(r["safe_success"])) for r in rows])
+    oracle = torch.cat([torch.full((len(r["weights"]),),
+                                   float(r["success"] and not r["violation"])) for r in rows])
     env = SafeReachEnv("safereach", obs_mode=agent.config.obs_mode)
     print(f"\nweighted cloning, {agent.config.actor_critic.actor_dist} actor reading the "
           f"{args.actor_input}, {args.updates} updates, "
@@ -250,11 +205,11 @@ def main() -> None:
                        for k in ("deter", "stoch", "logits")))
     variants = [("eq. 19 weights", eq19, None), ("behaviour cloning", torch.ones_like(eq19), None),
                 ("safe, reached only", oracle, None)]
-    variants += [(f"eq. 19 + imagined a={a:g} k={k:g}", eq19, (agent, latents, a, k))
+    variants += [(f"eq. 19 + imagined a={a:g} k={k:g}", eq19, imagined_loss(agent, latents, a, k))
                  for a, k in imagine]
-    for name, weights, imagined in variants:
-        actor = weighted_cloning(inputs, actions, weights, agent.config, args.updates,
-                                 args.seed, imagined)
+    for name, weights, extra_loss in variants:
+        actor = fit_actor(inputs, actions, weights, agent.config, args.updates, args.seed,
+                          extra_loss)
         rates = evaluate_policy(env, InputPolicy(agent, actor, args.actor_input),
                                 args.episodes, seed=0)
         (s_lo, s_hi), (v_lo, v_hi) = rates["success_ci"], rates["violation_ci"]

@@ -132,6 +132,20 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from fosp_core.config import dotted_overrides
+    from fosp_core.extract import extract_policy
+
+    _check_device(args.device)
+    info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
+                          step=args.step, overrides=dotted_overrides(args.set),
+                          device=args.device)
+    print(f"run {args.out}: the critics of {args.run} (step {info['step']}) with a fresh actor "
+          f"fitted for {args.updates} updates on {info['rows']} dataset transitions "
+          f"(eq. 19 weights: mean {info['weight_mean']:.3g}, max {info['weight_max']:.3g})")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     # Through the ROS graph: fosp_ros does the talking; fosp_core never imports rclpy.
     from fosp_core.finetune_run import format_report
@@ -286,6 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override, e.g. --set actor_critic.awr_normalise=false "
                         "(repeatable; applied last)")
     p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("extract", help="fit a fresh actor to a trained run's frozen critics "
+                       "(policy extraction, eq. 19-20)")
+    p.add_argument("--run", required=True, help="trained FOSP run directory")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--updates", type=int, default=4000, help="actor updates (default 4000)")
+    p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, help="the critics kept at this step "
+                   "(pretrain --keep-every) instead of the latest checkpoint")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the extraction, e.g. "
+                        "--set actor_critic.awr_beta_cost=20 (repeatable; not the world "
+                        "model's or critics' sizes)")
+    p.set_defaults(func=_extract)
 
     p = sub.add_parser("eval", help="evaluate a trained run in the simulated SafeReach")
     p.add_argument("--run", required=True, help="run directory")

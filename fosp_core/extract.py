@@ -1,0 +1,179 @@
+"""Policy extraction: a fresh actor fitted once to a trained run's frozen critics (eq. 19-20).
+
+During pretraining the actor chases critics that are still moving: each step's eq. 19
+weights come from that step's Q, V and REF, so the actor ends up an average over the critics
+of the last few thousand steps. IQL (which FOSP's in-sample value learning follows) separates
+the two: value learning first, then advantage-weighted regression onto the final values. This
+module does that second phase for any trained run:
+
+1. ``dataset_terms``: every dataset transition goes through the frozen world model as at
+   deployment (whole episodes from their first row) and gets eq. 19's terms from
+   ``ActorCritic.offline_terms`` with the run's config and return scales;
+2. ``fit_actor``: a fresh actor (``build_actor``) minimises eq. 20, -mean(w log pi(a|s) +
+   eta H), over random batches of those rows;
+3. ``extract_policy``: writes a new run directory, the old one's weights with the fitted actor
+   in place of its own. It evaluates and fine-tunes like any run; like an exported run it has
+   no optimiser or sampler state, so it cannot be resumed as a pretraining run.
+
+``benchmarks/eq19_weights.py`` uses the same functions to compare weightings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fosp_core.agent.actor_critic import build_actor
+from fosp_core.agent.agent import Agent
+from fosp_core.agent.math import awr_actor_loss
+from fosp_core.agent.networks import ActorHead
+from fosp_core.config import merge, save_yaml
+
+TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
+EXTRACT_NAME = "extract.json"  # what a policy extraction did
+ACTOR_PREFIX = "actor_critic.actor."  # the actor's keys in an Agent's state dict
+
+
+@torch.no_grad()
+def dataset_terms(agent: Agent, trajectories: list[Any]) -> list[dict[str, Any]]:
+    """Per trajectory: frozen features, what the actor reads, dataset actions, eq. 19's terms.
+
+    Each dict holds per-transition tensors ``state`` (features), ``actor_input``,
+    ``action``, ``latent`` (the posterior), the
+    ``TERMS``, and the trajectory's ``meta``, ``success`` and ``violation``.
+    """
+    ac = agent.actor_critic
+    scales = ac.return_scales()
+    key = agent.normalizer.key
+    out = []
+    for trajectory in trajectories:
+        arrays = trajectory.arrays
+        obs = agent.normalizer({k: torch.as_tensor(arrays[k])[None].to(agent.device)
+                                for k in (key, "image") if k in arrays})
+        action = torch.as_tensor(arrays["action"])[None].float().to(agent.device)
+        is_first = torch.zeros(action.shape[:2], dtype=torch.bool, device=agent.device)
+        is_first[0, 0] = True
+        posterior, _ = agent.world_model.rssm.observe(
+            agent.world_model.encode(obs), action, is_first)
+        features = ac.inputs(posterior)[0]
+        # Dreamer rows: the action out of row t is stored in row t + 1.
+        data = {"state": features[:-1], "action": action[0, 1:].clamp(-1, 1)}
+        terms = ac.offline_terms(data, scales)
+        state = obs[key][0, :-1] if key == "state" else None
+        out.append({**data, **{k: terms[k] for k in TERMS},
+                    "actor_input": ac.actor_input(data["state"], state),
+                    "latent": posterior.map(lambda x: x[0, :-1]),
+                    "meta": trajectory.meta,
+                    "success": bool(arrays["reward"].sum() > 0),
+                    "violation": bool(trajectory.meta.get("violation", arrays["cost"].sum() > 0))})
+    return out
+
+
+def fit_actor(inputs: Tensor, actions: Tensor, weights: Tensor, config, updates: int,
+              seed: int, extra_loss: Callable[[ActorHead, Tensor], Tensor] | None = None,
+              progress: bool = False) -> ActorHead:
+    """A fresh actor (``build_actor``) trained ``updates`` steps on eq. 20 with fixed weights.
+
+    Each step draws as many rows as a pretraining step's batch holds pairs, with replacement.
+    ``extra_loss(actor, rows)`` is added to the loss (benchmarks try other terms with it).
+    """
+    from tqdm import tqdm
+
+    if updates < 1:
+        raise ValueError(f"need at least one update, got {updates}")
+    if not len(inputs) == len(actions) == len(weights):
+        raise ValueError(f"inputs, actions and weights differ in length: {len(inputs)}, "
+                         f"{len(actions)}, {len(weights)}")
+    torch.manual_seed(seed)
+    ac = config.actor_critic
+    actor = build_actor(config, inputs.shape[1]).to(inputs.device)
+    opt = torch.optim.Adam(actor.parameters(), lr=ac.actor_lr, eps=ac.eps)
+    batch = config.batch_size * (config.batch_length - 1)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(updates), desc="extract", unit="update", disable=not progress):
+        rows = torch.randint(len(inputs), (batch,), generator=generator).to(inputs.device)
+        dist = actor(inputs[rows])
+        loss = awr_actor_loss(dist.log_prob(actions[rows]), dist.entropy(), weights[rows],
+                              ac.entropy)
+        if extra_loss is not None:
+            loss = loss + extra_loss(actor, rows)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(actor.parameters(), ac.grad_clip)  # as in training
+        opt.step()
+    return actor
+
+
+def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updates: int,
+                   data: str | os.PathLike | None = None, seed: int = 0,
+                   step: int | None = None, overrides: dict[str, Any] | None = None,
+                   device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Fit a fresh actor to ``run_dir``'s frozen critics and write the run to ``out_dir``.
+
+    ``overrides`` change the config first (eq. 19's temperatures and cap, the entropy weight,
+    and the new actor's ``actor_input`` / ``actor_dist``, which need no old weights). Returns
+    what was done, also written to ``out_dir/extract.json``.
+    """
+    from fosp_core.dataset import load_dataset
+    from fosp_core.train import (
+        CHECKPOINT_NAME,
+        CONFIG_NAME,
+        DATASET_NAME,
+        load_checkpoint,
+        load_run_config,
+        save_weights,
+    )
+
+    if updates < 1:
+        raise ValueError(f"need at least one update, got {updates}")
+    run, out = Path(run_dir), Path(out_dir)
+    if (out / CHECKPOINT_NAME).exists():
+        raise ValueError(f"{out}: already holds a checkpoint; choose another --out")
+    if out.resolve() == run.resolve():
+        raise ValueError("--out must differ from --run (the run's own actor is kept there)")
+    config = merge(load_run_config(run), overrides or {})
+    if not config.algo.startswith("fosp"):
+        raise ValueError(f"{run}: algo {config.algo!r} has no eq. 19 weights to extract with; "
+                         "policy extraction needs a FOSP run")
+    if data is None:
+        recorded = run / DATASET_NAME
+        if not recorded.is_file():
+            raise FileNotFoundError(f"{run}: no {DATASET_NAME}; pass the dataset with --data")
+        data = recorded.read_text().strip()
+    checkpoint = load_checkpoint(run, step)
+    agent = Agent(config, device)
+    # Everything but the actor comes from the run; the fresh actor may read another input or
+    # use another distribution than the run's, so its old weights are not loaded at all.
+    modules = agent.state_dict()["modules"]
+    modules.update({k: v for k, v in checkpoint["agent"]["modules"].items()
+                    if not k.startswith(ACTOR_PREFIX)})
+    agent.load_state_dict({"modules": modules, "optimizers": {}})
+    agent.eval()
+    agent.requires_grad_(False)
+
+    dataset = load_dataset(data)
+    if len(dataset) == 0:
+        raise ValueError(f"{data}: no readable trajectories")
+    rows = dataset_terms(agent, dataset.trajectories)
+    inputs, actions, weights = (torch.cat([r[k] for r in rows])
+                                for k in ("actor_input", "action", "weights"))
+    actor = fit_actor(inputs, actions, weights, config, updates, seed, progress=progress)
+    agent.actor_critic.actor.load_state_dict(actor.state_dict())
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, out / CONFIG_NAME)
+    (out / DATASET_NAME).write_text(str(Path(data).resolve()) + "\n")
+    from_step = int(checkpoint["step"])
+    save_weights(out / CHECKPOINT_NAME, from_step, agent.state_dict()["modules"])
+    info = {"extracted_from": str(run.resolve()), "step": from_step, "updates": updates,
+            "seed": seed, "data": str(Path(data).resolve()), "overrides": overrides or {},
+            "rows": len(weights), "weight_mean": float(weights.mean()),
+            "weight_max": float(weights.max())}
+    (out / EXTRACT_NAME).write_text(json.dumps(info, indent=1) + "\n")
+    return info

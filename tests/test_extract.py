@@ -1,0 +1,131 @@
+"""fosp_core.extract: a fresh actor fitted to a trained run's frozen critics (eq. 19-20)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fosp_core.agent.math import symlog
+from fosp_core.cli import main
+from fosp_core.dataset import load_dataset
+from fosp_core.extract import EXTRACT_NAME, dataset_terms, extract_policy, fit_actor
+from fosp_core.train import CHECKPOINT_NAME, DATASET_NAME, load_agent, pretrain
+from tests.agent_helpers import tiny_config, write_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "synthetic")
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "run"
+    pretrain(data_dir, run, tiny_config(), steps=3, progress=False)
+    return run
+
+
+def test_fit_actor_follows_the_weights():
+    # Half the rows push action 0 to +0.5, half to -0.5, from the same inputs: weight on the
+    # first half only must move the actor's mean to +0.5, equal weights leave it near 0.
+    config = tiny_config(actor_critic={"actor_lr": 3e-3})
+    inputs = torch.randn(400, 8)
+    actions = torch.zeros(400, 6)
+    actions[:200, 0], actions[200:, 0] = 0.5, -0.5
+    first_half = torch.cat([torch.ones(200), torch.zeros(200)])
+    means = {}
+    for name, weights in (("first half", first_half), ("all", torch.ones(400))):
+        actor = fit_actor(inputs, actions, weights, config, updates=300, seed=0)
+        with torch.no_grad():
+            means[name] = float(actor(inputs).mode[:, 0].mean())
+    assert means["first half"] == pytest.approx(0.5, abs=0.1)
+    assert abs(means["all"]) < 0.15
+
+
+def test_fit_actor_rejects_bad_input():
+    config = tiny_config()
+    with pytest.raises(ValueError, match="at least one update"):
+        fit_actor(torch.zeros(3, 8), torch.zeros(3, 6), torch.ones(3), config, 0, 0)
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_actor(torch.zeros(3, 8), torch.zeros(2, 6), torch.ones(3), config, 1, 0)
+
+
+def test_dataset_terms_pair_each_row_with_the_action_taken_out_of_it(run_dir, data_dir):
+    agent, _ = load_agent(run_dir)
+    agent.config.actor_critic.actor_input = "observation"  # what a fresh actor may read
+    trajectories = load_dataset(data_dir).trajectories
+    rows = dataset_terms(agent, trajectories)
+    assert len(rows) == len(trajectories)
+    for row, trajectory in zip(rows, trajectories):
+        arrays = trajectory.arrays
+        n = len(arrays["action"]) - 1  # transitions: rows 0..T-1 with the action of row t + 1
+        assert row["state"].shape[0] == row["weights"].shape[0] == n
+        assert torch.equal(row["action"], torch.as_tensor(arrays["action"][1:]).clamp(-1, 1))
+        state = agent.normalizer({"state": torch.as_tensor(arrays["state"])})["state"][:-1]
+        assert torch.allclose(row["actor_input"], symlog(state))
+        assert (row["weights"] > 0).all()
+
+
+def test_extract_replaces_only_the_actor_and_improves_its_weighted_fit(run_dir, tmp_path):
+    out = tmp_path / "extracted"
+    info = extract_policy(run_dir, out, updates=200, seed=1, progress=False)
+    before = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["agent"]["modules"]
+    after = torch.load(out / CHECKPOINT_NAME, weights_only=True)["agent"]["modules"]
+    assert set(before) == set(after)
+    actor_keys = {k for k in before if k.startswith("actor_critic.actor.")}
+    assert actor_keys
+    for key in set(before) - actor_keys:
+        assert torch.equal(before[key], after[key]), key
+    assert any(not torch.equal(before[k], after[k]) for k in actor_keys)
+    assert json.loads((out / EXTRACT_NAME).read_text())["updates"] == 200 == info["updates"]
+    assert (out / DATASET_NAME).read_text() == (run_dir / DATASET_NAME).read_text()
+
+    # The fitted actor puts more weighted likelihood on the dataset actions than the run's own.
+    data = (run_dir / DATASET_NAME).read_text().strip()
+    fits = {}
+    for name, run in (("run", run_dir), ("extracted", out)):
+        agent, _ = load_agent(run)
+        rows = dataset_terms(agent, load_dataset(data).trajectories)
+        with torch.no_grad():
+            fits[name] = float(sum((r["weights"] * agent.actor_critic.actor(r["actor_input"])
+                                    .log_prob(r["action"])).sum() for r in rows))
+    assert fits["extracted"] > fits["run"]
+
+
+def test_cli_extract_with_another_actor_input_then_eval(run_dir, tmp_path, capsys):
+    out = tmp_path / "obs"
+    args = ["extract", "--run", str(run_dir), "--out", str(out), "--updates", "20",
+            "--set", "actor_critic.actor_input=observation",
+            "--set", "actor_critic.awr_beta_cost=20"]
+    assert main(args) == 0
+    assert "fresh actor fitted for 20 updates" in capsys.readouterr().out
+    agent, step = load_agent(out)
+    assert step == 3 and agent.config.actor_critic.actor_input == "observation"
+    assert agent.config.actor_critic.awr_beta_cost == 20
+    assert agent.actor_critic.actor.mlp.body[0].in_features == agent.config.state_dim
+    assert main(["eval", "--run", str(out), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    # A second extraction into the same directory would overwrite it.
+    assert main(args) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+
+
+def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
+    dreamer = tmp_path / "dreamer"
+    pretrain(data_dir, dreamer, tiny_config(algo="dreamer"), steps=1, progress=False)
+    cases = [
+        (["--run", str(dreamer)], "needs a FOSP run"),
+        (["--run", str(tmp_path / "none")], "not a run directory"),
+        (["--run", str(run_dir), "--updates", "0"], "at least one update"),
+        (["--run", str(run_dir), "--data", str(tmp_path / "nodata")], "nodata"),
+    ]
+    for extra, message in cases:
+        assert main(["extract", "--out", str(tmp_path / "x")] + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "x" / CHECKPOINT_NAME).exists()
