@@ -7,7 +7,8 @@ the two: value learning first, then advantage-weighted regression onto the final
 module does that second phase for any trained run:
 
 1. ``dataset_terms``: every dataset transition goes through the frozen world model as at
-   deployment (whole episodes from their first row) and gets eq. 19's terms from
+   deterministic deployment (whole episodes from their first row, the most likely latent at
+   each step, ``deployment_posterior``) and gets eq. 19's terms from
    ``ActorCritic.offline_terms`` with the run's config and return scales;
 2. ``fit_actor``: a fresh actor (``build_actor``) minimises eq. 20, -mean(w log pi(a|s) +
    eta H), over random batches of those rows;
@@ -33,11 +34,30 @@ from fosp_core.agent.actor_critic import build_actor
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import awr_actor_loss
 from fosp_core.agent.networks import ActorHead
+from fosp_core.agent.world_model import Latent
 from fosp_core.config import merge, save_yaml
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
 EXTRACT_NAME = "extract.json"  # what a policy extraction did
 ACTOR_PREFIX = "actor_critic.actor."  # the actor's keys in an Agent's state dict
+
+
+def deployment_posterior(agent: Agent, obs: dict[str, Tensor], action: Tensor,
+                         is_first: Tensor) -> Latent:
+    """Posterior states (1, T, ...) of one episode as ``Agent.observe`` finds them when acting
+    deterministically: each step's most likely latent is what the next step starts from.
+
+    The weights then depend on the data alone (no sampled latents), and the critics judge
+    each row from the state the deployed actor will be in.
+    """
+    rssm = agent.world_model.rssm
+    embed = agent.world_model.encode(obs)
+    state, states = rssm.initial(1, agent.device), []
+    for t in range(embed.shape[1]):
+        state, _ = rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
+        state = state.mode()
+        states.append(state)
+    return Latent.stack(states, 1)
 
 
 @torch.no_grad()
@@ -59,8 +79,7 @@ def dataset_terms(agent: Agent, trajectories: list[Any]) -> list[dict[str, Any]]
         action = torch.as_tensor(arrays["action"])[None].float().to(agent.device)
         is_first = torch.zeros(action.shape[:2], dtype=torch.bool, device=agent.device)
         is_first[0, 0] = True
-        posterior, _ = agent.world_model.rssm.observe(
-            agent.world_model.encode(obs), action, is_first)
+        posterior = deployment_posterior(agent, obs, action, is_first)
         features = ac.inputs(posterior)[0]
         # Dreamer rows: the action out of row t is stored in row t + 1.
         data = {"state": features[:-1], "action": action[0, 1:].clamp(-1, 1)}

@@ -71,6 +71,18 @@ def test_dataset_terms_pair_each_row_with_the_action_taken_out_of_it(run_dir, da
         assert (row["weights"] > 0).all()
 
 
+def test_dataset_terms_see_the_features_the_deployed_agent_sees(run_dir, data_dir):
+    agent, _ = load_agent(run_dir)
+    trajectory = load_dataset(data_dir).trajectories[0]
+    row = dataset_terms(agent, [trajectory])[0]
+    arrays = trajectory.arrays
+    agent.reset()
+    for t in range(len(arrays["action"]) - 1):
+        features = agent.observe({"state": arrays["state"][t]}, deterministic=True)
+        assert torch.allclose(features[0], row["state"][t], atol=1e-5), t
+        agent.remember_action(torch.as_tensor(arrays["action"][t + 1]))
+
+
 def test_extract_replaces_only_the_actor_and_improves_its_weighted_fit(run_dir, tmp_path):
     out = tmp_path / "extracted"
     info = extract_policy(run_dir, out, updates=200, seed=1, progress=False)
