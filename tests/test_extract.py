@@ -141,3 +141,14 @@ def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "x" / CHECKPOINT_NAME).exists()
+
+
+def test_extract_in_image_mode(data_dir, tmp_path):
+    run, out = tmp_path / "image", tmp_path / "image-x"
+    pretrain(data_dir, run, tiny_config(obs_mode="image"), steps=1, progress=False)
+    info = extract_policy(run, out, updates=2, progress=False)
+    agent, _ = load_agent(out)
+    assert agent.config.obs_mode == "image" and info["rows"] == 6 * 20
+    before = torch.load(run / CHECKPOINT_NAME, weights_only=True)["agent"]["modules"]
+    assert not torch.equal(agent.actor_critic.actor.mlp.out.weight,
+                           before["actor_critic.actor.mlp.out.weight"])
