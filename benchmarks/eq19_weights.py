@@ -5,8 +5,11 @@
         [--actor-input state|decoded] [--dist normal]
 
 The run's world model, critics and REF are frozen. Every dataset transition goes through the
-world model as at deployment (whole episodes, from their first row) and gets eq. 19's terms
-from ``ActorCritic.offline_terms`` with the run's config and return scales. It prints:
+world model as at deterministic deployment (whole episodes, from their first row, the most
+likely latent at each step) and gets eq. 19's terms from ``ActorCritic.offline_terms`` with
+the run's config and return scales: ``fosp_core.extract.dataset_terms``, what ``fosp extract``
+fits its actor to. (The README's figures from before ``fosp extract`` existed were made with
+sampled latents.) It prints:
 
 1. per kind of demonstration (behaviour x reached the target): the share of rows, the share of
    eq. 19's weight, and the mean A^r, A^c, V^c and REF u;
