@@ -146,6 +146,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
         DATASET_NAME,
         load_checkpoint,
         load_run_config,
+        run_dataset,
         save_weights,
     )
 
@@ -160,11 +161,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     if not config.algo.startswith("fosp"):
         raise ValueError(f"{run}: algo {config.algo!r} has no eq. 19 weights to extract with; "
                          "policy extraction needs a FOSP run")
-    if data is None:
-        recorded = run / DATASET_NAME
-        if not recorded.is_file():
-            raise FileNotFoundError(f"{run}: no {DATASET_NAME}; pass the dataset with --data")
-        data = recorded.read_text().strip()
+    data = run_dataset(run, data)
     checkpoint = load_checkpoint(run, step)
     agent = Agent(config, device)
     # Everything but the actor comes from the run; the fresh actor may read another input or

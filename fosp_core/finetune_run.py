@@ -25,7 +25,7 @@ import numpy as np
 from fosp_core.collect import record_episode
 from fosp_core.finetune import Learner, PexPolicy
 from fosp_core.stats import wilson_interval
-from fosp_core.train import DATASET_NAME
+from fosp_core.train import run_dataset
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 
@@ -105,11 +105,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         raise ValueError(f"need trajectories >= 1, eval episodes >= 1 and gradient steps >= 0, "
                          f"got {trajectories}, {eval_episodes} and {grad_steps}")
     run, out = Path(run), Path(out)
-    if data is None:
-        recorded = run / DATASET_NAME
-        if not recorded.is_file():
-            raise FileNotFoundError(f"{run}: no {DATASET_NAME}; pass the dataset with --data")
-        data = recorded.read_text().strip()
+    data = run_dataset(run, data)
     learner = Learner.from_run(run, data, pex=pex, device=device, seed=seed,
                                overrides=overrides)
     config = learner.agent.config

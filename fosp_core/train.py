@@ -150,6 +150,16 @@ def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def run_dataset(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> str:
+    """The dataset to continue a run from: ``data`` when given, else the one it trained on."""
+    if data is not None:
+        return str(data)
+    recorded = Path(run_dir) / DATASET_NAME
+    if not recorded.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {DATASET_NAME}; pass the dataset with --data")
+    return recorded.read_text().strip()
+
+
 def load_run_config(run_dir: str | os.PathLike) -> AgentConfig:
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():

@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, weights_to_bytes
-from fosp_core.train import DATASET_NAME
+from fosp_core.train import run_dataset
 from fosp_ros.policy import LATCHED
 from fosp_ros.runtime import run_nodes
 
@@ -47,7 +47,7 @@ class LearnerNode(Node):
             raise ValueError("learner needs the parameter run (a pretrained run directory)")
         run = Path(p["run"])
         self.out = Path(p["out"]) if p["out"] else run / "online"
-        data = p["data"] or (run / DATASET_NAME).read_text().strip()
+        data = run_dataset(run, p["data"] or None)
         self.grad_steps = int(p["grad_steps"])
         self.auto = bool(p["auto_finetune"])
         self.learner = Learner.from_run(run, data, pex=p["pex"], device=p["device"],
