@@ -130,8 +130,13 @@ def test_cli_extract_with_another_actor_input_then_eval(run_dir, tmp_path, capsy
 def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
     dreamer = tmp_path / "dreamer"
     pretrain(data_dir, dreamer, tiny_config(algo="dreamer"), steps=1, progress=False)
+    unrecorded = tmp_path / "unrecorded"  # a run directory without its dataset.txt
+    unrecorded.mkdir()
+    for name in (CHECKPOINT_NAME, "config.yaml"):
+        (unrecorded / name).write_bytes((run_dir / name).read_bytes())
     cases = [
         (["--run", str(dreamer)], "needs a FOSP run"),
+        (["--run", str(unrecorded)], "no dataset.txt; pass the dataset with --data"),
         (["--run", str(tmp_path / "none")], "not a run directory"),
         (["--run", str(run_dir), "--updates", "0"], "at least one update"),
         (["--run", str(run_dir), "--data", str(tmp_path / "nodata")], "nodata"),
