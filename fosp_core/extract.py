@@ -64,9 +64,9 @@ def deployment_posterior(agent: Agent, obs: dict[str, Tensor], action: Tensor,
 def dataset_terms(agent: Agent, trajectories: list[Any]) -> list[dict[str, Any]]:
     """Per trajectory: frozen features, what the actor reads, dataset actions, eq. 19's terms.
 
-    Each dict holds per-transition tensors ``state`` (features), ``actor_input``,
-    ``action``, ``latent`` (the posterior), the
-    ``TERMS``, and the trajectory's ``meta``, ``success`` and ``violation``.
+    Each dict holds per-transition tensors ``state`` (features), ``actor_input``, ``action``,
+    ``latent`` (the posterior) and the ``TERMS``, and the trajectory's ``meta``, ``success``
+    and ``violation``.
     """
     ac = agent.actor_critic
     scales = ac.return_scales()
