@@ -143,6 +143,10 @@ def _extract(args: argparse.Namespace) -> int:
     print(f"run {args.out}: the critics of {args.run} (step {info['step']}) with a fresh actor "
           f"fitted for {args.updates} updates on {info['rows']} dataset transitions "
           f"(eq. 19 weights: mean {info['weight_mean']:.3g}, max {info['weight_max']:.3g})")
+    print("eq. 19 weight per transition relative to the mean (1 = behaviour cloning):")
+    for outcome, group in info["by_outcome"].items():
+        print(f"  {outcome:<15} {group['relative_weight']:6.2f}  "
+              f"({group['transitions']} transitions)")
     return 0
 
 

@@ -36,6 +36,7 @@ from fosp_core.agent.math import awr_actor_loss
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
 from fosp_core.config import merge, save_yaml
+from fosp_core.dataset import OUTCOME_KEYS
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
 EXTRACT_NAME = "extract.json"  # what a policy extraction did
@@ -65,8 +66,8 @@ def dataset_terms(agent: Agent, trajectories: list[Any]) -> list[dict[str, Any]]
     """Per trajectory: frozen features, what the actor reads, dataset actions, eq. 19's terms.
 
     Each dict holds per-transition tensors ``state`` (features), ``actor_input``, ``action``,
-    ``latent`` (the posterior) and the ``TERMS``, and the trajectory's ``meta``, ``success``
-    and ``violation``.
+    ``latent`` (the posterior) and the ``TERMS``, and the trajectory's ``meta``, ``success``,
+    ``violation`` and ``first_cost`` (the first transition that earned a cost, or None).
     """
     ac = agent.actor_critic
     scales = ac.return_scales()
@@ -85,13 +86,35 @@ def dataset_terms(agent: Agent, trajectories: list[Any]) -> list[dict[str, Any]]
         data = {"state": features[:-1], "action": action[0, 1:].clamp(-1, 1)}
         terms = ac.offline_terms(data, scales)
         state = obs[key][0, :-1] if key == "state" else None
+        costs = torch.as_tensor(arrays["cost"][1:])  # the cost each transition earned
         out.append({**data, **{k: terms[k] for k in TERMS},
                     "actor_input": ac.actor_input(data["state"], state),
                     "latent": posterior.map(lambda x: x[0, :-1]),
                     "meta": trajectory.meta,
                     "success": bool(arrays["reward"].sum() > 0),
+                    "first_cost": int(torch.nonzero(costs > 0)[0]) if (costs > 0).any() else None,
                     "violation": bool(trajectory.meta.get("violation", arrays["cost"].sum() > 0))})
     return out
+
+
+def weight_by_outcome(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """How eq. 19 weighs each kind of demonstration: per outcome, its transitions and their
+    mean weight relative to the mean over all transitions (1 = as behaviour cloning would).
+
+    ``unsafe_lead_in`` are the transitions of violating demonstrations up to and including
+    the one that earned the first cost: the moves a safe actor must not copy.
+    """
+    total = torch.cat([r["weights"] for r in rows])
+    mean = float(total.mean())
+    groups: dict[str, list[Tensor]] = {name: [] for name in (*OUTCOME_KEYS, "unsafe_lead_in")}
+    for r in rows:
+        safety = "unsafe" if r["violation"] else "safe"
+        groups[f"{safety}_{'success' if r['success'] else 'fail'}"].append(r["weights"])
+        if r["first_cost"] is not None:
+            groups["unsafe_lead_in"].append(r["weights"][:r["first_cost"] + 1])
+    return {name: {"transitions": sum(len(w) for w in ws),
+                   "relative_weight": float(torch.cat(ws).mean()) / mean}
+            for name, ws in groups.items() if ws}
 
 
 def fit_actor(inputs: Tensor, actions: Tensor, weights: Tensor, config, updates: int,
@@ -190,6 +213,6 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     info = {"extracted_from": str(run.resolve()), "step": from_step, "updates": updates,
             "seed": seed, "data": str(Path(data).resolve()), "overrides": overrides or {},
             "rows": len(weights), "weight_mean": float(weights.mean()),
-            "weight_max": float(weights.max())}
+            "weight_max": float(weights.max()), "by_outcome": weight_by_outcome(rows)}
     (out / EXTRACT_NAME).write_text(json.dumps(info, indent=1) + "\n")
     return info

@@ -11,7 +11,13 @@ import torch
 from fosp_core.agent.math import symlog
 from fosp_core.cli import main
 from fosp_core.dataset import load_dataset
-from fosp_core.extract import EXTRACT_NAME, dataset_terms, extract_policy, fit_actor
+from fosp_core.extract import (
+    EXTRACT_NAME,
+    dataset_terms,
+    extract_policy,
+    fit_actor,
+    weight_by_outcome,
+)
 from fosp_core.train import CHECKPOINT_NAME, DATASET_NAME, load_agent, pretrain
 from tests.agent_helpers import tiny_config, write_dataset
 
@@ -69,6 +75,9 @@ def test_dataset_terms_pair_each_row_with_the_action_taken_out_of_it(run_dir, da
         state = agent.normalizer({"state": torch.as_tensor(arrays["state"])})["state"][:-1]
         assert torch.allclose(row["actor_input"], symlog(state))
         assert (row["weights"] > 0).all()
+        costs = arrays["cost"][1:]  # what each transition earned
+        expected = int(costs.nonzero()[0][0]) if costs.any() else None
+        assert row["first_cost"] == expected
 
 
 def test_dataset_terms_see_the_features_the_deployed_agent_sees(run_dir, data_dir):
@@ -109,13 +118,37 @@ def test_extract_replaces_only_the_actor_and_improves_its_weighted_fit(run_dir, 
     assert fits["extracted"] > fits["run"]
 
 
-def test_cli_extract_with_another_actor_input_then_eval(run_dir, tmp_path, capsys):
+def test_weight_by_outcome_on_hand_computed_weights():
+    def row(weights, success, violation, first_cost=None):
+        return {"weights": torch.tensor(weights), "success": success, "violation": violation,
+                "first_cost": first_cost}
+
+    rows = [row([1.0, 1.0], True, False),
+            row([4.0, 2.0, 0.0], True, True, first_cost=1),  # lead-in: the first two
+            row([1.0], False, False)]
+    # Mean over all six transitions: 9 / 6 = 1.5.
+    assert weight_by_outcome(rows) == {
+        "safe_success": {"transitions": 2, "relative_weight": pytest.approx(1 / 1.5)},
+        "safe_fail": {"transitions": 1, "relative_weight": pytest.approx(1 / 1.5)},
+        "unsafe_success": {"transitions": 3, "relative_weight": pytest.approx(2 / 1.5)},
+        "unsafe_lead_in": {"transitions": 2, "relative_weight": pytest.approx(3 / 1.5)},
+    }
+
+
+def test_cli_extract_with_another_actor_input_then_eval(run_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "obs"
     args = ["extract", "--run", str(run_dir), "--out", str(out), "--updates", "20",
             "--set", "actor_critic.actor_input=observation",
             "--set", "actor_critic.awr_beta_cost=20"]
     assert main(args) == 0
-    assert "fresh actor fitted for 20 updates" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fresh actor fitted for 20 updates" in printed
+    by_outcome = json.loads((out / EXTRACT_NAME).read_text())["by_outcome"]
+    assert sum(group["transitions"] for name, group in by_outcome.items()
+               if name != "unsafe_lead_in") == sum(  # every transition of the dataset, once
+        len(t.arrays["action"]) - 1 for t in load_dataset(data_dir).trajectories)
+    for name, group in by_outcome.items():
+        assert f"{name:<15} {group['relative_weight']:6.2f}" in printed
     agent, step = load_agent(out)
     assert step == 3 and agent.config.actor_critic.actor_input == "observation"
     assert agent.config.actor_critic.awr_beta_cost == 20
