@@ -75,9 +75,8 @@ import numpy as np
 from fosp_core.dataset import IMAGE_SHAPE, DatasetWriter
 from fosp_core.geometry import pos_quat_from_pose, pose_from_pos_quat
 from fosp_core.images import to_policy_image
+from fosp_core.state_layout import STATE_DIM
 
-# = fosp_core.envs.safereach.STATE_DIM, not imported from there: that module loads MuJoCo.
-STATE_DIM = 25
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
 STORAGE_FORMATS = ("mcap", "sqlite3")
 

@@ -12,6 +12,7 @@ from fosp_core.agent.actor_critic import (
     ActorCritic,
     critic_nll,
     dataset_pairs,
+    obstacle_set_input,
     offline_advantages,
     one_step_targets,
     symlog_expectile_loss,
@@ -199,6 +200,72 @@ def test_observation_actor_input_reads_the_state_and_in_imagination_its_reconstr
         tiny_config(actor_critic={"actor_input": "pixels"})
     with pytest.raises(ValueError, match="obs_mode 'state'"):
         tiny_config("image", actor_critic={"actor_input": "observation"})
+
+
+def _safereach_state(gripper, target, obstacles) -> np.ndarray:
+    state = np.zeros(25, np.float32)
+    state[:3], state[6:9] = gripper, target
+    for k, obstacle in enumerate(obstacles):
+        state[9 + 4 * k: 13 + 4 * k] = [*obstacle, 1.0]
+    return state
+
+
+def test_obstacle_set_input_on_hand_computed_geometry() -> None:
+    raw = torch.as_tensor(_safereach_state([0.4, 0.0, 0.1], [0.5, 0.05, 0.02],
+                                           [[0.45, 0.0, 0.02]]))
+    standardised = torch.arange(25.0)  # only its pose part is read
+    x = obstacle_set_input(standardised, raw)
+    assert x.shape == (9 + 4 * 7,)
+    expected_ego = [*symlog(torch.arange(6.0)).tolist(), 1.0, 0.5, -0.8]  # 10 x (target - gripper)
+    assert torch.allclose(x[:9], torch.tensor(expected_ego))
+    # Slot 0: 10 x (obstacle - gripper), 10 x (obstacle - target), present.
+    assert torch.allclose(x[9:16], torch.tensor([0.5, 0.0, -0.8, -0.5, -0.5, 0.0, 1.0]))
+    assert x[16:].abs().max() <= 10 * 0.5 + 1e-6 and x[16 + 6::7].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_obstacle_set_actor_reads_the_state_as_a_set_when_acting_and_imagining() -> None:
+    config = tiny_config(actor_critic={"actor_input": "obstacle_set"})
+    agent = Agent(config)
+    ac = agent.actor_critic
+    rng = np.random.default_rng(0)
+    rows = np.stack([_safereach_state(rng.uniform(0.3, 0.6, 3), rng.uniform(0.3, 0.6, 3),
+                                      rng.uniform(0.3, 0.6, (2, 3))) for _ in range(50)])
+    agent.normalizer.fit(rows)
+    seen: list[torch.Tensor] = []
+    ac.actor.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+    # Acting: the input is computed from the observation in metres, whatever the normaliser.
+    gripper, target = [0.4, 0.0, 0.1], [0.5, 0.05, 0.02]
+    two = _safereach_state(gripper, target, [[0.45, 0.0, 0.02], [0.5, 0.1, 0.02]])
+    agent.reset()
+    agent.act({"state": two}, deterministic=True)
+    standard = (torch.as_tensor(two) - agent.normalizer.mean) / agent.normalizer.std
+    assert torch.allclose(seen[-1][0], obstacle_set_input(standard, torch.as_tensor(two)),
+                          atol=1e-5)
+    # The same two obstacles in swapped slots act the same; a third one changes the action.
+    swapped = _safereach_state(gripper, target, [[0.5, 0.1, 0.02], [0.45, 0.0, 0.02]])
+    three = _safereach_state(gripper, target, [[0.45, 0.0, 0.02], [0.5, 0.1, 0.02],
+                                               [0.42, 0.0, 0.02]])
+    with torch.no_grad():
+        def mode(state):
+            std = (torch.as_tensor(state) - agent.normalizer.mean) / agent.normalizer.std
+            return ac.actor(ac.actor_input(None, std[None])).mode
+        assert torch.allclose(mode(two), mode(swapped), atol=1e-6)
+        assert not torch.allclose(mode(two), mode(three), atol=1e-4)
+    # Imagination: the decoded state, back in metres, through the same function.
+    seen.clear()
+    batch = replay_for(config).sample()
+    _, _, posterior = agent.world_model.loss(batch)
+    ac.update(agent.world_model, posterior, batch)
+    with torch.no_grad():
+        decoded = symexp(agent.world_model.state_decoder(posterior.features().flatten(0, 1)))
+    assert torch.allclose(seen[0], obstacle_set_input(decoded, agent.normalizer.inverse(decoded)),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="needs the state normaliser"):
+        type(ac)(config, feat_dim=48).actor_input(None, torch.zeros(1, 25))
+    with pytest.raises(ValueError, match="obs_mode 'state'"):
+        tiny_config("image", actor_critic={"actor_input": "obstacle_set"})
+    with pytest.raises(ValueError, match="SafeReach state"):
+        tiny_config(state_dim=10, actor_critic={"actor_input": "obstacle_set"})
 
 
 def test_unnormalised_centred_masked_weights_train() -> None:

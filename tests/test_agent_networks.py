@@ -14,6 +14,7 @@ from fosp_core.agent.networks import (
     BoundedNormal,
     ImageDecoder,
     ImageEncoder,
+    ObstacleSetEncoder,
     TruncatedNormal,
     TwoHotDist,
     TwoHotHead,
@@ -116,6 +117,36 @@ def test_actor_head_shapes_and_bounds() -> None:
     assert dist.log_prob(action).shape == (4, 5) and dist.entropy().shape == (4, 5)
     assert ((dist.scale >= 0.1) & (dist.scale <= 1.0)).all()
     assert (dist.mode.abs() < 1).all()
+
+
+def test_obstacle_set_encoder_pools_present_items_in_any_order() -> None:
+    # layers=0: the item encoder is the identity, so the pooled vector is the elementwise max
+    # of the present items, by hand.
+    enc = ObstacleSetEncoder(ego_dim=2, item_dim=2, slots=3, hidden=8, layers=0)
+    ego = [7.0, -7.0]
+    a, b, c = [1.0, -4.0], [3.0, -5.0], [9.0, 9.0]
+    x = torch.tensor([ego + a + [1.0] + b + [1.0] + c + [0.0]])  # c is in an empty slot
+    assert enc.in_dim == 2 + 3 * 3 and enc.out_dim == 4
+    assert enc(x).tolist() == [[7.0, -7.0, 3.0, -4.0]]
+    swapped = torch.tensor([ego + c + [0.0] + b + [1.0] + a + [1.0]])
+    assert torch.equal(enc(swapped), enc(x))
+    # A third obstacle counts like the others; none at all pools to zero.
+    third = torch.tensor([ego + a + [1.0] + b + [1.0] + c + [1.0]])
+    assert enc(third).tolist() == [[7.0, -7.0, 9.0, 9.0]]
+    empty = torch.tensor([ego + a + [0.0] + b + [0.0] + c + [0.0]])
+    assert enc(empty).tolist() == [[7.0, -7.0, 0.0, 0.0]]
+
+
+def test_actor_head_behind_an_obstacle_set_encoder_learns_through_it() -> None:
+    enc = ObstacleSetEncoder(ego_dim=3, item_dim=6, slots=4, hidden=16, layers=2)
+    head = ActorHead(enc.in_dim, 6, hidden=16, layers=2, dist="normal", encoder=enc)
+    x = torch.randn(5, enc.in_dim)
+    x[:, 3 + 6::7] = 1.0  # every slot present
+    loss = -head(x).log_prob(torch.zeros(5, 6)).mean()
+    loss.backward()
+    assert enc.item.body[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reads 31 inputs"):
+        ActorHead(30, 6, hidden=16, layers=2, encoder=enc)
 
 
 def test_bounded_normal_hand_values() -> None:

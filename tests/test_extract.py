@@ -160,6 +160,19 @@ def test_cli_extract_with_another_actor_input_then_eval(run_dir, data_dir, tmp_p
     assert "already holds a checkpoint" in capsys.readouterr().err
 
 
+def test_extract_an_obstacle_set_actor_and_act_among_more_obstacles(run_dir, tmp_path, capsys):
+    # The set actor is new (its weights do not fit the run's actor), so extraction is how an
+    # existing run gets one; it then acts on a task with more obstacles than the data.
+    out = tmp_path / "set"
+    info = extract_policy(run_dir, out, updates=5, progress=False,
+                          overrides={"actor_critic": {"actor_input": "obstacle_set"}})
+    agent, _ = load_agent(out)
+    assert agent.actor_critic.actor.encoder is not None and info["updates"] == 5
+    assert main(["eval", "--run", str(out), "--task", "safereach-more-obstacles",
+                 "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+
+
 def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
     dreamer = tmp_path / "dreamer"
     pretrain(data_dir, dreamer, tiny_config(algo="dreamer"), steps=1, progress=False)

@@ -88,6 +88,7 @@ Variants on the same code path (``config.algo``):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -104,12 +105,14 @@ from fosp_core.agent.math import (
     online_policy_weights,
     ref_target,
     return_scale,
+    symexp,
     symlog,
     update_lagrange_multiplier,
     update_return_range,
 )
-from fosp_core.agent.networks import MLP, ActorHead, TwoHotDist, TwoHotHead
+from fosp_core.agent.networks import MLP, ActorHead, ObstacleSetEncoder, TwoHotDist, TwoHotHead
 from fosp_core.agent.world_model import Latent, WorldModel
+from fosp_core.state_layout import MAX_OBSTACLES, POSE_DIM, split_state
 
 FOSP_ALGOS = ("fosp", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 # Predicted costs are continuous; a state counts as violating above this (costs are 0/1).
@@ -165,15 +168,44 @@ def offline_advantages(
     return adv_r, adv_c
 
 
+# What ``actor_input: obstacle_set`` reads: the ego part (symlog of the standardised pose, the
+# target relative to the gripper), then per obstacle slot the obstacle relative to the gripper
+# and to the target, and the slot's present flag.
+SET_EGO_DIM, SET_ITEM_DIM = POSE_DIM + 3, 6
+SET_SCALE = 10.0  # metres -> decimetres: the 25 cm workspace spans a few units
+
+
+def obstacle_set_input(standardised: Tensor, raw: Tensor) -> Tensor:
+    """The state (standardised, and in metres) -> ``obstacle_set`` actor input (..., 37).
+
+    Relative positions in a shared frame make the slots interchangeable, which the
+    per-dimension standardisation is not (each slot has its own mean and scale, and a slot
+    the data never filled has none).
+    """
+    pose, target, obstacles, present = split_state(raw)
+    gripper = pose[..., :3]
+    ego = torch.cat([symlog(standardised[..., :POSE_DIM]), SET_SCALE * (target - gripper)], -1)
+    items = torch.cat([SET_SCALE * (obstacles - gripper[..., None, :]),
+                       SET_SCALE * (obstacles - target[..., None, :]), present[..., None]], -1)
+    return torch.cat([ego, items.flatten(-2)], -1)
+
+
 def build_actor(config: AgentConfig, feat_dim: int) -> ActorHead:
     """The actor the config describes (offline actor, PEX's new actor, benchmarks alike).
 
-    It reads ``feat_dim`` features, or the ``state_dim`` state with ``actor_input: observation``.
+    It reads ``feat_dim`` features, the ``state_dim`` state with ``actor_input: observation``,
+    or ``obstacle_set_input`` through an ``ObstacleSetEncoder``.
     """
     ac, m = config.actor_critic, config.model
-    in_dim = config.state_dim if ac.actor_input == "observation" else feat_dim
+    encoder = None
+    if ac.actor_input == "obstacle_set":
+        encoder = ObstacleSetEncoder(SET_EGO_DIM, SET_ITEM_DIM, MAX_OBSTACLES, m.hidden,
+                                     m.mlp_layers)
+        in_dim = encoder.in_dim
+    else:
+        in_dim = config.state_dim if ac.actor_input == "observation" else feat_dim
     return ActorHead(in_dim, config.action_dim, m.hidden, m.mlp_layers, ac.actor_min_std,
-                     ac.actor_max_std, ac.actor_dist)
+                     ac.actor_max_std, ac.actor_dist, encoder)
 
 
 def critic_nll(dist: TwoHotDist, target: Tensor) -> Tensor:
@@ -196,9 +228,12 @@ class ActorCritic(nn.Module):
     ``state_dict`` carries them; ``optimizers`` names the optimisers for checkpointing.
     """
 
-    def __init__(self, config: AgentConfig, feat_dim: int) -> None:
+    def __init__(self, config: AgentConfig, feat_dim: int,
+                 unnormalize: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         self.config = config
+        # Standardised state -> metres (the agent's normaliser), for ``obstacle_set``.
+        self.unnormalize = unnormalize
         self.algo = config.algo
         ac, m = config.actor_critic, config.model
         self.fosp = self.algo in FOSP_ALGOS
@@ -267,16 +302,26 @@ class ActorCritic(nn.Module):
         """What the actor reads where there is an observation (dataset rows, acting).
 
         The features, or with ``actor_input: observation`` the standardised state in symlog
-        space, the space the world model's state decoder predicts in (``imagined_actor_input``).
+        space, the space the world model's state decoder predicts in (``imagined_actor_input``),
+        or with ``obstacle_set`` the ``obstacle_set_input`` of the state.
         """
-        if self.config.actor_critic.actor_input == "observation":
+        kind = self.config.actor_critic.actor_input
+        if kind == "observation":
             return symlog(state.float())
+        if kind == "obstacle_set":
+            if self.unnormalize is None:
+                raise ValueError("actor_input 'obstacle_set' needs the state normaliser "
+                                 "(ActorCritic(..., unnormalize=...), as Agent passes it)")
+            return obstacle_set_input(state.float(), self.unnormalize(state.float()))
         return features
 
     def imagined_actor_input(self, world_model: WorldModel, latent: Latent) -> Tensor:
         """What the actor reads in imagination: the features, or the decoded state."""
-        if self.config.actor_critic.actor_input == "observation":
+        kind = self.config.actor_critic.actor_input
+        if kind == "observation":
             return world_model.state_decoder(latent.features())
+        if kind == "obstacle_set":
+            return self.actor_input(None, symexp(world_model.state_decoder(latent.features())))
         return self.inputs(latent)
 
     def policy(self, actor_input: Tensor, deterministic: bool = False) -> Tensor:
@@ -326,7 +371,7 @@ class ActorCritic(nn.Module):
         )
         features = states.features()  # what the world model's heads were trained on
         inputs = self.inputs(states)  # (H + 1, N, F), s^0 ... s^H, for actor-critic
-        observed = self.config.actor_critic.actor_input == "observation"
+        observed = self.config.actor_reads_state
         rollout = {
             "features": inputs,
             "actor_input": self.imagined_actor_input(world_model, states) if observed else inputs,
@@ -360,7 +405,7 @@ class ActorCritic(nn.Module):
         if self.fosp:
             features = self.inputs(posterior)
             actor_input = None  # the features, unless the actor reads the state
-            if self.config.actor_critic.actor_input == "observation":
+            if self.config.actor_reads_state:
                 actor_input = self.actor_input(features, batch["state"])
             return self._update_fosp(rollout, dataset_pairs(features, batch, actor_input))
         return self._update_dreamer(rollout)

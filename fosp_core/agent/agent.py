@@ -63,6 +63,10 @@ class VectorNormalizer(nn.Module):
             return obs
         return {**obs, self.key: (obs[self.key].float() - self.mean) / self.std}
 
+    def inverse(self, standardised: Tensor) -> Tensor:
+        """Standardised values -> the observation's own units."""
+        return standardised * self.std + self.mean
+
 
 class Agent(nn.Module):
     """World model, actor-critic and their optimisers, for one ``AgentConfig``."""
@@ -76,7 +80,8 @@ class Agent(nn.Module):
         else:
             self.normalizer = VectorNormalizer("pose", config.pose_dim)
         self.world_model = WorldModel(config)
-        self.actor_critic = ActorCritic(config, self.world_model.feat_dim)
+        self.actor_critic = ActorCritic(config, self.world_model.feat_dim,
+                                        unnormalize=self.normalizer.inverse)
         m = config.model
         self.model_opt = torch.optim.Adam(self.world_model.parameters(), lr=m.lr, eps=m.eps)
         self.to(self.device)

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fosp_core.config import load_yaml
+from fosp_core.state_layout import STATE_DIM
 
 ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 OBS_MODES = ("image", "state")
 LATENT_INPUTS = ("sample", "mode")
 ACTOR_DISTRIBUTIONS = ("normal", "truncated_normal")  # networks.ActorHead
-ACTOR_INPUTS = ("features", "observation")
+ACTOR_INPUTS = ("features", "observation", "obstacle_set")
 ONLINE_ACTOR_INITS = ("fresh", "copy")
 ONLINE_ACTOR_LOSSES = ("eq23", "in_sample")
 
@@ -121,7 +122,11 @@ class ActorCriticConfig:
     # itself where there is one (dataset rows, acting) and the world model's reconstruction of
     # it in imagination. Cloning the safe demonstrations through the features violated in
     # 26-54% of episodes, on the true state in 8% (README): the latent blurs the centimetres
-    # by which the demonstrations clear the obstacles.
+    # by which the demonstrations clear the obstacles. "obstacle_set" reads the same state as
+    # the gripper's view of a set: target and every obstacle relative to the gripper, the
+    # obstacles through one shared encoder pooled over the slots (networks.ObstacleSetEncoder),
+    # so a task with more obstacles than the data (safereach-more-obstacles) shows the actor
+    # one more obstacle, not a slot it never saw filled.
     actor_input: str = "features"
     slow_critic_fraction: float = 0.02  # EMA rate of the target critics (DreamerV3)
     # Percentile return normalisation of advantages (DreamerV3, kept by the official code):
@@ -171,7 +176,7 @@ class AgentConfig:
 
     algo: str = "fosp"  # one of ALGOS
     obs_mode: str = "image"  # 'image': {'image', 'pose'}; 'state': {'state'}
-    state_dim: int = 25  # length of the 'state' vector in state mode
+    state_dim: int = STATE_DIM  # length of the 'state' vector in state mode
     pose_dim: int = 6  # end-effector pose fed beside the image (sec. 5.1, App. D.1)
     action_dim: int = 6  # pose change, bounded to [-1, 1]
     image_size: int = 64  # images are image_size x image_size x 3 uint8
@@ -182,6 +187,11 @@ class AgentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     fosp: FospConfig = field(default_factory=FospConfig)
+
+    @property
+    def actor_reads_state(self) -> bool:
+        """Whether the actor reads the state observation instead of the model features."""
+        return self.actor_critic.actor_input in ("observation", "obstacle_set")
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -198,9 +208,13 @@ class AgentConfig:
         if self.actor_critic.actor_input not in ACTOR_INPUTS:
             raise ValueError(f"actor_critic.actor_input must be one of {ACTOR_INPUTS}, "
                              f"got {self.actor_critic.actor_input!r}")
-        if self.actor_critic.actor_input == "observation" and self.obs_mode != "state":
-            raise ValueError("actor_critic.actor_input 'observation' needs obs_mode 'state' "
-                             f"(an actor on raw images is not offered), got {self.obs_mode!r}")
+        if self.actor_reads_state and self.obs_mode != "state":
+            raise ValueError(f"actor_critic.actor_input {self.actor_critic.actor_input!r} needs "
+                             "obs_mode 'state' (an actor on raw images is not offered), "
+                             f"got {self.obs_mode!r}")
+        if self.actor_critic.actor_input == "obstacle_set" and self.state_dim != STATE_DIM:
+            raise ValueError(f"actor_critic.actor_input 'obstacle_set' reads the SafeReach "
+                             f"state ({STATE_DIM} values), but state_dim is {self.state_dim}")
         if self.actor_critic.latent_input not in LATENT_INPUTS:
             raise ValueError(
                 f"actor_critic.latent_input must be one of {LATENT_INPUTS}, "

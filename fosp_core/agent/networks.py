@@ -7,7 +7,7 @@
 - ``TwoHotHead``: reward, cost and critic heads; a categorical over symlog-spaced bins.
 - ``BernoulliHead``: the continue flag.
 - ``ActorHead``: 6-D actions in [-1, 1] as DreamerV3's bounded normal (``BoundedNormal``) or a
-  truncated normal (``TruncatedNormal``).
+  truncated normal (``TruncatedNormal``), optionally behind an ``ObstacleSetEncoder``.
 """
 
 from __future__ import annotations
@@ -253,6 +253,33 @@ class TruncatedNormal(BoundedNormal):
 ACTOR_DIST_CLASSES = {"normal": BoundedNormal, "truncated_normal": TruncatedNormal}
 
 
+class ObstacleSetEncoder(nn.Module):
+    """Inputs (..., ego_dim + slots * (item_dim + 1)) -> (..., ego_dim + hidden): the ego part
+    unchanged, then one vector for the whole set of obstacles.
+
+    Each slot holds an item and its present flag. One MLP encodes every present item and a
+    max over them pools the set (Deep Sets), so the output does not depend on the slots'
+    order or on how many are filled: an actor that learned to avoid two obstacles reads a
+    third as one more of the same kind, not as an input it has never seen vary. With no
+    obstacle present the pooled vector is zero.
+    """
+
+    def __init__(self, ego_dim: int, item_dim: int, slots: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.ego_dim, self.item_dim, self.slots = ego_dim, item_dim, slots
+        self.in_dim = ego_dim + slots * (item_dim + 1)
+        self.item = MLP(item_dim, None, hidden, layers)
+        self.out_dim = ego_dim + self.item.out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        ego = x[..., :self.ego_dim]
+        slots = x[..., self.ego_dim:].unflatten(-1, (self.slots, self.item_dim + 1))
+        present = slots[..., -1:] > 0.5  # imagined (decoded) flags are not exactly 0 / 1
+        items = self.item(slots[..., :-1]).masked_fill(~present, -torch.inf)
+        pooled = items.max(-2).values
+        return torch.cat([ego, torch.where(present.any(-2), pooled, 0.0)], -1)
+
+
 class ActorHead(nn.Module):
     """MLP -> a distribution over actions in [-1, 1] (``ACTOR_DIST_CLASSES``).
 
@@ -270,16 +297,23 @@ class ActorHead(nn.Module):
         min_std: float = 0.1,
         max_std: float = 1.0,
         dist: str = "truncated_normal",
+        encoder: ObstacleSetEncoder | None = None,
     ) -> None:
         super().__init__()
         if dist not in ACTOR_DIST_CLASSES:
             raise ValueError(f"actor distribution must be one of {tuple(ACTOR_DIST_CLASSES)}, "
                              f"got {dist!r}")
-        self.mlp = MLP(in_dim, 2 * action_dim, hidden, layers)
+        if encoder is not None and encoder.in_dim != in_dim:
+            raise ValueError(f"the encoder reads {encoder.in_dim} inputs, the actor {in_dim}")
+        self.encoder = encoder
+        self.mlp = MLP(in_dim if encoder is None else encoder.out_dim, 2 * action_dim, hidden,
+                       layers)
         self.min_std, self.max_std = min_std, max_std
         self.dist = ACTOR_DIST_CLASSES[dist]
 
     def forward(self, features: Tensor) -> BoundedNormal:  # or its subclass TruncatedNormal
+        if self.encoder is not None:
+            features = self.encoder(features)
         mean, raw_std = self.mlp(features).chunk(2, dim=-1)
         std = (self.max_std - self.min_std) * torch.sigmoid(raw_std + 2.0) + self.min_std
         return self.dist(torch.tanh(mean), std)

@@ -43,12 +43,10 @@ from fosp_core.geometry import (  # noqa: E402
     pos_rot_from_pose,
     pose_from_pos_rot,
 )
+from fosp_core.state_layout import MAX_OBSTACLES, STATE_DIM  # noqa: E402
 
 EPISODE_STEPS = 80
 IMAGE_SIZE = 64
-MAX_OBSTACLES = 4
-# pose (6) + target xyz (3) + per obstacle slot (x, y, z, present)
-STATE_DIM = 6 + 3 + 4 * MAX_OBSTACLES
 
 WORKSPACE_CENTER = (0.5, 0.0)
 WORKSPACE_HALF = 0.125
