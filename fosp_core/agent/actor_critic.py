@@ -66,6 +66,12 @@ Decisions where the paper is ambiguous or, read literally, unsound (each one tes
   actor read the latent; on SafeReach the latent blurs the 1-2 cm by which the
   demonstrations clear the obstacles, and clones through it violate several times as often
   as clones on the state with the same weights (README). Critics and REF keep the latent.
+  ``actor_input: obstacle_set`` reads the same state as the gripper sees it: target and
+  obstacles relative to the gripper, the obstacles as a set (``obstacle_set_input``,
+  ``networks.ObstacleSetEncoder``). Per-slot inputs tie what the actor learned about an
+  obstacle to the slot it stood in, and a slot the data never filled (a third obstacle)
+  disturbed its avoidance of the other two; extracted from the same critics, the set actor
+  met the offline goal where the per-slot one did not (README).
 - The REF's "violation" indicator needs a threshold on the *predicted* cost, which is never
   exactly 0: a state counts as violating when its predicted cost exceeds 0.5 (costs are 0/1).
 
