@@ -27,8 +27,8 @@ from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
 from fosp_core.dataset import DatasetWriter, rows_to_arrays
-from fosp_core.envs.safereach import STATE_DIM
 from fosp_core.images import to_policy_image
+from fosp_core.state_layout import STATE_DIM
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import config_parameter, run_nodes

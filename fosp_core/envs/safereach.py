@@ -43,7 +43,7 @@ from fosp_core.geometry import (  # noqa: E402
     pos_rot_from_pose,
     pose_from_pos_rot,
 )
-from fosp_core.state_layout import MAX_OBSTACLES, STATE_DIM  # noqa: E402
+from fosp_core.state_layout import MAX_OBSTACLES, SLOT_DIM, STATE_DIM  # noqa: E402
 
 EPISODE_STEPS = 80
 IMAGE_SIZE = 64
@@ -505,7 +505,7 @@ class SafeReachEnv(gym.Env):
     def state_vector(self, pose: np.ndarray | None = None) -> np.ndarray:
         """Privileged state: pose, target xyz, and (x, y, z, present) per obstacle slot."""
         pose = self.pose() if pose is None else pose
-        slots = np.zeros((MAX_OBSTACLES, 4))
+        slots = np.zeros((MAX_OBSTACLES, SLOT_DIM))
         obstacles = self.obstacle_positions()
         slots[: len(obstacles), :3] = obstacles
         slots[: len(obstacles), 3] = 1.0
