@@ -139,9 +139,12 @@ def _extract(args: argparse.Namespace) -> int:
     _check_device(args.device)
     info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
                           step=args.step, overrides=dotted_overrides(args.set),
-                          device=args.device)
+                          device=args.device, weights=args.weights)
+    fitted_on = (f"{info['rows']} dataset transitions" if args.weights == "eq19" else
+                 f"the {info['rows_weighted']} of {info['rows']} dataset transitions from "
+                 "demonstrations that reached the target without a cost")
     print(f"run {args.out}: the critics of {args.run} (step {info['step']}) with a fresh actor "
-          f"fitted for {args.updates} updates on {info['rows']} dataset transitions "
+          f"fitted for {args.updates} updates on {fitted_on} "
           f"(eq. 19 weights: mean {info['weight_mean']:.3g}, max {info['weight_max']:.3g})")
     print("eq. 19 weight per transition relative to the mean (1 = behaviour cloning):")
     for outcome, group in info["by_outcome"].items():
@@ -314,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, help="the critics kept at this step "
                    "(pretrain --keep-every) instead of the latest checkpoint")
+    p.add_argument("--weights", default="eq19",  # checked by extract_policy (torch-free here)
+                   help="eq19: the paper's weights (default); safe-success: clone only the "
+                        "demonstrations that reached the target without a cost")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the extraction, e.g. "

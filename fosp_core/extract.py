@@ -16,6 +16,13 @@ module does that second phase for any trained run:
    in place of its own. It evaluates and fine-tunes like any run; like an exported run it has
    no optimiser or sampler state, so it cannot be resumed as a pretraining run.
 
+``weights: safe-success`` departs from the paper (``regression_weights``): the actor clones,
+with equal weights, the demonstrations that reached the target without earning a cost, and
+eq. 19 is not used for it (the run keeps FOSP's critics, which fine-tuning's PEX reads). In
+image mode that was measured safer than eq. 19's weights on the same frozen features (the
+README's image-mode figures): the data's own outcome labels, which the operator gives on the
+robot too, separate safe from unsafe demonstrations better than the learned critics do.
+
 ``benchmarks/eq19_weights.py`` uses the same functions to compare weightings.
 """
 
@@ -39,6 +46,7 @@ from fosp_core.config import merge, save_yaml
 from fosp_core.dataset import OUTCOME_KEYS
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
+WEIGHTINGS = ("eq19", "safe-success")  # what eq. 20 weighs each dataset transition with
 EXTRACT_NAME = "extract.json"  # what a policy extraction did
 ACTOR_PREFIX = "actor_critic.actor."  # the actor's keys in an Agent's state dict
 
@@ -117,6 +125,24 @@ def weight_by_outcome(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]
             for name, ws in groups.items() if ws}
 
 
+def regression_weights(rows: list[dict[str, Any]], weighting: str) -> Tensor:
+    """The weight of every transition in eq. 20, in ``rows`` order (``dataset_terms``).
+
+    ``eq19``: the paper's weights, as training computes them. ``safe-success``: 1 on each
+    transition of a demonstration that reached the target and earned no cost, 0 elsewhere
+    (filtered behaviour cloning).
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weights must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting == "eq19":
+        return torch.cat([r["weights"] for r in rows])
+    kept = [float(r["success"] and not r["violation"]) for r in rows]
+    if not any(kept):
+        raise ValueError("weights 'safe-success': no demonstration reached the target "
+                         "without a cost")
+    return torch.cat([torch.full_like(r["weights"], k) for r, k in zip(rows, kept)])
+
+
 def fit_actor(inputs: Tensor, actions: Tensor, weights: Tensor, config, updates: int,
               seed: int, extra_loss: Callable[[ActorHead, Tensor], Tensor] | None = None,
               progress: bool = False) -> ActorHead:
@@ -155,12 +181,14 @@ def fit_actor(inputs: Tensor, actions: Tensor, weights: Tensor, config, updates:
 def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updates: int,
                    data: str | os.PathLike | None = None, seed: int = 0,
                    step: int | None = None, overrides: dict[str, Any] | None = None,
-                   device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                   device: str = "cpu", progress: bool = True,
+                   weights: str = "eq19") -> dict[str, Any]:
     """Fit a fresh actor to ``run_dir``'s frozen critics and write the run to ``out_dir``.
 
     ``overrides`` change the config first (eq. 19's temperatures and cap, the entropy weight,
-    and the new actor's ``actor_input`` / ``actor_dist``, which need no old weights). Returns
-    what was done, also written to ``out_dir/extract.json``.
+    and the new actor's ``actor_input`` / ``actor_dist``, which need no old weights);
+    ``weights`` picks the regression weights (``regression_weights``). Returns what was
+    done, also written to ``out_dir/extract.json``.
     """
     from fosp_core.dataset import load_dataset
     from fosp_core.train import (
@@ -175,6 +203,8 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
 
     if updates < 1:
         raise ValueError(f"need at least one update, got {updates}")
+    if weights not in WEIGHTINGS:
+        raise ValueError(f"weights must be one of {WEIGHTINGS}, got {weights!r}")
     run, out = Path(run_dir), Path(out_dir)
     if (out / CHECKPOINT_NAME).exists():
         raise ValueError(f"{out}: already holds a checkpoint; choose another --out")
@@ -200,9 +230,10 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     if len(dataset) == 0:
         raise ValueError(f"{data}: no readable trajectories")
     rows = dataset_terms(agent, dataset.trajectories)
-    inputs, actions, weights = (torch.cat([r[k] for r in rows])
-                                for k in ("actor_input", "action", "weights"))
-    actor = fit_actor(inputs, actions, weights, config, updates, seed, progress=progress)
+    inputs, actions = (torch.cat([r[k] for r in rows]) for k in ("actor_input", "action"))
+    eq19 = torch.cat([r["weights"] for r in rows])
+    fitted = regression_weights(rows, weights)
+    actor = fit_actor(inputs, actions, fitted, config, updates, seed, progress=progress)
     agent.actor_critic.actor.load_state_dict(actor.state_dict())
 
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +243,10 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     save_weights(out / CHECKPOINT_NAME, from_step, agent.state_dict()["modules"])
     info = {"extracted_from": str(run.resolve()), "step": from_step, "updates": updates,
             "seed": seed, "data": str(Path(data).resolve()), "overrides": overrides or {},
-            "rows": len(weights), "weight_mean": float(weights.mean()),
-            "weight_max": float(weights.max()), "by_outcome": weight_by_outcome(rows)}
+            "weights": weights, "rows": len(fitted),
+            "rows_weighted": int((fitted > 0).sum()),
+            # eq. 19's view of the data, whichever weights the actor was fitted with
+            "weight_mean": float(eq19.mean()), "weight_max": float(eq19.max()),
+            "by_outcome": weight_by_outcome(rows)}
     (out / EXTRACT_NAME).write_text(json.dumps(info, indent=1) + "\n")
     return info

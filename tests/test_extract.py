@@ -16,6 +16,7 @@ from fosp_core.extract import (
     dataset_terms,
     extract_policy,
     fit_actor,
+    regression_weights,
     weight_by_outcome,
 )
 from fosp_core.train import CHECKPOINT_NAME, DATASET_NAME, load_agent, pretrain
@@ -135,6 +136,36 @@ def test_weight_by_outcome_on_hand_computed_weights():
     }
 
 
+def test_regression_weights_on_hand_computed_rows():
+    def row(weights, success, violation):
+        return {"weights": torch.tensor(weights), "success": success, "violation": violation}
+
+    rows = [row([2.0, 0.5], True, False), row([4.0], True, True), row([1.0, 3.0], False, False),
+            row([0.25], True, False)]
+    assert regression_weights(rows, "eq19").tolist() == [2.0, 0.5, 4.0, 1.0, 3.0, 0.25]
+    # Only the safe demonstrations that reached the target, each transition alike.
+    assert regression_weights(rows, "safe-success").tolist() == [1, 1, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="no demonstration reached the target without a cost"):
+        regression_weights(rows[1:3], "safe-success")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        regression_weights(rows, "oracle")
+
+
+def test_cli_extract_safe_success_fits_only_those_demonstrations(run_dir, data_dir, tmp_path,
+                                                                  capsys):
+    out = tmp_path / "filtered"
+    assert main(["extract", "--run", str(run_dir), "--out", str(out), "--updates", "5",
+                 "--weights", "safe-success"]) == 0
+    trajectories = load_dataset(data_dir).trajectories
+    kept = sum(len(t.arrays["action"]) - 1 for t in trajectories
+               if t.arrays["reward"].any() and not t.arrays["cost"].any())
+    info = json.loads((out / EXTRACT_NAME).read_text())
+    assert info["weights"] == "safe-success" and info["rows_weighted"] == kept > 0
+    assert info["rows"] > kept
+    assert f"the {kept} of {info['rows']} dataset transitions from demonstrations that " \
+        "reached the target without a cost" in capsys.readouterr().out
+
+
 def test_cli_extract_with_another_actor_input_then_eval(run_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "obs"
     args = ["extract", "--run", str(run_dir), "--out", str(out), "--updates", "20",
@@ -185,6 +216,7 @@ def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
         (["--run", str(unrecorded)], "no dataset.txt; pass the dataset with --data"),
         (["--run", str(tmp_path / "none")], "not a run directory"),
         (["--run", str(run_dir), "--updates", "0"], "at least one update"),
+        (["--run", str(run_dir), "--weights", "oracle"], "weights must be one of"),
         (["--run", str(run_dir), "--data", str(tmp_path / "nodata")], "nodata"),
     ]
     for extra, message in cases:
