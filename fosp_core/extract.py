@@ -231,8 +231,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
         raise ValueError(f"{data}: no readable trajectories")
     rows = dataset_terms(agent, dataset.trajectories)
     inputs, actions = (torch.cat([r[k] for r in rows]) for k in ("actor_input", "action"))
-    eq19 = torch.cat([r["weights"] for r in rows])
-    fitted = regression_weights(rows, weights)
+    eq19, fitted = regression_weights(rows, "eq19"), regression_weights(rows, weights)
     actor = fit_actor(inputs, actions, fitted, config, updates, seed, progress=progress)
     agent.actor_critic.actor.load_state_dict(actor.state_dict())
 
