@@ -116,6 +116,62 @@ def test_in_sample_online_loss_is_eq19_on_the_replay():
         config.__post_init__()
 
 
+def _outcome_trajectory(index: int, success: bool, violation: bool) -> dict[str, np.ndarray]:
+    """make_trajectory with a chosen outcome; state[:, -1] holds the index to trace windows."""
+    trajectory = make_trajectory(index)
+    trajectory["reward"][:] = 0.0
+    trajectory["cost"][:] = 0.0
+    trajectory["reward"][-1] = float(success)
+    trajectory["cost"][5] = float(violation)
+    trajectory["state"][:, -1] = index
+    return trajectory
+
+
+def _safe_success_step(outcomes, loss="safe_success"):
+    """One online train step on a replay of trajectories with the given (success, violation)."""
+    config = tiny_config(actor_critic={"entropy": 0.0}, fosp={"online_actor_loss": loss})
+    torch.manual_seed(0)
+    agent = Agent(config)
+    agent.actor_critic.online = True
+    trajectories = [_outcome_trajectory(i, *o) for i, o in enumerate(outcomes)]
+    replay = SequenceReplay(trajectories, 16, config.batch_length, "state", seed=0)
+    batch = replay.sample()
+    before = [p.detach().clone() for p in agent.actor_critic.actor.parameters()]
+    metrics = agent.train_step(batch)
+    after = agent.actor_critic.actor.parameters()
+    moved = any(not torch.equal(a, b) for a, b in zip(before, after))
+    return batch, metrics, moved
+
+
+def test_safe_success_online_loss_weighs_exactly_the_safe_successes():
+    # Trajectory 0 reached the target safely, 1 reached it with a cost, 2 missed it. The
+    # transitions out of rows 0..T-2 of each window are trained on (dataset_pairs); their
+    # weight is 1 exactly when they belong to trajectory 0.
+    batch, metrics, moved = _safe_success_step([(True, False), (True, True), (False, False)])
+    which = batch["state"][:, :-1, -1].long()  # the trajectory of each transition's row
+    expected = (which == 0).float().mean().item()
+    assert 0.0 < expected < 1.0
+    assert metrics["ac/awr_weight"] == pytest.approx(expected, abs=1e-6)
+    assert moved
+    # No safe success in the replay: every weight is 0 and (with eta = 0) the actor stays put,
+    # where eq. 19 on the same replay moves it.
+    unsafe = [(True, True), (False, False)]
+    _, metrics, moved = _safe_success_step(unsafe)
+    assert metrics["ac/awr_weight"] == 0.0 and not moved
+    assert _safe_success_step(unsafe, "in_sample")[2]
+
+
+def test_safe_success_online_loss_needs_the_replay_flag():
+    config = tiny_config(fosp={"online_actor_loss": "safe_success"})
+    agent = Agent(config)
+    agent.actor_critic.online = True
+    batch = SequenceReplay([make_trajectory(i) for i in range(2)], 4, config.batch_length,
+                           "state", seed=0).sample()
+    del batch["safe_success"]
+    with pytest.raises(KeyError, match="safe_success"):
+        agent.train_step(batch)
+
+
 def test_pex_policy_takes_eq21_22_constants_from_the_config(pretrained):
     # Q-hat* = sum_{t=0}^{2} 0.5^t * 2 = 3.5 and C-hat* = 0.5 * 1.75 = 0.875 (eq. 22); the
     # inverse temperature 3 replaces the default 10 in eq. 21.
@@ -312,7 +368,8 @@ def test_bounded_normal_actor_through_pretraining_expansion_and_acting(tmp_path)
 
 
 @pytest.mark.parametrize(("actor_input", "online_actor_loss"), [
-    ("observation", "eq23"), ("observation", "in_sample"), ("obstacle_set", "in_sample")])
+    ("observation", "eq23"), ("observation", "in_sample"), ("obstacle_set", "in_sample"),
+    ("obstacle_set", "safe_success")])
 def test_state_actor_inputs_through_expansion_acting_and_finetuning(tmp_path, actor_input,
                                                                     online_actor_loss):
     # An actor that reads the state ("observation": the standardised state in symlog space;

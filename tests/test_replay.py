@@ -28,10 +28,10 @@ def traj(index: int, rows: int) -> dict[str, np.ndarray]:
 def test_shapes_dtypes_and_is_first() -> None:
     replay = SequenceReplay([traj(0, 30), traj(1, 12)], batch_size=7, length=5, seed=1)
     batch = replay.sample()
-    assert set(batch) == {"state", "action", "reward", "cost", "is_first"}
+    assert set(batch) == {"state", "action", "reward", "cost", "safe_success", "is_first"}
     assert batch["state"].shape == (7, 5, 25) and batch["state"].dtype == torch.float32
     assert batch["action"].shape == (7, 5, 6)
-    assert batch["reward"].shape == batch["cost"].shape == (7, 5)
+    assert batch["reward"].shape == batch["cost"].shape == batch["safe_success"].shape == (7, 5)
     assert batch["is_first"].dtype == torch.bool
     assert batch["is_first"][:, 0].all() and not batch["is_first"][:, 1:].any()
 
@@ -69,7 +69,7 @@ def test_short_trajectories_give_no_windows() -> None:
 
 def test_image_mode_keys() -> None:
     batch = SequenceReplay([traj(0, 10)], 2, 4, obs_mode="image").sample()
-    assert set(batch) == {"image", "pose", "action", "reward", "cost", "is_first"}
+    assert set(batch) == {"image", "pose", "action", "reward", "cost", "safe_success", "is_first"}
     assert batch["image"].shape == (2, 4, 64, 64, 3) and batch["image"].dtype == torch.uint8
 
 
@@ -107,3 +107,17 @@ def test_missing_keys_are_named() -> None:
     del bad["state"]
     with pytest.raises(ValueError, match="state"):
         SequenceReplay([bad], 2, 5)
+
+
+def test_safe_success_flags_every_row_by_its_trajectory_outcome() -> None:
+    # Reached the target without a cost -> 1.0; with a cost, or without the target -> 0.0.
+    safe, unsafe, missed = traj(0, 12), traj(1, 12), traj(2, 12)
+    unsafe["cost"][7] = 1.0
+    missed["reward"][:] = 0.0
+    replay = SequenceReplay([safe, unsafe, missed], batch_size=500, length=4, seed=0)
+    batch = replay.sample()
+    which = (batch["state"][..., 0] // 1000).long()
+    assert set(which.unique().tolist()) == {0, 1, 2}
+    expected = torch.tensor([1.0, 0.0, 0.0])[which]
+    assert torch.equal(batch["safe_success"], expected)
+    assert batch["safe_success"].dtype == torch.float32

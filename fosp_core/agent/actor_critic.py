@@ -136,7 +136,7 @@ def dataset_pairs(features: Tensor, batch: dict[str, Tensor],
     """
     valid = ~batch["is_first"][:, 1:].bool()
     state = features[:, :-1][valid]
-    return {
+    pairs = {
         "state": state,
         "actor_input": state if actor_input is None else actor_input[:, :-1][valid],
         "action": batch["action"][:, 1:][valid].float().clamp(-1, 1),
@@ -144,6 +144,9 @@ def dataset_pairs(features: Tensor, batch: dict[str, Tensor],
         "cost": batch["cost"][:, 1:][valid].float(),
         "next_state": features[:, 1:][valid],
     }
+    if "safe_success" in batch:  # the replay's per-trajectory outcome flag
+        pairs["safe_success"] = batch["safe_success"][:, 1:][valid].float()
+    return pairs
 
 
 def one_step_targets(reward: Tensor, next_value: Tensor, discount: float) -> Tensor:
@@ -471,6 +474,12 @@ class ActorCritic(nn.Module):
                 rollout, scale_r, scale_c
             )
         else:
+            if self.online and f.online_actor_loss == "safe_success":
+                # Filtered behaviour cloning on the replay (not in the paper, see config).
+                if "safe_success" not in data:
+                    raise KeyError("fosp.online_actor_loss 'safe_success' needs batches from "
+                                   "SequenceReplay, which carry the safe_success flag")
+                weights = data["safe_success"]
             dist = self.actor(data["actor_input"])
             log_prob, entropy = dist.log_prob(data["action"]), dist.entropy()
             actor_loss = awr_actor_loss(log_prob, entropy, weights, ac.entropy)

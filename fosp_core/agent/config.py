@@ -37,7 +37,7 @@ LATENT_INPUTS = ("sample", "mode")
 ACTOR_DISTRIBUTIONS = ("normal", "truncated_normal")  # networks.ActorHead
 ACTOR_INPUTS = ("features", "observation", "obstacle_set")
 ONLINE_ACTOR_INITS = ("fresh", "copy")
-ONLINE_ACTOR_LOSSES = ("eq23", "in_sample")
+ONLINE_ACTOR_LOSSES = ("eq23", "in_sample", "safe_success")
 
 
 @dataclass
@@ -167,6 +167,10 @@ class FospConfig:
     # new policy's own imagined actions, no behaviour constraint) or 'in_sample' (eq. 19 as
     # offline, on the replay, which now holds the new trajectories too: IQL-style fine-tuning).
     # eq. 23 trusts Q at actions the critics never saw in data; in_sample never asks for them.
+    # 'safe_success' departs from the paper: weight 1 on every replay row of a trajectory that
+    # reached the target without a cost, 0 elsewhere (filtered behaviour cloning, as
+    # ``fosp extract --weights safe-success`` offline), so each safe success the robot adds
+    # is imitated and each violation is not, whatever the critics make of it.
     online_actor_loss: str = "eq23"
 
 

@@ -18,6 +18,11 @@ teach the world model a fake "stand still" ending.
 there, as DreamerV3 does when it replays a chunk from the middle of an episode. Because
 windows lie inside one trajectory, row 0 of a trajectory is always a window's first row.
 
+Every row also carries ``safe_success``: 1.0 on each row of a trajectory that reached the
+target (a reward) without earning a cost, 0.0 elsewhere, so an actor can be fitted to the safe
+successes alone (``fosp.online_actor_loss: safe_success``). It is derived from the trajectory's
+own reward and cost when it is added, as ``Trajectory.success`` and ``.violation`` are.
+
 All randomness comes from one ``numpy.random.Generator``; ``state_dict`` / ``load_state_dict``
 save and restore its exact state (as plain ints and strings, loadable with
 ``torch.load(weights_only=True)``), so a resumed run draws the same batches it would have drawn.
@@ -34,6 +39,7 @@ import torch
 
 # Keys every batch carries, beside the observation keys of the mode.
 _COMMON_KEYS = ("action", "reward", "cost")
+SAFE_SUCCESS = "safe_success"  # derived per trajectory in ``add``
 OBS_KEYS = {"image": ("image", "pose"), "state": ("state",)}
 
 
@@ -86,15 +92,17 @@ class SequenceReplay:
             if missing:
                 raise ValueError(f"trajectory lacks {missing} needed in {self.obs_mode} mode")
             kept = {key: np.asarray(arrays[key]) for key in self.keys}
-            self._trajectories.append(kept)
             rows = len(kept["reward"])
+            safe_success = np.any(kept["reward"] > 0) and not np.any(kept["cost"] > 0)
+            kept[SAFE_SUCCESS] = np.full(rows, float(safe_success), dtype=np.float32)
+            self._trajectories.append(kept)
             counts.append(rows + self.length - 1 if rows >= self.length else 0)
         if counts:
             start = self.num_windows
             self._ends = np.concatenate([self._ends, start + np.cumsum(counts)])
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """One batch: each key (B, T, ...), plus ``is_first`` (B, T) bool."""
+        """One batch: each key (B, T, ...), ``safe_success`` (B, T) and ``is_first`` (B, T)."""
         if self.num_windows == 0:
             raise ValueError(
                 f"no trajectory has the {self.length} rows a window needs "
@@ -109,7 +117,7 @@ class SequenceReplay:
             key: np.stack(
                 [self._trajectories[i][key][s : s + self.length] for i, s in zip(which, starts)]
             )
-            for key in self.keys
+            for key in (*self.keys, SAFE_SUCCESS)
         }
         out = {key: torch.from_numpy(value) for key, value in batch.items()}
         is_first = torch.zeros(self.batch_size, self.length, dtype=torch.bool)
