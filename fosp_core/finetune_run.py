@@ -10,6 +10,11 @@ new weights to the acting policy, repeat. The report has three rows, like the pa
   often each policy was chosen;
 - after: 20 evaluation episodes at the end.
 
+With expansion, every trajectory's metadata keeps which policy chose each action
+(``meta["policy"]``: 0 offline, 1 online, one entry per action), and the report says how
+often the offline policy chose the actions that led into a violation: the frozen policy
+cannot learn the new task, so a share above its overall share means it steers into costs.
+
 Rates come with 95% Wilson intervals: over 20 episodes they are about +-20 points wide.
 """
 
@@ -23,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from fosp_core.collect import record_episode
-from fosp_core.finetune import Learner, PexPolicy
+from fosp_core.finetune import POLICIES, Learner, PexPolicy
 from fosp_core.stats import wilson_interval
 from fosp_core.train import run_dataset
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
+LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
 
 
 def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
@@ -36,16 +42,18 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     obs, info = env.reset(seed=seed)
     policy.reset()
     chosen = {"offline": 0, "online": 0}
+    steps: list[int] = []
 
     def act(obs: dict, _info: dict) -> np.ndarray:
         decision = policy.step(obs, deterministic=deterministic)
         chosen[decision.chosen] += 1
+        steps.append(POLICIES.index(decision.chosen))
         return decision.action
 
     arrays, info = record_episode(env, obs, info, act, render)
     meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
             "layout": info["layout"], "source": "finetune", "chosen": chosen,
-            "image_rendered": render or env.config.obs_mode == "image"}
+            "policy": steps, "image_rendered": render or env.config.obs_mode == "image"}
     return arrays, meta, chosen
 
 
@@ -73,6 +81,28 @@ def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, Any]:
         "cost_return": float(np.mean(costs)),
         "online_share": float(online),
     }
+
+
+def lead_in_offline_share(episodes: list[tuple[dict, list[int]]],
+                          actions: int = LEAD_IN_ACTIONS) -> float:
+    """Share of the actions leading into violations that the offline policy chose.
+
+    ``episodes`` are (arrays, per-action policy indices) pairs; ``policy[k]`` chose the action
+    of row k + 1 (row 0 is the reset). For each episode with a cost, the ``actions`` actions up
+    to and including the one that drew its first cost are counted. NaN without a violation or
+    without per-action choices (episodes recorded before they were kept)."""
+    offline = total = 0
+    for arrays, policy in episodes:
+        cost = np.asarray(arrays["cost"])
+        if not policy or not cost.any():
+            continue
+        if len(policy) != len(cost) - 1:
+            raise ValueError(f"{len(policy)} policy choices for {len(cost) - 1} actions")
+        first = int(np.argmax(cost > 0))  # >= 1: the reset row carries no cost
+        window = policy[max(0, first - actions):first]
+        offline += sum(1 for p in window if p == 0)
+        total += len(window)
+    return offline / total if total else float("nan")
 
 
 def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[str, float]:
@@ -117,7 +147,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     render = config.obs_mode == "image"
 
     before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
-    log, during = [], []
+    log, during, choices = [], [], []
     bar = tqdm(range(trajectories), desc=f"finetune {task}", unit="traj", disable=not progress)
     total_cost = total_steps = 0.0
     for i in bar:
@@ -127,6 +157,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         stats = learner.train(grad_steps)
         policy.load_weights(learner.snapshot())
         during.append((arrays, chosen))
+        choices.append((arrays, meta["policy"]))
         total_cost += float(arrays["cost"].sum())
         total_steps += len(arrays["cost"]) - 1
         entry = {"trajectory": i + 1, "success": bool(arrays["reward"].any()),
@@ -145,7 +176,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
               "deterministic": deterministic,
-              "before": before, "during": dict(episode_rates(during), cost_regret=regret),
+              "before": before,
+              "during": dict(episode_rates(during), cost_regret=regret,
+                             lead_in_offline_share=lead_in_offline_share(choices)),
               "after": after, "log": log}
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
@@ -174,6 +207,11 @@ def format_report(report: dict) -> str:
                      f"{_rate(r, 'violation'):>18} {r['reward_return']:10.2f} "
                      f"{r['cost_return']:8.2f} {r['online_share']:7.0%}")
     lines.append(f"cost regret during fine-tuning: {report['during']['cost_regret']:.4f}")
+    lead_in = report["during"].get("lead_in_offline_share", float("nan"))
+    if report["pex"] and not np.isnan(lead_in):
+        lines.append(f"offline policy chose {lead_in:.0%} of the {LEAD_IN_ACTIONS} actions "
+                     f"up to each violation's first cost "
+                     f"({1 - report['during']['online_share']:.0%} of all actions)")
     return "\n".join(lines)
 
 

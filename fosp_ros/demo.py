@@ -32,6 +32,7 @@ from fosp_core.finetune_run import (
     _write_json,
     episode_rates,
     evaluate_policy,
+    lead_in_offline_share,
     plot_finetune,
 )
 from fosp_core.train import load_run_config
@@ -78,6 +79,8 @@ def _during(online: Path) -> tuple[dict, list[dict]]:
     empty = {"offline": 0, "online": 0}
     during = episode_rates([(t.arrays, t.meta.get("chosen", empty)) for t in trajectories])
     during["cost_regret"] = log[-1]["cost_regret"] if log else 0.0
+    during["lead_in_offline_share"] = lead_in_offline_share(
+        [(t.arrays, t.meta.get("policy", [])) for t in trajectories])
     return during, log
 
 

@@ -32,7 +32,7 @@ from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from fosp_core.dataset import rows_to_arrays, trajectory_to_bytes
-from fosp_core.finetune import PexPolicy, weights_from_bytes
+from fosp_core.finetune import POLICIES, PexPolicy, weights_from_bytes
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
@@ -153,6 +153,7 @@ class Policy(Node):
                                            *decision.probabilities]))
         episode["last_action"] = decision.action
         episode["chosen"][decision.chosen] += 1
+        episode["policy"].append(POLICIES.index(decision.chosen))
         episode["t"] += 1
 
     def _policy_obs(self, obs: dict) -> dict:
@@ -206,14 +207,15 @@ class Policy(Node):
                          "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,
                                        cost=0.0)],
                          "last_action": np.zeros(6, np.float32),
-                         "chosen": {"offline": 0, "online": 0}}
+                         "chosen": {"offline": 0, "online": 0}, "policy": []}
         self._resetting = False
 
     def _finish_episode(self) -> None:
         episode, self._episode = self._episode, None
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
-                "source": "ros", "chosen": episode["chosen"], "episode": self.episodes_done}
+                "source": "ros", "chosen": episode["chosen"], "policy": episode["policy"],
+                "episode": self.episodes_done}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)

@@ -295,9 +295,34 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
             low, high = report[row][f"{name}_ci"]
             assert low <= report[row][f"{name}_rate"] <= high and high - low > 0.5  # <= 2 episodes
     assert 0.0 <= report["log"][-1]["online_share"] <= 1.0
-    assert len(load_dataset(out / "online_data", strict=True)) == 2  # stored before training
+    online = load_dataset(out / "online_data", strict=True).trajectories
+    assert len(online) == 2  # stored before training
+    for traj, entry in zip(online, report["log"]):  # one recorded choice per action
+        assert len(traj.meta["policy"]) == traj.length - 1
+        assert set(traj.meta["policy"]) <= {0, 1}
+        assert np.mean(traj.meta["policy"]) == pytest.approx(entry["online_share"])
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG"
     assert torch.load(out / "learner.pt", weights_only=True)["trajectories"] == 2
+
+
+def test_lead_in_offline_share_counts_the_actions_up_to_the_first_cost():
+    from fosp_core.finetune_run import lead_in_offline_share
+
+    def episode(costs):
+        return {"cost": np.array([0.0, *costs], np.float32)}
+
+    # First cost at row 7: actions 3..7 (policy[2:7]) lead into it, offline at 2 of them;
+    # the later costs do not count.
+    a = (episode([0, 0, 0, 0, 0, 0, 1, 1, 0, 1]), [0, 0, 1, 0, 1, 0, 1, 0, 0, 0])
+    # First cost at row 2: only two actions before it, both offline.
+    b = (episode([0, 1, 0, 0]), [0, 0, 1, 1])
+    safe = (episode([0, 0, 0, 0]), [0, 0, 0, 0])  # no violation: not counted
+    assert lead_in_offline_share([a, b, safe]) == pytest.approx(4 / 7)
+    assert lead_in_offline_share([a], actions=1) == 0.0  # the online policy drew the cost
+    assert np.isnan(lead_in_offline_share([safe]))
+    assert np.isnan(lead_in_offline_share([(episode([1]), [])]))  # choices not recorded
+    with pytest.raises(ValueError, match="3 policy choices for 4 actions"):
+        lead_in_offline_share([(episode([0, 1, 0, 0]), [0, 0, 1])])
 
 
 def test_pex_ranking_benchmark_runs(pretrained):

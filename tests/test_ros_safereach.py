@@ -52,6 +52,9 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         arrays = dataset.trajectories[0].arrays
         assert len(arrays["action"]) == 9 and dataset.trajectories[0].behaviour == "policy"
         assert abs(arrays["action"][1:]).max() > 0  # the policy acted
+        meta = dataset.trajectories[0].meta  # which of PEX's policies chose each action
+        assert len(meta["policy"]) == 8 and set(meta["policy"]) <= {0, 1}
+        assert sum(meta["policy"]) == meta["chosen"]["online"]
         # /fosp/finetune returns success with figures.
         reply = client.call(Trigger, "/fosp/finetune", timeout=60)
         assert reply.success, reply.message
