@@ -156,7 +156,7 @@ class FospConfig:
     pex_temperature: float = 10.0
     # r_max, c_max and T of eq. 22: Q-hat* = sum_{t=0}^{T} gamma^t r_max. SafeReach rewards
     # and costs are 0/1 per step and an episode is 80 control steps. A smaller cost_max
-    # weighs eq. 21's cost term more (benchmarks/pex_ranking.py --data shows how it ranks).
+    # weighs eq. 22's cost term more (benchmarks/pex_ranking.py --data shows how it ranks).
     reward_max: float = 1.0
     cost_max: float = 1.0
     pex_horizon: int = 80
