@@ -127,9 +127,9 @@ class Learner:
         return cls(agent, replay, pex=pex)
 
     def add_trajectory(self, arrays: dict[str, np.ndarray]) -> None:
-        """Algorithm 1 line 15: D = D u tau."""
+        """Algorithm 1 line 15: D = D u tau (see ``fosp.online_success_weight``)."""
         with self._lock:
-            self.replay.add([arrays])
+            self.replay.add([arrays], self.agent.config.fosp.online_success_weight)
             self.trajectories += 1
 
     def train(self, steps: int, stop: threading.Event | None = None) -> dict[str, float]:

@@ -82,7 +82,8 @@ class LearnerNode(Node):
         if checkpoint.is_file():
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
             known = int(state["trajectories"])
-            self.learner.replay.add([t.arrays for t in stored[:known]])
+            for trajectory in stored[:known]:  # the saved state then resets the counters
+                self.learner.add_trajectory(trajectory.arrays)
             self.learner.load_state_dict(state)
         for trajectory in stored[known:]:
             self.learner.add_trajectory(trajectory.arrays)

@@ -231,6 +231,20 @@ def test_add_trajectory_grows_the_one_replay(pretrained):
     assert np.isfinite(stats["model/loss"]) and np.isfinite(stats["ac/actor_loss"])
 
 
+def test_online_success_weight_counts_the_new_safe_successes_more(pretrained):
+    run, data = pretrained
+    learner = Learner.from_run(run, data, overrides={"fosp": {"online_success_weight": 3.0}})
+    offline = len(learner.replay)
+    learner.add_trajectory(_outcome_trajectory(90, success=True, violation=False))
+    learner.add_trajectory(_outcome_trajectory(91, success=True, violation=True))
+    new_safe, new_unsafe = learner.replay._trajectories[offline:]
+    assert np.all(new_safe["safe_success"] == 3.0) and np.all(new_unsafe["safe_success"] == 0.0)
+    demos = {float(t["safe_success"][0]) for t in learner.replay._trajectories[:offline]}
+    assert demos <= {0.0, 1.0}  # the dataset keeps weight 1
+    with pytest.raises(ValueError, match="online_success_weight"):
+        tiny_config(fosp={"online_success_weight": -1.0})
+
+
 def test_snapshot_under_concurrent_training_is_consistent(tmp_path):
     data = write_dataset(tmp_path / "data", episodes=4)
     learner = make_learner(data)

@@ -121,3 +121,17 @@ def test_safe_success_flags_every_row_by_its_trajectory_outcome() -> None:
     expected = torch.tensor([1.0, 0.0, 0.0])[which]
     assert torch.equal(batch["safe_success"], expected)
     assert batch["safe_success"].dtype == torch.float32
+
+
+def test_success_weight_marks_only_the_safe_successes_added_with_it() -> None:
+    # Demonstrations first (weight 1), then two trajectories added with weight 4: the safe
+    # one carries 4.0 on every row, the violating one 0.0; sampling is not changed by it.
+    demo, new_safe, new_unsafe = traj(0, 12), traj(1, 12), traj(2, 12)
+    new_unsafe["cost"][3] = 1.0
+    replay = SequenceReplay([demo], batch_size=600, length=4, seed=0)
+    replay.add([new_safe, new_unsafe], success_weight=4.0)
+    batch = replay.sample()
+    which = (batch["state"][..., 0] // 1000).long()
+    assert torch.equal(batch["safe_success"], torch.tensor([1.0, 4.0, 0.0])[which])
+    shares = torch.bincount(which[:, 0], minlength=3) / 600
+    assert torch.all((shares > 0.25) & (shares < 0.42))  # uniform over equal trajectories

@@ -24,6 +24,7 @@ Reading notes on Table 4:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,13 @@ class FospConfig:
     # ``fosp extract --weights safe-success`` offline), so each safe success the robot adds
     # is imitated and each violation is not, whatever the critics make of it.
     online_actor_loss: str = "eq23"
+    # With 'safe_success' only: the weight of each row of a safe successful fine-tuning
+    # trajectory, where a demonstration's row weighs 1. Sampling stays uniform over the one
+    # replay (the critics and the world model see every row alike); only the new actor's
+    # cloning loss counts the robot's own safe successes more, so the few trajectories of
+    # an unseen task are not outweighed by the dataset's 200 from the old one. 1 is plain
+    # filtered behaviour cloning of the replay.
+    online_success_weight: float = 1.0
 
 
 @dataclass
@@ -207,6 +215,10 @@ class AgentConfig:
         if self.fosp.online_actor_loss not in ONLINE_ACTOR_LOSSES:
             raise ValueError(f"fosp.online_actor_loss must be one of {ONLINE_ACTOR_LOSSES}, "
                              f"got {self.fosp.online_actor_loss!r}")
+        if not (math.isfinite(self.fosp.online_success_weight)
+                and self.fosp.online_success_weight >= 0):
+            raise ValueError("fosp.online_success_weight must be a finite number >= 0, "
+                             f"got {self.fosp.online_success_weight!r}")
         if self.actor_critic.actor_dist not in ACTOR_DISTRIBUTIONS:
             raise ValueError(f"actor_critic.actor_dist must be one of {ACTOR_DISTRIBUTIONS}, "
                              f"got {self.actor_critic.actor_dist!r}")

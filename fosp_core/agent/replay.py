@@ -18,10 +18,13 @@ teach the world model a fake "stand still" ending.
 there, as DreamerV3 does when it replays a chunk from the middle of an episode. Because
 windows lie inside one trajectory, row 0 of a trajectory is always a window's first row.
 
-Every row also carries ``safe_success``: 1.0 on each row of a trajectory that reached the
-target (a reward) without earning a cost, 0.0 elsewhere, so an actor can be fitted to the safe
-successes alone (``fosp.online_actor_loss: safe_success``). It is derived from the trajectory's
-own reward and cost when it is added, as ``Trajectory.success`` and ``.violation`` are.
+Every row also carries ``safe_success``: on each row of a trajectory that reached the target
+(a reward) without earning a cost, the weight it was added with (1.0 unless ``add`` is told
+otherwise), 0.0 elsewhere, so an actor can be fitted to the safe successes alone
+(``fosp.online_actor_loss: safe_success``; fine-tuning adds the robot's own trajectories with
+``fosp.online_success_weight``). It is derived from the trajectory's own reward and cost when
+it is added, as ``Trajectory.success`` and ``.violation`` are. The weight never changes how
+rows are sampled.
 
 All randomness comes from one ``numpy.random.Generator``; ``state_dict`` / ``load_state_dict``
 save and restore its exact state (as plain ints and strings, loadable with
@@ -83,8 +86,12 @@ class SequenceReplay:
         """Number of window draws (clamped starts counted once per draw)."""
         return int(self._ends[-1]) if len(self._ends) else 0
 
-    def add(self, trajectories: Iterable[Any]) -> None:
-        """Append trajectories; later batches sample from old and new ones uniformly."""
+    def add(self, trajectories: Iterable[Any], success_weight: float = 1.0) -> None:
+        """Append trajectories; later batches sample from old and new ones uniformly.
+
+        ``success_weight`` is the ``safe_success`` value of the rows of those among them that
+        are safe successes.
+        """
         counts = []
         for traj in trajectories:
             arrays: Mapping[str, np.ndarray] = getattr(traj, "arrays", traj)
@@ -94,7 +101,7 @@ class SequenceReplay:
             kept = {key: np.asarray(arrays[key]) for key in self.keys}
             rows = len(kept["reward"])
             safe_success = np.any(kept["reward"] > 0) and not np.any(kept["cost"] > 0)
-            kept[SAFE_SUCCESS] = np.full(rows, float(safe_success), dtype=np.float32)
+            kept[SAFE_SUCCESS] = np.full(rows, success_weight * safe_success, dtype=np.float32)
             self._trajectories.append(kept)
             counts.append(rows + self.length - 1 if rows >= self.length else 0)
         if counts:
