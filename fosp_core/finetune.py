@@ -127,9 +127,11 @@ class Learner:
         return cls(agent, replay, pex=pex)
 
     def add_trajectory(self, arrays: dict[str, np.ndarray]) -> None:
-        """Algorithm 1 line 15: D = D u tau (see ``fosp.online_success_weight``)."""
+        """Algorithm 1 line 15: D = D u tau (see ``fosp.online_success_weight`` and
+        ``fosp.online_hold_weight``)."""
+        f = self.agent.config.fosp
         with self._lock:
-            self.replay.add([arrays], self.agent.config.fosp.online_success_weight)
+            self.replay.add([arrays], f.online_success_weight, f.online_hold_weight)
             self.trajectories += 1
 
     def train(self, steps: int, stop: threading.Event | None = None) -> dict[str, float]:

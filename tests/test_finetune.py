@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fosp_core.agent.actor_critic import obstacle_set_input
+from fosp_core.agent.actor_critic import obstacle_set_input, safe_success_targets
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import online_policy_weights, symlog
 from fosp_core.agent.networks import BoundedNormal
@@ -116,25 +116,29 @@ def test_in_sample_online_loss_is_eq19_on_the_replay():
         config.__post_init__()
 
 
-def _outcome_trajectory(index: int, success: bool, violation: bool) -> dict[str, np.ndarray]:
-    """make_trajectory with a chosen outcome; state[:, -1] holds the index to trace windows."""
+def _outcome_trajectory(index: int, success: bool, violation: bool, touch: int = -1
+                        ) -> dict[str, np.ndarray]:
+    """make_trajectory with a chosen outcome (the target touched at row ``touch``, a cost at
+    row 5); state[:, -1] holds the index to trace windows."""
     trajectory = make_trajectory(index)
     trajectory["reward"][:] = 0.0
     trajectory["cost"][:] = 0.0
-    trajectory["reward"][-1] = float(success)
+    trajectory["reward"][touch] = float(success)
     trajectory["cost"][5] = float(violation)
     trajectory["state"][:, -1] = index
     return trajectory
 
 
-def _safe_success_step(outcomes, loss="safe_success"):
-    """One online train step on a replay of trajectories with the given (success, violation)."""
+def _safe_success_step(outcomes, loss="safe_success", hold_weight=0.0):
+    """One online train step on a replay of trajectories with the given (success, violation),
+    added with ``hold_weight``."""
     config = tiny_config(actor_critic={"entropy": 0.0}, fosp={"online_actor_loss": loss})
     torch.manual_seed(0)
     agent = Agent(config)
     agent.actor_critic.online = True
     trajectories = [_outcome_trajectory(i, *o) for i, o in enumerate(outcomes)]
-    replay = SequenceReplay(trajectories, 16, config.batch_length, "state", seed=0)
+    replay = SequenceReplay([], 16, config.batch_length, "state", seed=0)
+    replay.add(trajectories, hold_weight=hold_weight)
     batch = replay.sample()
     before = [p.detach().clone() for p in agent.actor_critic.actor.parameters()]
     metrics = agent.train_step(batch)
@@ -159,6 +163,34 @@ def test_safe_success_online_loss_weighs_exactly_the_safe_successes():
     _, metrics, moved = _safe_success_step(unsafe)
     assert metrics["ac/awr_weight"] == 0.0 and not moved
     assert _safe_success_step(unsafe, "in_sample")[2]
+
+
+def test_safe_success_targets_by_hand():
+    # Row 0: a safe success's action, cloned as it is with weight 1. Row 1: taken after the
+    # touch (hold 2), cloned towards zero with weight 2 although its trajectory was safe.
+    # Row 2: a violation's action after the touch, towards zero with weight 2. Row 3: a
+    # violation's action before the touch, weight 0.
+    action = torch.tensor([[0.5, -0.5, 0, 0, 0, 0.1], [0.3, 0.3, 0, 0, 0, 0],
+                           [-0.2, 0.4, 0, 0, 0, 0], [0.9, 0, 0, 0, 0, 0]])
+    target, weight = safe_success_targets(action, torch.tensor([1.0, 1.0, 0.0, 0.0]),
+                                          torch.tensor([0.0, 2.0, 2.0, 0.0]))
+    assert torch.equal(target[0], action[0]) and torch.equal(target[3], action[3])
+    assert torch.equal(target[1:3], torch.zeros(2, 6))
+    assert weight.tolist() == [1.0, 2.0, 2.0, 0.0]
+
+
+def test_hold_weight_learns_from_trajectories_that_violated_after_the_touch():
+    # Two trajectories that touched the target at row 3 and then drew a cost at row 5: no
+    # safe success, so without the hold weight nothing is cloned and the actor stays put;
+    # with it, each action taken from row 3 on is cloned towards zero with weight 2.
+    unsafe = [(True, True, 3), (True, True, 3)]
+    _, metrics, moved = _safe_success_step(unsafe)
+    assert metrics["ac/awr_weight"] == 0.0 and not moved
+    batch, metrics, moved = _safe_success_step(unsafe, hold_weight=2.0)
+    held = batch["hold"][:, 1:][~batch["is_first"][:, 1:]]
+    assert set(held.unique().tolist()) == {0.0, 2.0}
+    assert metrics["ac/awr_weight"] == pytest.approx(held.mean().item(), abs=1e-6)
+    assert moved
 
 
 def test_safe_success_online_loss_needs_the_replay_flag():
@@ -243,6 +275,21 @@ def test_online_success_weight_counts_the_new_safe_successes_more(pretrained):
     assert demos == {0.0, 1.0}  # the dataset's safe success keeps weight 1
     with pytest.raises(ValueError, match="online_success_weight"):
         tiny_config(fosp={"online_success_weight": -1.0})
+
+
+def test_online_hold_weight_marks_the_new_trajectories_after_their_touch(pretrained):
+    run, data = pretrained
+    overrides = {"fosp": {"online_actor_loss": "safe_success", "online_hold_weight": 2.0}}
+    learner = Learner.from_run(run, data, overrides=overrides)
+    offline = len(learner.replay)
+    learner.add_trajectory(_outcome_trajectory(90, success=True, violation=True, touch=3))
+    new = learner.replay._trajectories[offline]
+    assert new["hold"].tolist() == [0.0] * 4 + [2.0] * (len(new["hold"]) - 4)
+    assert all(not t["hold"].any() for t in learner.replay._trajectories[:offline])
+    with pytest.raises(ValueError, match="online_hold_weight"):
+        tiny_config(fosp={"online_actor_loss": "safe_success", "online_hold_weight": -1.0})
+    with pytest.raises(ValueError, match="online_hold_weight needs"):
+        tiny_config(fosp={"online_hold_weight": 1.0})  # the default loss is eq23
 
 
 def test_snapshot_under_concurrent_training_is_consistent(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fosp_core.agent.replay import SequenceReplay
+from fosp_core.agent.replay import SequenceReplay, hold_rows
 
 
 def traj(index: int, rows: int) -> dict[str, np.ndarray]:
@@ -28,7 +28,8 @@ def traj(index: int, rows: int) -> dict[str, np.ndarray]:
 def test_shapes_dtypes_and_is_first() -> None:
     replay = SequenceReplay([traj(0, 30), traj(1, 12)], batch_size=7, length=5, seed=1)
     batch = replay.sample()
-    assert set(batch) == {"state", "action", "reward", "cost", "safe_success", "is_first"}
+    assert set(batch) == {"state", "action", "reward", "cost", "safe_success", "hold",
+                          "is_first"}
     assert batch["state"].shape == (7, 5, 25) and batch["state"].dtype == torch.float32
     assert batch["action"].shape == (7, 5, 6)
     assert batch["reward"].shape == batch["cost"].shape == batch["safe_success"].shape == (7, 5)
@@ -69,7 +70,8 @@ def test_short_trajectories_give_no_windows() -> None:
 
 def test_image_mode_keys() -> None:
     batch = SequenceReplay([traj(0, 10)], 2, 4, obs_mode="image").sample()
-    assert set(batch) == {"image", "pose", "action", "reward", "cost", "safe_success", "is_first"}
+    assert set(batch) == {"image", "pose", "action", "reward", "cost", "safe_success", "hold",
+                          "is_first"}
     assert batch["image"].shape == (2, 4, 64, 64, 3) and batch["image"].dtype == torch.uint8
 
 
@@ -135,3 +137,32 @@ def test_success_weight_marks_only_the_safe_successes_added_with_it() -> None:
     assert torch.equal(batch["safe_success"], torch.tensor([1.0, 4.0, 0.0])[which])
     shares = torch.bincount(which[:, 0], minlength=3) / 600
     assert torch.all((shares > 0.25) & (shares < 0.42))  # uniform over equal trajectories
+
+
+def test_hold_rows_start_with_the_action_taken_from_the_first_touch() -> None:
+    # Row 2 is the first to touch the target; row 3 holds the action taken from it.
+    assert hold_rows(np.array([0, 0, 1, 0, 1], np.float32), 2.0).tolist() == [0, 0, 0, 2, 2]
+    assert hold_rows(np.array([1, 0, 0], np.float32), 1.0).tolist() == [0, 1, 1]
+    assert hold_rows(np.zeros(4, np.float32), 1.0).tolist() == [0, 0, 0, 0]
+    assert hold_rows(np.array([0, 0, 0, 1], np.float32), 1.0).tolist() == [0, 0, 0, 0]
+
+
+def test_hold_weight_marks_the_rows_after_the_touch_of_the_trajectories_added_with_it() -> None:
+    # The dataset keeps hold 0; a new trajectory that touched the target at row 5 and then
+    # violated carries the weight from row 6 on, violation or not; one that never touched,
+    # nothing.
+    demo, new_touch, new_miss = traj(0, 12), traj(1, 12), traj(2, 12)
+    for t in (demo, new_touch, new_miss):
+        t["reward"][:] = 0.0
+    demo["reward"][2:] = 1.0
+    new_touch["reward"][5:8] = 1.0
+    new_touch["cost"][9] = 1.0
+    replay = SequenceReplay([demo], batch_size=600, length=4, seed=0)
+    replay.add([new_touch, new_miss], hold_weight=3.0)
+    batch = replay.sample()
+    which = (batch["state"][..., 0] // 1000).long()
+    row = (batch["state"][..., 0] % 1000).long()
+    expected = torch.where((which == 1) & (row >= 6), 3.0, 0.0)
+    assert set(which.unique().tolist()) == {0, 1, 2}
+    assert torch.equal(batch["hold"], expected)
+    assert batch["hold"].dtype == torch.float32

@@ -144,9 +144,24 @@ def dataset_pairs(features: Tensor, batch: dict[str, Tensor],
         "cost": batch["cost"][:, 1:][valid].float(),
         "next_state": features[:, 1:][valid],
     }
-    if "safe_success" in batch:  # the replay's per-trajectory outcome flag
-        pairs["safe_success"] = batch["safe_success"][:, 1:][valid].float()
+    for key in ("safe_success", "hold"):  # the replay's per-row cloning weights
+        if key in batch:
+            pairs[key] = batch[key][:, 1:][valid].float()
     return pairs
+
+
+def safe_success_targets(action: Tensor, safe_success: Tensor, hold: Tensor
+                         ) -> tuple[Tensor, Tensor]:
+    """Cloning targets and weights of ``fosp.online_actor_loss: safe_success``.
+
+    Not in the paper. A row with a ``hold`` weight (an action taken after the target was
+    first touched, ``fosp.online_hold_weight``) is cloned towards the zero action, "stay
+    where you are", with that weight, whatever its trajectory did next; every other row
+    towards its own action with its ``safe_success`` weight.
+    """
+    held = hold > 0
+    target = torch.where(held.unsqueeze(-1), torch.zeros_like(action), action)
+    return target, torch.where(held, hold, safe_success)
 
 
 def one_step_targets(reward: Tensor, next_value: Tensor, discount: float) -> Tensor:
@@ -476,12 +491,16 @@ class ActorCritic(nn.Module):
         else:
             if self.online and f.online_actor_loss == "safe_success":
                 # Filtered behaviour cloning on the replay (not in the paper, see config).
-                if "safe_success" not in data:
+                if "safe_success" not in data or "hold" not in data:
                     raise KeyError("fosp.online_actor_loss 'safe_success' needs batches from "
-                                   "SequenceReplay, which carry the safe_success flag")
-                weights = data["safe_success"]
+                                   "SequenceReplay, which carry the safe_success and hold "
+                                   "weights")
+                target, weights = safe_success_targets(
+                    data["action"], data["safe_success"], data["hold"])
+            else:
+                target = data["action"]
             dist = self.actor(data["actor_input"])
-            log_prob, entropy = dist.log_prob(data["action"]), dist.entropy()
+            log_prob, entropy = dist.log_prob(target), dist.entropy()
             actor_loss = awr_actor_loss(log_prob, entropy, weights, ac.entropy)
         metrics["actor_grad_norm"] = self._step(self.actor_opt, actor_loss, self.actor)
         metrics.update(

@@ -26,6 +26,10 @@ otherwise), 0.0 elsewhere, so an actor can be fitted to the safe successes alone
 it is added, as ``Trajectory.success`` and ``.violation`` are. The weight never changes how
 rows are sampled.
 
+And every row carries ``hold``: ``hold_rows`` of the trajectory's reward, with the weight
+``add`` was given (0.0 unless told otherwise). It marks the actions taken after the target was
+first touched, which in hindsight should have held the arm still (``fosp.online_hold_weight``).
+
 All randomness comes from one ``numpy.random.Generator``; ``state_dict`` / ``load_state_dict``
 save and restore its exact state (as plain ints and strings, loadable with
 ``torch.load(weights_only=True)``), so a resumed run draws the same batches it would have drawn.
@@ -43,7 +47,25 @@ import torch
 # Keys every batch carries, beside the observation keys of the mode.
 _COMMON_KEYS = ("action", "reward", "cost")
 SAFE_SUCCESS = "safe_success"  # derived per trajectory in ``add``
+HOLD = "hold"  # derived per row in ``add``
 OBS_KEYS = {"image": ("image", "pose"), "state": ("state",)}
+
+
+def hold_rows(reward: np.ndarray, weight: float) -> np.ndarray:
+    """``weight`` on the rows whose action was taken at or after the first rewarded row.
+
+    A row holds the action that led to it (the Dreamer convention), so the action taken from
+    the first row that touches the target is the next row's: reward (0, 0, 1, 0, 1) gives
+    (0, 0, 0, w, w). Touching the target is the whole task and every later step that keeps
+    touching it earns reward, so the right move from there on is to hold still; a trajectory
+    that drifted off into an obstacle afterwards teaches that as well as one that did not.
+    No reward, no hold rows.
+    """
+    hold = np.zeros(len(reward), dtype=np.float32)
+    touched = np.flatnonzero(np.asarray(reward) > 0)
+    if len(touched):
+        hold[touched[0] + 1:] = weight
+    return hold
 
 
 class SequenceReplay:
@@ -86,11 +108,13 @@ class SequenceReplay:
         """Number of window draws (clamped starts counted once per draw)."""
         return int(self._ends[-1]) if len(self._ends) else 0
 
-    def add(self, trajectories: Iterable[Any], success_weight: float = 1.0) -> None:
+    def add(self, trajectories: Iterable[Any], success_weight: float = 1.0,
+            hold_weight: float = 0.0) -> None:
         """Append trajectories; later batches sample from old and new ones uniformly.
 
         ``success_weight`` is the ``safe_success`` value of the rows of those among them that
-        are safe successes.
+        are safe successes; ``hold_weight`` the ``hold`` value of their rows after the target
+        was first touched (``hold_rows``).
         """
         counts = []
         for traj in trajectories:
@@ -102,6 +126,7 @@ class SequenceReplay:
             rows = len(kept["reward"])
             safe_success = np.any(kept["reward"] > 0) and not np.any(kept["cost"] > 0)
             kept[SAFE_SUCCESS] = np.full(rows, success_weight * safe_success, dtype=np.float32)
+            kept[HOLD] = hold_rows(kept["reward"], hold_weight)
             self._trajectories.append(kept)
             counts.append(rows + self.length - 1 if rows >= self.length else 0)
         if counts:
@@ -109,7 +134,7 @@ class SequenceReplay:
             self._ends = np.concatenate([self._ends, start + np.cumsum(counts)])
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """One batch: each key (B, T, ...), ``safe_success`` (B, T) and ``is_first`` (B, T)."""
+        """One batch: each key (B, T, ...), ``safe_success``, ``hold`` and ``is_first`` (B, T)."""
         if self.num_windows == 0:
             raise ValueError(
                 f"no trajectory has the {self.length} rows a window needs "
@@ -124,7 +149,7 @@ class SequenceReplay:
             key: np.stack(
                 [self._trajectories[i][key][s : s + self.length] for i, s in zip(which, starts)]
             )
-            for key in (*self.keys, SAFE_SUCCESS)
+            for key in (*self.keys, SAFE_SUCCESS, HOLD)
         }
         out = {key: torch.from_numpy(value) for key, value in batch.items()}
         is_first = torch.zeros(self.batch_size, self.length, dtype=torch.bool)
