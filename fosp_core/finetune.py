@@ -122,7 +122,7 @@ class Learner:
         dataset = load_dataset(data_dir)
         c = agent.config
         replay = SequenceReplay(dataset.trajectories, c.batch_size, c.batch_length, c.obs_mode,
-                                seed=seed)
+                                seed=seed, hold_weight=c.fosp.online_hold_weight)
         torch.manual_seed(seed)  # the new actor's init: PexPolicy.from_run makes the same one
         return cls(agent, replay, pex=pex)
 

@@ -10,7 +10,7 @@ from fosp_core.agent.actor_critic import obstacle_set_input, safe_success_target
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import online_policy_weights, symlog
 from fosp_core.agent.networks import BoundedNormal
-from fosp_core.agent.replay import SequenceReplay
+from fosp_core.agent.replay import SequenceReplay, hold_rows
 from fosp_core.dataset import load_dataset
 from fosp_core.finetune import Learner, PexPolicy, expand_policy
 from fosp_core.train import pretrain
@@ -277,7 +277,7 @@ def test_online_success_weight_counts_the_new_safe_successes_more(pretrained):
         tiny_config(fosp={"online_success_weight": -1.0})
 
 
-def test_online_hold_weight_marks_the_new_trajectories_after_their_touch(pretrained):
+def test_online_hold_weight_marks_every_trajectory_after_its_touch(pretrained):
     run, data = pretrained
     overrides = {"fosp": {"online_actor_loss": "safe_success", "online_hold_weight": 2.0}}
     learner = Learner.from_run(run, data, overrides=overrides)
@@ -285,7 +285,10 @@ def test_online_hold_weight_marks_the_new_trajectories_after_their_touch(pretrai
     learner.add_trajectory(_outcome_trajectory(90, success=True, violation=True, touch=3))
     new = learner.replay._trajectories[offline]
     assert new["hold"].tolist() == [0.0] * 4 + [2.0] * (len(new["hold"]) - 4)
-    assert all(not t["hold"].any() for t in learner.replay._trajectories[:offline])
+    demos = learner.replay._trajectories[:offline]
+    assert any(t["reward"].any() for t in demos)
+    for demo in demos:  # the dataset is relabelled alike
+        np.testing.assert_array_equal(demo["hold"], hold_rows(demo["reward"], 2.0))
     with pytest.raises(ValueError, match="online_hold_weight"):
         tiny_config(fosp={"online_actor_loss": "safe_success", "online_hold_weight": -1.0})
     with pytest.raises(ValueError, match="online_hold_weight needs"):

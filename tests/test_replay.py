@@ -148,9 +148,9 @@ def test_hold_rows_start_with_the_action_taken_from_the_first_touch() -> None:
 
 
 def test_hold_weight_marks_the_rows_after_the_touch_of_the_trajectories_added_with_it() -> None:
-    # The dataset keeps hold 0; a new trajectory that touched the target at row 5 and then
-    # violated carries the weight from row 6 on, violation or not; one that never touched,
-    # nothing.
+    # The first trajectory, given to the constructor without a hold weight, keeps hold 0; a
+    # new trajectory that touched the target at row 5 and then violated carries the weight
+    # from row 6 on, violation or not; one that never touched, nothing.
     demo, new_touch, new_miss = traj(0, 12), traj(1, 12), traj(2, 12)
     for t in (demo, new_touch, new_miss):
         t["reward"][:] = 0.0
@@ -166,3 +166,6 @@ def test_hold_weight_marks_the_rows_after_the_touch_of_the_trajectories_added_wi
     assert set(which.unique().tolist()) == {0, 1, 2}
     assert torch.equal(batch["hold"], expected)
     assert batch["hold"].dtype == torch.float32
+    # The constructor takes the weight for its own trajectories.
+    held = SequenceReplay([demo], batch_size=1, length=4, hold_weight=3.0)._trajectories[0]
+    np.testing.assert_array_equal(held["hold"], [0.0] * 3 + [3.0] * 9)

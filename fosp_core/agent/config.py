@@ -182,12 +182,14 @@ class FospConfig:
     # filtered behaviour cloning of the replay.
     online_success_weight: float = 1.0
     # With 'safe_success' only: hindsight "hold still once the target is touched". Every
-    # action a fine-tuning trajectory took after it first touched the target is cloned towards
-    # the zero action with this weight, instead of towards what it did (0 = off, the actions
-    # are cloned as they were, if the trajectory was a safe success). Touching the target is
-    # the task, and about half of the violations while fine-tuning in image mode came after
-    # it: the arm drifted off the target into an obstacle next to it. Those trajectories are
-    # not safe successes, so without this nothing learned from them.
+    # action taken after its trajectory first touched the target, in the dataset and in the
+    # fine-tuning trajectories alike, is cloned towards the zero action with this weight
+    # instead of towards what was done (0 = off). Touching the target is the task, and half
+    # of the violations while fine-tuning in image mode came after it: the arm kept pushing
+    # sideways against the target, slid along it and touched an obstacle next to it. Those
+    # trajectories are not safe successes, so nothing learned from them. The demonstrations
+    # keep pushing into the target after the touch, so relabelling only the new
+    # trajectories would ask for two different actions in the same place.
     online_hold_weight: float = 0.0
 
 

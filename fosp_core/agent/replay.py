@@ -78,6 +78,7 @@ class SequenceReplay:
         obs_mode: 'image' keeps image and pose, 'state' keeps state (and no images, which
             would otherwise take most of the memory).
         seed: seed of the generator.
+        hold_weight: the ``hold`` weight of these trajectories (``add``).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class SequenceReplay:
         length: int,
         obs_mode: str = "state",
         seed: int = 0,
+        hold_weight: float = 0.0,
     ) -> None:
         if obs_mode not in OBS_KEYS:
             raise ValueError(f"obs_mode must be one of {tuple(OBS_KEYS)}, got {obs_mode!r}")
@@ -97,7 +99,7 @@ class SequenceReplay:
         # _ends[i] = number of window draws in trajectories 0..i; a global draw index is
         # mapped back to (trajectory, draw) with a binary search, and the draw to a start.
         self._ends = np.zeros(0, dtype=np.int64)
-        self.add(trajectories)
+        self.add(trajectories, hold_weight=hold_weight)
 
     def __len__(self) -> int:
         """Number of trajectories held."""
