@@ -11,7 +11,10 @@ checkpointed. Rounds run on a worker thread, one at a time.
 
 Parameters: ``run`` (pretrained run, required), ``out`` ('' = RUN/online), ``data`` (offline
 dataset; '' = the one the run was trained on), ``grad_steps`` (40, as the paper),
-``auto_finetune``, ``pex``, ``device``, ``seed``.
+``auto_finetune``, ``pex``, ``device``, ``seed``, and ``set``: config overrides as
+``fosp finetune --set`` takes them, a string array, e.g.
+``-p set:='["fosp.online_actor_loss=safe_success", "fosp.online_hold_weight=0.25"]'``.
+The policy node gets the changed config with the weights.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from pathlib import Path
 
 import torch
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 
+from fosp_core.config import dotted_overrides
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, weights_to_bytes
 from fosp_core.train import run_dataset
@@ -50,8 +56,15 @@ class LearnerNode(Node):
         data = run_dataset(run, p["data"] or None)
         self.grad_steps = int(p["grad_steps"])
         self.auto = bool(p["auto_finetune"])
+        # An empty string array has no type of its own in ROS, so 'set' is declared typed,
+        # without a default.
+        self.declare_parameter("set", Parameter.Type.STRING_ARRAY)
+        try:
+            overrides = dotted_overrides(list(self.get_parameter("set").value))
+        except ParameterUninitializedException:
+            overrides = {}
         self.learner = Learner.from_run(run, data, pex=p["pex"], device=p["device"],
-                                        seed=p["seed"])
+                                        seed=p["seed"], overrides=overrides)
         self.writer = DatasetWriter(self.out / "online_data")
         self._restore()
 

@@ -5,11 +5,13 @@ import time
 import pytest
 import torch
 import yaml
-from std_msgs.msg import String
+from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from fosp_core.dataset import load_dataset
+from fosp_core.finetune import weights_from_bytes
 from fosp_core.train import pretrain
+from fosp_ros.policy import LATCHED
 from tests.agent_helpers import tiny_config, write_dataset
 from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
@@ -36,7 +38,9 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         ("fosp_ros.labeler", {"config": config, "source": "sim"}),
         ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
                              "episodes": 3}),
-        ("fosp_ros.learner", {"config": config, "run": str(run), "grad_steps": 2}),
+        ("fosp_ros.learner", {"config": config, "run": str(run), "grad_steps": 2,
+                              "set": '["fosp.online_actor_loss=safe_success", '
+                                     '"fosp.online_hold_weight=0.5"]'}),
     ]
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     client = RosClient(domain)
@@ -44,6 +48,9 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         status: list[str] = []
         client.node.create_subscription(String, "/fosp/policy/status",
                                         lambda m: status.append(m.data), 10)
+        weights: list[bytes] = []
+        client.node.create_subscription(UInt8MultiArray, "/fosp/weights",
+                                        lambda m: weights.append(bytes(m.data)), LATCHED)
         stored = run / "online" / "online_data"
         # A full episode runs, its trajectory reaches the learner and is on disk.
         wait_for(lambda: stored.is_dir() and any(stored.glob("traj_*.npz")), 90,
@@ -64,6 +71,11 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
                              for s in status), 30, "new weights at the policy")
         wait_for(lambda: any(s.startswith("episode 2") for s in status), 30, "a second episode")
         assert (run / "online" / "learner.pt").is_file()
+        # The learner's 'set' overrides reach the policy with the weights.
+        wait_for(lambda: weights, 10, "weights at the test client")
+        fosp = weights_from_bytes(weights[-1])["config"]["fosp"]
+        assert fosp["online_actor_loss"] == "safe_success"
+        assert fosp["online_hold_weight"] == 0.5
         time.sleep(0.2)
         for p in procs:
             assert p.proc.poll() is None, p.log()
