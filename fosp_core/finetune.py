@@ -14,7 +14,9 @@ Two APIs, used unchanged by the ROS nodes:
 ``expand_policy`` is Algorithm 1 line 12: freeze the offline actor, give the agent a new one,
 and keep the world model, critics, values, REF and multipliers. Ablation (ii), direct
 fine-tuning, skips the expansion and fine-tunes the offline actor itself with the same online
-loss: eq. 23, or eq. 19 on the replay with ``fosp.online_actor_loss: in_sample``.
+loss: eq. 23, or eq. 19 on the replay with ``fosp.online_actor_loss: in_sample``, or (not in
+the paper) cloning of the replay's safe successes with ``safe_success``, optionally with
+"hold still after the touch" relabelled in every trajectory (``fosp.online_hold_weight``).
 """
 
 from __future__ import annotations
