@@ -115,8 +115,8 @@ class SequenceReplay:
         """Append trajectories; later batches sample from old and new ones uniformly.
 
         ``success_weight`` is the ``safe_success`` value of the rows of those among them that
-        are safe successes; ``hold_weight`` the ``hold`` value of their rows after the target
-        was first touched (``hold_rows``).
+        are safe successes; ``hold_weight`` is the ``hold`` value of every added
+        trajectory's rows after it first touched the target (``hold_rows``).
         """
         counts = []
         for traj in trajectories:
