@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fosp_core.agent.actor_critic import FOSP_ALGOS, build_actor
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
+from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.pex import (
     choose_policy,
@@ -207,6 +208,10 @@ class PolicyStep:
     chosen: str  # "offline" or "online" ("online" without expansion)
     q_tilde: np.ndarray  # eq. 22 for [offline, online] (NaN without expansion)
     probabilities: np.ndarray  # eq. 21 for [offline, online]
+    # The foresight stop (``fosp.foresight_stop``): the cost foreseen for the chosen action
+    # (NaN when off or already stopped), and whether the zero action was sent instead.
+    foreseen_cost: float = float("nan")
+    stopped: bool = False
 
 
 class PexPolicy:
@@ -221,6 +226,7 @@ class PexPolicy:
         d, f = config.actor_critic.discount, config.fosp
         self.reward_bound = value_upper_bound(f.reward_max, d, f.pex_horizon)
         self.cost_bound = value_upper_bound(f.cost_max, d, f.pex_horizon)
+        self.stopped = False  # the foresight stop holds until ``reset``
         if weights is not None:
             self.load_weights(weights)
 
@@ -258,6 +264,7 @@ class PexPolicy:
 
     def reset(self) -> None:
         self.agent.reset()
+        self.stopped = False
 
     @torch.no_grad()
     def step(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> PolicyStep:
@@ -266,23 +273,38 @@ class PexPolicy:
         actor_input = self.agent.actor_input(features)
         online = self.agent.actor_critic.policy(actor_input, deterministic)
         if self.offline_actor is None:
-            self.agent.remember_action(online)
-            nan = np.full(2, np.nan)
-            return PolicyStep(online[0].cpu().numpy().astype(np.float32), "online", nan,
-                              np.array([0.0, 1.0]))
-        offline_dist = self.offline_actor(actor_input)
-        offline = offline_dist.mode if deterministic else offline_dist.sample()
-        candidates = torch.cat([offline, online])  # (2, A)
-        critics = self.agent.actor_critic.critics
-        pairs = torch.cat([features.expand(2, -1), candidates], -1)
-        q_tilde = normalised_value(critics["q_reward"](pairs).mean(),
-                                   critics["q_cost"](pairs).mean(),
-                                   self.reward_bound, self.cost_bound)
-        probabilities = expansion_probabilities(q_tilde, self.config.fosp.pex_temperature)
-        index = (int(probabilities.argmax()) if deterministic
-                 else int(choose_policy(probabilities, self.generator)))
-        action = candidates[index : index + 1]
+            action, chosen = online, "online"
+            q_tilde, probabilities = np.full(2, np.nan), np.array([0.0, 1.0])
+        else:
+            offline_dist = self.offline_actor(actor_input)
+            offline = offline_dist.mode if deterministic else offline_dist.sample()
+            candidates = torch.cat([offline, online])  # (2, A)
+            critics = self.agent.actor_critic.critics
+            pairs = torch.cat([features.expand(2, -1), candidates], -1)
+            q = normalised_value(critics["q_reward"](pairs).mean(),
+                                 critics["q_cost"](pairs).mean(),
+                                 self.reward_bound, self.cost_bound)
+            p = expansion_probabilities(q, self.config.fosp.pex_temperature)
+            index = int(p.argmax()) if deterministic else int(choose_policy(p, self.generator))
+            action, chosen = candidates[index : index + 1], POLICIES[index]
+            q_tilde, probabilities = q.cpu().numpy(), p.cpu().numpy()
+        foreseen = self._foresee(action)
+        if self.stopped:
+            action = torch.zeros_like(action)
         self.agent.remember_action(action)
-        return PolicyStep(action[0].cpu().numpy().astype(np.float32), POLICIES[index],
-                          q_tilde.cpu().numpy(), probabilities.cpu().numpy())
+        return PolicyStep(action[0].cpu().numpy().astype(np.float32), chosen, q_tilde,
+                          probabilities, foreseen, self.stopped)
 
+    def _foresee(self, action: Tensor) -> float:
+        """The foresight stop (``fosp_core.agent.foresight``): the cost foreseen for
+        ``action``; sets ``stopped`` from the first step where it reaches
+        ``fosp.foresight_stop`` until ``reset``. NaN when off or already stopped."""
+        f = self.config.fosp
+        if f.foresight_stop <= 0 or self.stopped:
+            return float("nan")
+        step_costs = imagined_step_costs(self.agent.world_model, self.agent.actor_critic,
+                                         self.agent.latent, action, f.foresight_horizon,
+                                         f.foresight_samples)
+        foreseen = float(foreseen_cost(step_costs))
+        self.stopped = foreseen >= f.foresight_stop
+        return foreseen

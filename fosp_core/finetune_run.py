@@ -43,23 +43,29 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     policy.reset()
     chosen = {"offline": 0, "online": 0}
     steps: list[int] = []
+    stopped_at: list[int] = []  # the step the foresight stop began, if it did
 
     def act(obs: dict, _info: dict) -> np.ndarray:
         decision = policy.step(obs, deterministic=deterministic)
         chosen[decision.chosen] += 1
+        if decision.stopped and not stopped_at:
+            stopped_at.append(len(steps))
         steps.append(POLICIES.index(decision.chosen))
         return decision.action
 
     arrays, info = record_episode(env, obs, info, act, render)
     meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
             "layout": info["layout"], "source": "finetune", "chosen": chosen,
-            "policy": steps, "image_rendered": render or env.config.obs_mode == "image"}
+            "policy": steps, "stopped_at": stopped_at[0] if stopped_at else None,
+            "image_rendered": render or env.config.obs_mode == "image"}
     return arrays, meta, chosen
 
 
-def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, Any]:
+def episode_rates(episodes: list[tuple[dict, dict]], stopped: list[bool] | None = None
+                  ) -> dict[str, Any]:
     """Success / violation rates, mean returns and the online policy's share of steps, over
-    (arrays, chosen-counts) pairs."""
+    (arrays, chosen-counts) pairs; with ``stopped`` (one flag per episode) also the share of
+    episodes the foresight stop ended."""
     rewards = [float(a["reward"].sum()) for a, _ in episodes]
     costs = [float(a["cost"].sum()) for a, _ in episodes]
     chosen = [c for _, c in episodes]
@@ -69,7 +75,7 @@ def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, Any]:
         nan = float("nan")
         return {"episodes": 0, "success_rate": nan, "violation_rate": nan,
                 "success_ci": [0.0, 1.0], "violation_ci": [0.0, 1.0], "reward_return": nan,
-                "cost_return": nan, "online_share": nan}
+                "cost_return": nan, "online_share": nan, "stopped_rate": nan}
     successes, violations = sum(r > 0 for r in rewards), sum(c > 0 for c in costs)
     return {
         "episodes": n,
@@ -80,6 +86,7 @@ def episode_rates(episodes: list[tuple[dict, dict]]) -> dict[str, Any]:
         "reward_return": float(np.mean(rewards)),
         "cost_return": float(np.mean(costs)),
         "online_share": float(online),
+        "stopped_rate": float(np.mean(stopped)) if stopped else float("nan"),
     }
 
 
@@ -106,11 +113,12 @@ def lead_in_offline_share(episodes: list[tuple[dict, list[int]]],
 
 
 def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[str, float]:
-    runs = []
+    runs, stopped = [], []
     for k in range(episodes):
-        arrays, _, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
+        arrays, meta, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
         runs.append((arrays, chosen))
-    return episode_rates(runs)
+        stopped.append(meta["stopped_at"] is not None)
+    return episode_rates(runs, stopped)
 
 
 def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
@@ -147,7 +155,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     render = config.obs_mode == "image"
 
     before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
-    log, during, choices = [], [], []
+    log, during, choices, stopped = [], [], [], []
     bar = tqdm(range(trajectories), desc=f"finetune {task}", unit="traj", disable=not progress)
     total_cost = total_steps = 0.0
     for i in bar:
@@ -158,13 +166,14 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         policy.load_weights(learner.snapshot())
         during.append((arrays, chosen))
         choices.append((arrays, meta["policy"]))
+        stopped.append(meta["stopped_at"] is not None)
         total_cost += float(arrays["cost"].sum())
         total_steps += len(arrays["cost"]) - 1
         entry = {"trajectory": i + 1, "success": bool(arrays["reward"].any()),
                  "violation": bool(arrays["cost"].any()),
                  "cost_regret": total_cost / total_steps,
                  "online_share": chosen["online"] / max(1, sum(chosen.values())),
-                 "train_s": stats["duration_s"]}
+                 "stopped": stopped[-1], "train_s": stats["duration_s"]}
         log.append(entry)
         bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
                         online=f"{entry['online_share']:.2f}")
@@ -175,9 +184,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     regret = log[-1]["cost_regret"] if log else 0.0
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
-              "deterministic": deterministic,
+              "deterministic": deterministic, "foresight_stop": config.fosp.foresight_stop,
               "before": before,
-              "during": dict(episode_rates(during), cost_regret=regret,
+              "during": dict(episode_rates(during, stopped), cost_regret=regret,
                              lead_in_offline_share=lead_in_offline_share(choices)),
               "after": after, "log": log}
     _write_json(report, out / "report.json")
@@ -212,6 +221,11 @@ def format_report(report: dict) -> str:
         lines.append(f"offline policy chose {lead_in:.0%} of the {LEAD_IN_ACTIONS} actions "
                      f"up to each violation's first cost "
                      f"({1 - report['during']['online_share']:.0%} of all actions)")
+    if report.get("foresight_stop", 0) > 0:
+        shares = ", ".join(f"{row} {report[row]['stopped_rate']:.0%}"
+                           for row in ("before", "during", "after"))
+        lines.append(f"episodes ended by the foresight stop (foreseen cost >= "
+                     f"{report['foresight_stop']}): {shares}")
     return "\n".join(lines)
 
 

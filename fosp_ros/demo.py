@@ -77,7 +77,8 @@ def _during(online: Path) -> tuple[dict, list[dict]]:
                     "cost_regret": total_cost / max(1, total_steps),
                     "online_share": chosen["online"] / max(1, sum(chosen.values()))})
     empty = {"offline": 0, "online": 0}
-    during = episode_rates([(t.arrays, t.meta.get("chosen", empty)) for t in trajectories])
+    during = episode_rates([(t.arrays, t.meta.get("chosen", empty)) for t in trajectories],
+                           [t.meta.get("stopped_at") is not None for t in trajectories])
     during["cost_regret"] = log[-1]["cost_regret"] if log else 0.0
     during["lead_in_offline_share"] = lead_in_offline_share(
         [(t.arrays, t.meta.get("policy", [])) for t in trajectories])

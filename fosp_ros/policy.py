@@ -152,6 +152,11 @@ class Policy(Node):
                                            *np.nan_to_num(decision.q_tilde),
                                            *decision.probabilities]))
         episode["last_action"] = decision.action
+        if decision.stopped and episode["stopped_at"] is None:
+            episode["stopped_at"] = episode["t"]
+            self._report(f"foresight stop at step {episode['t']}: the world model foresees a "
+                         f"cost of {decision.foreseen_cost:.2f}; holding still until the "
+                         "episode ends")
         episode["chosen"][decision.chosen] += 1
         episode["policy"].append(POLICIES.index(decision.chosen))
         episode["t"] += 1
@@ -207,7 +212,8 @@ class Policy(Node):
                          "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,
                                        cost=0.0)],
                          "last_action": np.zeros(6, np.float32),
-                         "chosen": {"offline": 0, "online": 0}, "policy": []}
+                         "chosen": {"offline": 0, "online": 0}, "policy": [],
+                         "stopped_at": None}
         self._resetting = False
 
     def _finish_episode(self) -> None:
@@ -215,7 +221,7 @@ class Policy(Node):
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
                 "source": "ros", "chosen": episode["chosen"], "policy": episode["policy"],
-                "episode": self.episodes_done}
+                "stopped_at": episode["stopped_at"], "episode": self.episodes_done}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)
@@ -226,6 +232,7 @@ class Policy(Node):
         p50 = float(np.percentile(self.step_ms, 50)) if self.step_ms else 0.0
         self._report(f"episode {self.episodes_done}: success={bool(arrays['reward'].any())} "
                      f"violation={bool(arrays['cost'].any())} online={online:.2f} "
+                     f"stopped_at={episode['stopped_at']} "
                      f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks}")
 
     def _report(self, text: str) -> None:

@@ -159,6 +159,11 @@ class Agent(nn.Module):
         self.remember_action(action)
         return action[0].cpu().numpy().astype(np.float32)
 
+    @property
+    def latent(self) -> Latent | None:
+        """The model state of the last ``observe`` (None before an episode's first)."""
+        return self._latent
+
     def actor_input(self, features: Tensor) -> Tensor:
         """What the actor reads at the step ``observe`` just took (``actor_input``)."""
         return self.actor_critic.actor_input(features, self._obs.get("state"))

@@ -191,6 +191,14 @@ class FospConfig:
     # keep pushing into the target after the touch, so relabelling only the new
     # trajectories would ask for two different actions in the same place.
     online_hold_weight: float = 0.0
+    # Acting, not in the paper (``fosp_core.agent.foresight``): once the world model foresees
+    # a cost at or above this level within ``foresight_horizon`` steps of the policy's own
+    # imagined path (mean over ``foresight_samples`` draws of the largest per-step cost), send
+    # the zero action for the rest of the episode (0 = off). The stopped episode fails
+    # instead of colliding.
+    foresight_stop: float = 0.0
+    foresight_horizon: int = 10
+    foresight_samples: int = 8
 
 
 @dataclass
@@ -236,6 +244,13 @@ class AgentConfig:
         if self.fosp.online_hold_weight > 0 and self.fosp.online_actor_loss != "safe_success":
             raise ValueError("fosp.online_hold_weight needs fosp.online_actor_loss "
                              f"'safe_success', got {self.fosp.online_actor_loss!r}")
+        if not (math.isfinite(self.fosp.foresight_stop) and self.fosp.foresight_stop >= 0):
+            raise ValueError("fosp.foresight_stop must be a finite cost level >= 0 (0 = off), "
+                             f"got {self.fosp.foresight_stop!r}")
+        if self.fosp.foresight_horizon < 1 or self.fosp.foresight_samples < 1:
+            raise ValueError("fosp.foresight_horizon and fosp.foresight_samples must be >= 1, "
+                             f"got {self.fosp.foresight_horizon} and "
+                             f"{self.fosp.foresight_samples}")
         if self.actor_critic.actor_dist not in ACTOR_DISTRIBUTIONS:
             raise ValueError(f"actor_critic.actor_dist must be one of {ACTOR_DISTRIBUTIONS}, "
                              f"got {self.actor_critic.actor_dist!r}")

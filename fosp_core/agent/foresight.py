@@ -1,0 +1,53 @@
+"""Foresight stop (not in the paper): halt when the world model foresees a violation.
+
+Before an action is sent, the world model imagines where it leads: the action, then the
+acting actor's most likely action at every imagined state, for ``horizon`` steps, from
+``samples`` draws of the stochastic latent. The foreseen cost is the largest per-step cost
+the cost head predicts along a rollout, averaged over the draws. At or above the threshold
+(``fosp.foresight_stop``) the policy sends the zero action (hold still) instead, and keeps
+holding until the episode ends: a stop that could be released would creep into the obstacle
+one released step at a time (measured).
+
+Why it works where re-planning does not (measured on image-mode fine-tuning runs of
+``safereach-more-obstacles``): along the actor's own path the foreseen cost is 0.99 for the
+1-5 steps before most early collisions, against a 99th percentile of 0.25-0.5 over the steps
+of safe episodes before the target is touched. Rolled out along other action sequences, the
+same world model tells a colliding one from a safe one hardly better than chance (AUC 0.55
+against the true outcomes in the simulator), so it cannot pick a safe detour; it can only
+tell that the policy's own next steps end in a collision.
+
+The stop trades success for safety: an episode it stops does not reach the target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fosp_core.agent.actor_critic import ActorCritic
+from fosp_core.agent.world_model import Latent, WorldModel
+
+
+def foreseen_cost(step_costs: Tensor) -> Tensor:
+    """(H, K) predicted per-step costs of K imagined rollouts -> mean over K of max over H."""
+    return step_costs.max(0).values.mean()
+
+
+@torch.no_grad()
+def imagined_step_costs(world_model: WorldModel, actor_critic: ActorCritic, latent: Latent,
+                        action: Tensor, horizon: int, samples: int) -> Tensor:
+    """Predicted costs (horizon, samples) of the states after ``action`` (1, A) is taken in
+    ``latent`` (fields (1, ...)) and the actor's most likely actions follow."""
+    start = latent.map(lambda x: x.expand(samples, *x.shape[1:]))
+    first = action.expand(samples, -1)
+    taken = [False]
+
+    def policy(state: Latent) -> Tensor:
+        if not taken[0]:
+            taken[0] = True
+            return first
+        return actor_critic.policy(actor_critic.imagined_actor_input(world_model, state),
+                                   deterministic=True)
+
+    states, _ = world_model.imagine(policy, start, horizon)
+    return world_model.cost_head(states.features()[1:]).mean()
