@@ -86,6 +86,16 @@ def acting_weights(agent: Agent, offline_actor: ActorHead | None) -> dict[str, A
     return weights
 
 
+def saved_acting_weights(learner_file: str | os.PathLike) -> dict[str, Any]:
+    """The acting weights of a ``Learner.save`` checkpoint (what the policy would load)."""
+    state = torch.load(learner_file, map_location="cpu", weights_only=True)
+    weights = {"agent": {k: v for k, v in state["agent"]["modules"].items()
+                         if not k.startswith(NOT_FOR_ACTING)}}
+    if "offline_actor" in state:
+        weights["offline_actor"] = state["offline_actor"]
+    return weights
+
+
 def weights_to_bytes(weights: dict[str, Any]) -> bytes:
     """Acting weights as bytes for a ROS message (tensors and plain containers only)."""
     buffer = io.BytesIO()

@@ -22,11 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.finetune import NOT_FOR_ACTING, PexPolicy
+from fosp_core.finetune import PexPolicy, saved_acting_weights
 from fosp_core.finetune_run import (
     EVAL_SEED_OFFSET,
     _write_json,
@@ -57,13 +55,7 @@ def _evaluate(policy: PexPolicy, env_config, episodes: int, seed: int) -> dict:
 
 def _final_policy(run: Path, learner_file: Path, seed: int) -> PexPolicy:
     """The learner node's last state as an acting policy (what the policy node would load)."""
-    state = torch.load(learner_file, map_location="cpu", weights_only=True)
-    modules = {k: v for k, v in state["agent"]["modules"].items()
-               if not k.startswith(NOT_FOR_ACTING)}
-    weights = {"agent": modules}
-    if "offline_actor" in state:
-        weights["offline_actor"] = state["offline_actor"]
-    return PexPolicy(load_run_config(run), weights, seed=seed)
+    return PexPolicy(load_run_config(run), saved_acting_weights(learner_file), seed=seed)
 
 
 def _during(online: Path) -> tuple[dict, list[dict]]:

@@ -125,3 +125,48 @@ def test_rollout_and_rates_report_the_stop(pretrained):
 def test_foresight_config_is_checked(fosp):
     with pytest.raises(ValueError, match="foresight"):
         tiny_config(fosp=fosp)
+
+
+def test_env_copy_continues_from_the_other_env():
+    from fosp_core.envs.safereach import SafeReachEnv
+
+    env, twin = (SafeReachEnv(task="safereach-more-obstacles", obs_mode="state")
+                 for _ in range(2))
+    try:
+        env.reset(seed=3)
+        twin.reset(seed=3)
+        for _ in range(5):
+            env.step(np.array([1.0, 0.3, -0.2, 0, 0, 0], np.float32))
+        twin.copy_state_from(env)
+        move = np.array([0.2, -1.0, 0.0, 0, 0, 0], np.float32)
+        for _ in range(3):
+            a, b = env.step(move), twin.step(move)
+            np.testing.assert_allclose(a[0]["state"], b[0]["state"], atol=1e-6)
+            assert a[4]["step"] == b[4]["step"] == env._t
+        twin.reset(seed=4)
+        with pytest.raises(ValueError, match="same layout"):
+            twin.copy_state_from(env)
+    finally:
+        env.close()
+        twin.close()
+
+
+def test_foresight_benchmark_runs(pretrained, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fosp_core.finetune_run import finetune
+
+    run, data = pretrained
+    finetune(run, "safereach-target-shape", 1, 1, tmp_path / "ft", data=data, pex=False,
+             eval_episodes=1, progress=False, deterministic=True)
+    out = subprocess.run([sys.executable, "benchmarks/foresight.py", "--finetuned",
+                          str(tmp_path / "ft"), "--episodes", "1", "--horizon", "2",
+                          "--samples", "2", "--thresholds=-1,0.5", "--alternatives"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "threshold 0.5: stops" in out.stdout
+    # Threshold -1 alarms at every one of the episode's 80 steps: 27 moves each.
+    assert "detours: 2160 constant moves from 80 alarmed steps" in out.stdout

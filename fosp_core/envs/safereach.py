@@ -466,6 +466,15 @@ class SafeReachEnv(gym.Env):
         info = self._info(pose, cost, touch_target, bool(touched.any()))
         return self._observation(pose), reward, False, truncated, info
 
+    def copy_state_from(self, other: SafeReachEnv) -> None:
+        """Continue from where ``other`` (same task, reset to the same layout) is now: what if
+        a different action were taken here (``benchmarks/foresight.py``)."""
+        if other.layout is None or self.layout is None or \
+                other.layout.to_dict() != self.layout.to_dict():
+            raise ValueError("copy_state_from needs both envs reset to the same layout")
+        mujoco.mj_copyData(self.data, self.model, other.data)
+        self._t, self._disturbed = other._t, other._disturbed.copy()
+
     # ---- sensing -----------------------------------------------------------------------
     def pose(self) -> np.ndarray:
         d = self.data
