@@ -92,7 +92,7 @@ def main() -> None:
     twin = SafeReachEnv(task=report["task"], obs_mode="state") if args.alternatives else None
 
     foreseen: list[float] = []
-    detours: list[tuple[float, bool]] = []
+    detours: list[list[tuple[float, bool]]] = []  # per alarmed step, one row per move
     step = policy.step
 
     def measured_step(obs, deterministic=False):
@@ -102,7 +102,7 @@ def main() -> None:
                                     policy.agent.latent, action, args.horizon, args.samples)
         foreseen.append(float(foreseen_cost(costs)))
         if twin is not None and foreseen[-1] >= min(thresholds):
-            detours.extend(alternatives(policy, env, twin, args.horizon, args.samples))
+            detours.append(alternatives(policy, env, twin, args.horizon, args.samples))
         return decision
 
     policy.step = measured_step
@@ -146,12 +146,20 @@ def main() -> None:
               f"their touch")
     if twin is not None:
         twin.close()
-        scores = np.array([s for s, _ in detours])
-        hits = np.array([h for _, h in detours], dtype=bool)
-        print(f"  detours: {len(detours)} constant moves from {len(detours) // 27} alarmed "
-              f"steps, {hits.mean():.0%} really led to a cost; AUC of the imagined cost "
-              f"against that: {auc(scores[hits], scores[~hits]):.3f}")
-
+        rows = np.array([row for step in detours for row in step]).reshape(-1, 2)
+        scores, hits = rows[:, 0], rows[:, 1].astype(bool)
+        print(f"  detours: {len(rows)} constant moves from {len(detours)} alarmed steps, "
+              f"{hits.mean():.0%} really led to a cost; AUC of the imagined cost against "
+              f"that, pooled: {auc(scores[hits], scores[~hits]):.3f}")
+        # What a re-planner would do: take the move the model thinks safest, at each step.
+        some_safe = [step for step in detours if not all(hit for _, hit in step)]
+        picked_safe = sum(not min(step)[1] for step in some_safe)
+        within = [auc(np.array([c for c, h in step if h]), np.array([c for c, h in step if not h]))
+                  for step in some_safe]
+        within = [w for w in within if not np.isnan(w)]
+        print(f"  at {len(some_safe)} of {len(detours)} alarmed steps some move was really "
+              f"safe; the move the model thought safest was at {picked_safe}; AUC within "
+              f"a step, mean {np.mean(within) if within else float('nan'):.3f}")
 
 if __name__ == "__main__":
     main()

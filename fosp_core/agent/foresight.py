@@ -8,13 +8,14 @@ the cost head predicts along a rollout, averaged over the draws. At or above the
 holding until the episode ends: a stop that could be released would creep into the obstacle
 one released step at a time (measured).
 
-Why it works where re-planning does not (measured on image-mode fine-tuning runs of
-``safereach-more-obstacles``): along the actor's own path the foreseen cost is 0.99 for the
-1-5 steps before most early collisions, against a 99th percentile of 0.25-0.5 over the steps
-of safe episodes before the target is touched. Rolled out along other action sequences, the
-same world model tells a colliding one from a safe one hardly better than chance (AUC 0.55
-against the true outcomes in the simulator), so it cannot pick a safe detour; it can only
-tell that the policy's own next steps end in a collision.
+Why it stops rather than re-plans (``benchmarks/foresight.py`` on an image-mode fine-tuning
+run of ``safereach-more-obstacles``, seed 0): along the actor's own path the foreseen cost
+is 0.85-1.0 for the 1-4 steps before each early collision, against a 99th percentile of
+0.43 over the steps of safe episodes before they touch the target. But at those alarmed
+steps the same world model cannot tell which other move would be safe: of 27 constant moves
+played in a copy of the simulator, the one it thought safest was really safe at 27 of the
+71 steps where some move was (AUC 0.65 within a step). It can tell that the policy's own
+next steps end in a collision, not how to get around it.
 
 The stop trades success for safety: an episode it stops does not reach the target.
 """
