@@ -40,7 +40,8 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
                              "episodes": 3}),
         ("fosp_ros.learner", {"config": config, "run": str(run), "grad_steps": 2,
                               "set": '["fosp.online_actor_loss=safe_success", '
-                                     '"fosp.online_hold_weight=0.5"]'}),
+                                     '"fosp.online_hold_weight=0.5", '
+                                     '"fosp.foresight_stop=1000"]'}),
     ]
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     client = RosClient(domain)
@@ -62,6 +63,7 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         meta = dataset.trajectories[0].meta  # which of PEX's policies chose each action
         assert len(meta["policy"]) == 8 and set(meta["policy"]) <= {0, 1}
         assert sum(meta["policy"]) == meta["chosen"]["online"]
+        assert "stopped_at" in meta and meta["stopped_at"] is None  # no cost reaches 1000
         # /fosp/finetune returns success with figures.
         reply = client.call(Trigger, "/fosp/finetune", timeout=60)
         assert reply.success, reply.message
@@ -75,7 +77,8 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         wait_for(lambda: weights, 10, "weights at the test client")
         fosp = weights_from_bytes(weights[-1])["config"]["fosp"]
         assert fosp["online_actor_loss"] == "safe_success"
-        assert fosp["online_hold_weight"] == 0.5
+        assert fosp["online_hold_weight"] == 0.5 and fosp["foresight_stop"] == 1000
+        assert any("stopped_at=None" in s for s in status if s.startswith("episode 2"))
         time.sleep(0.2)
         for p in procs:
             assert p.proc.poll() is None, p.log()
