@@ -18,3 +18,15 @@ def one_torch_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """(run, data): a tiny state-mode agent pretrained for 3 steps on a 4-episode dataset."""
+    from fosp_core.train import pretrain
+    from tests.agent_helpers import tiny_config, write_dataset
+
+    root = tmp_path_factory.mktemp("pretrained")
+    data = write_dataset(root / "data", episodes=4)
+    pretrain(data, root / "run", tiny_config(), steps=3, progress=False)
+    return root / "run", data

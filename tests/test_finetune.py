@@ -19,14 +19,6 @@ from tests.agent_helpers import make_trajectory, tiny_config, write_dataset
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ft")
-    data = write_dataset(root / "data", episodes=4)
-    pretrain(data, root / "run", tiny_config(), steps=3, progress=False)
-    return root / "run", data
-
-
 def make_learner(data, pex=True, seed=0, config=None):
     config = config or tiny_config()
     torch.manual_seed(seed)

@@ -7,18 +7,9 @@ import torch
 from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs
 from fosp_core.agent.networks import TwoHotDist
 from fosp_core.finetune import Learner, PexPolicy
-from fosp_core.train import pretrain
-from tests.agent_helpers import make_trajectory, tiny_config, write_dataset
+from tests.agent_helpers import make_trajectory, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("foresight")
-    data = write_dataset(root / "data", episodes=4)
-    pretrain(data, root / "run", tiny_config(), steps=3, progress=False)
-    return root / "run", data
 
 
 def _policy(pretrained, stop: float, pex: bool = False) -> PexPolicy:
