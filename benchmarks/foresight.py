@@ -1,7 +1,7 @@
 """Does the world model foresee the violations? The numbers behind ``fosp.foresight_stop``.
 
     .venv/bin/python benchmarks/foresight.py --finetuned OUT [--episodes 20] [--horizon 10] \
-        [--samples 8] [--thresholds 0.3,0.5,0.8] [--alternatives]
+        [--samples 8] [--thresholds 0.3,0.5,0.8] [--alternatives] [--seed 0]
 
 Loads a ``fosp finetune`` output (``OUT/config.yaml``, ``OUT/learner.pt``, ``OUT/report.json``)
 and acts on its evaluation layouts with the stop off, as the report's 'after' row did. At
@@ -80,7 +80,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--thresholds", default="0.3,0.5,0.8")
     parser.add_argument("--alternatives", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the latent draws")
     args = parser.parse_args()
+    torch.manual_seed(args.seed)
     thresholds = [float(t) for t in args.thresholds.split(",")]
 
     out = Path(args.finetuned)
