@@ -10,11 +10,11 @@ one released step at a time (measured).
 
 Why it stops rather than re-plans (``benchmarks/foresight.py`` on an image-mode fine-tuning
 run of ``safereach-more-obstacles``, seed 0): along the actor's own path the foreseen cost
-is 0.85-1.0 for the 1-4 steps before each early collision, against a 99th percentile of
-0.43 over the steps of safe episodes before they touch the target. But at those alarmed
+is 0.8-1.0 for the 1-4 steps before each early collision, against a 99th percentile of
+0.41 over the steps of safe episodes before they touch the target. But at those alarmed
 steps the same world model cannot tell which other move would be safe: of 27 constant moves
-played in a copy of the simulator, the one it thought safest was really safe at 27 of the
-71 steps where some move was (AUC 0.65 within a step). It can tell that the policy's own
+played in a copy of the simulator, the one it thought safest was really safe at 33 of the
+75 steps where some move was (AUC 0.65 within a step). It can tell that the policy's own
 next steps end in a collision, not how to get around it.
 
 The stop trades success for safety: an episode it stops does not reach the target.
