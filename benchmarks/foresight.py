@@ -36,11 +36,11 @@ from fosp_core.finetune import PexPolicy, saved_acting_weights
 from fosp_core.finetune_run import EVAL_SEED_OFFSET, rollout
 
 
-def constant_moves(template: torch.Tensor) -> torch.Tensor:
+def constant_moves(action_dim: int) -> torch.Tensor:
     """27 actions: every x, y, z in {-1, 0, 1} (unit length at most), no rotation."""
     moves = torch.tensor(list(itertools.product([-1.0, 0.0, 1.0], repeat=3)))
     moves = moves / moves.norm(dim=1, keepdim=True).clamp(min=1.0)
-    out = torch.zeros(len(moves), template.shape[-1])
+    out = torch.zeros(len(moves), action_dim)
     out[:, :3] = moves
     return out
 
@@ -50,7 +50,7 @@ def alternatives(policy: PexPolicy, env: SafeReachEnv, twin: SafeReachEnv, horiz
                  samples: int) -> list[tuple[float, bool]]:
     """(imagined cost, really violated) for each constant move held from the current step."""
     wm, latent = policy.agent.world_model, policy.agent.latent
-    moves = constant_moves(policy.agent._prev_action)
+    moves = constant_moves(policy.config.action_dim)
     rows = []
     for move in moves:
         start = latent.map(lambda x: x.expand(samples, *x.shape[1:]))
@@ -162,6 +162,7 @@ def main() -> None:
         print(f"  at {len(some_safe)} of {len(detours)} alarmed steps some move was really "
               f"safe; the move the model thought safest was at {picked_safe}; AUC within "
               f"a step, mean {np.mean(within) if within else float('nan'):.3f}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 """Foresight stop (not in the paper): halt when the world model foresees a violation.
 
 Before an action is sent, the world model imagines where it leads: the action, then the
-acting actor's most likely action at every imagined state, for ``horizon`` steps, from
+actor's most likely action at every imagined state (with policy expansion, the new actor's:
+the frozen one cannot change), for ``horizon`` steps, from
 ``samples`` draws of the stochastic latent. The foreseen cost is the largest per-step cost
 the cost head predicts along a rollout, averaged over the draws. At or above the threshold
 (``fosp.foresight_stop``) the policy sends the zero action (hold still) instead, and keeps
