@@ -26,7 +26,7 @@ import io
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from fosp_core.agent.actor_critic import FOSP_ALGOS, build_actor
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
-from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs
+from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs, veto
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.pex import (
     choose_policy,
@@ -222,6 +222,9 @@ class PolicyStep:
     # (NaN when off or already stopped), and whether the zero action was sent instead.
     foreseen_cost: float = float("nan")
     stopped: bool = False
+    # ``fosp.foresight_veto``: the cost foreseen for [offline, online], each along its own
+    # policy's path (NaN without the veto).
+    foreseen_costs: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
 
 
 class PexPolicy:
@@ -282,6 +285,7 @@ class PexPolicy:
         features = self.agent.observe(obs, deterministic)
         actor_input = self.agent.actor_input(features)
         online = self.agent.actor_critic.policy(actor_input, deterministic)
+        foreseen_costs = np.full(2, np.nan)
         if self.offline_actor is None:
             action, chosen = online, "online"
             q_tilde, probabilities = np.full(2, np.nan), np.array([0.0, 1.0])
@@ -295,26 +299,44 @@ class PexPolicy:
                                  critics["q_cost"](pairs).mean(),
                                  self.reward_bound, self.cost_bound)
             p = expansion_probabilities(q, self.config.fosp.pex_temperature)
+            if self.config.fosp.foresight_veto and not self._foresight_off():
+                foreseen_costs = self._foresee_candidates(candidates)
+                p = veto(p, torch.from_numpy(foreseen_costs), self.config.fosp.foresight_stop)
             index = int(p.argmax()) if deterministic else int(choose_policy(p, self.generator))
             action, chosen = candidates[index : index + 1], POLICIES[index]
             q_tilde, probabilities = q.cpu().numpy(), p.cpu().numpy()
-        foreseen = self._foresee(action)
+        foreseen = self._foresee(action, foreseen_costs[POLICIES.index(chosen)])
         if self.stopped:
             action = torch.zeros_like(action)
         self.agent.remember_action(action)
         return PolicyStep(action[0].cpu().numpy().astype(np.float32), chosen, q_tilde,
-                          probabilities, foreseen, self.stopped)
+                          probabilities, foreseen, self.stopped, foreseen_costs)
 
-    def _foresee(self, action: Tensor) -> float:
-        """The foresight stop (``fosp_core.agent.foresight``): the cost foreseen for
-        ``action``; sets ``stopped`` from the first step where it reaches
-        ``fosp.foresight_stop`` until ``reset``. NaN when off or already stopped."""
+    def _foresight_off(self) -> bool:
+        return self.config.fosp.foresight_stop <= 0 or self.stopped
+
+    def _imagined_cost(self, action: Tensor, actor: nn.Module | None = None) -> float:
         f = self.config.fosp
-        if f.foresight_stop <= 0 or self.stopped:
-            return float("nan")
         step_costs = imagined_step_costs(self.agent.world_model, self.agent.actor_critic,
                                          self.agent.latent, action, f.foresight_horizon,
-                                         f.foresight_samples)
-        foreseen = float(foreseen_cost(step_costs))
-        self.stopped = foreseen >= f.foresight_stop
-        return foreseen
+                                         f.foresight_samples, actor)
+        return float(foreseen_cost(step_costs))
+
+    def _foresee(self, action: Tensor, foreseen: float = float("nan")) -> float:
+        """The foresight stop (``fosp_core.agent.foresight``): the cost foreseen for
+        ``action`` (imagined with the new actor continuing unless the veto already
+        foresaw it); sets ``stopped`` from the first step where it reaches
+        ``fosp.foresight_stop`` until ``reset``. NaN when off or already stopped."""
+        if self._foresight_off():
+            return float("nan")
+        if np.isnan(foreseen):
+            foreseen = self._imagined_cost(action)
+        self.stopped = bool(foreseen >= self.config.fosp.foresight_stop)
+        return float(foreseen)
+
+    def _foresee_candidates(self, candidates: Tensor) -> np.ndarray:
+        """``fosp.foresight_veto``: the cost foreseen for [offline, online] proposals, each
+        continued by the policy that proposed it."""
+        actors = [self.offline_actor, self.agent.actor_critic.actor]
+        return np.array([self._imagined_cost(candidates[i : i + 1], actor)
+                         for i, actor in enumerate(actors)])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs
+from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs, veto
 from fosp_core.agent.networks import TwoHotDist
 from fosp_core.finetune import Learner, PexPolicy
 from tests.agent_helpers import make_trajectory, tiny_config
@@ -12,9 +12,10 @@ from tests.agent_helpers import make_trajectory, tiny_config
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _policy(pretrained, stop: float, pex: bool = False) -> PexPolicy:
+def _policy(pretrained, stop: float, pex: bool = False, veto: bool = False) -> PexPolicy:
     run, data = pretrained
-    learner = Learner.from_run(run, data, pex=pex, overrides={"fosp": {"foresight_stop": stop}})
+    fosp = {"foresight_stop": stop, "foresight_veto": veto}
+    learner = Learner.from_run(run, data, pex=pex, overrides={"fosp": fosp})
     return PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
 
 
@@ -86,6 +87,87 @@ def test_foresight_stop_overrides_policy_expansion_too(pretrained):
     assert step.chosen in ("offline", "online")  # the choice is still reported
 
 
+def test_veto_drops_the_candidates_foreseen_to_collide():
+    p = torch.tensor([0.7, 0.3])
+    # Offline foreseen at 0.8 >= 0.5: the draw goes to the online proposal alone.
+    torch.testing.assert_close(veto(p, torch.tensor([0.8, 0.1]), 0.5), torch.tensor([0.0, 1.0]))
+    # Neither or both foreseen to collide: eq. 21 unchanged (both: the stop then holds).
+    torch.testing.assert_close(veto(p, torch.tensor([0.2, 0.1]), 0.5), p)
+    torch.testing.assert_close(veto(p, torch.tensor([0.5, 0.9]), 0.5), p)
+    # Three candidates, the middle one dropped: 0.5 and 0.2 renormalised to 5/7 and 2/7.
+    torch.testing.assert_close(veto(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.0, 1.0, 0.4]),
+                                    0.5), torch.tensor([5 / 7, 0.0, 2 / 7]))
+    # The softmax underflowed to 0 on the only safe candidate: it still gets the draw.
+    torch.testing.assert_close(veto(torch.tensor([1.0, 0.0]), torch.tensor([0.9, 0.1]), 0.5),
+                               torch.tensor([0.0, 1.0]))
+
+
+def _state_reading_cost_head(policy: PexPolicy) -> None:
+    """Small random output weights: predicted costs of order 0.1 that differ between states."""
+    with torch.no_grad():
+        out = policy.agent.world_model.cost_head.mlp.out
+        out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+
+
+def test_veto_foresees_each_proposal_along_its_own_policy(pretrained):
+    # A fresh new actor (the tiny config's default) proposes other moves than the offline one.
+    policy = _policy(pretrained, stop=100.0, pex=True, veto=True)
+    _state_reading_cost_head(policy)
+    obs = {"state": make_trajectory(0)["state"][0]}
+    policy.reset()
+    torch.manual_seed(0)
+    step = policy.step(obs, deterministic=True)
+    assert not step.stopped and not np.isnan(step.foreseen_costs).any()
+    assert step.foreseen_cost == step.foreseen_costs[("offline", "online").index(step.chosen)]
+
+    # Recomputed by hand from the same draws: the offline proposal is continued by the
+    # offline actor, not taken over by the new one.
+    wm, ac, latent = policy.agent.world_model, policy.agent.actor_critic, policy.agent.latent
+    actor_input = policy.agent.actor_input(latent.features())
+    offline = policy.offline_actor(actor_input).mode
+    online = ac.actor(actor_input).mode
+
+    def by_hand(action, actor=None):
+        torch.manual_seed(0)
+        return float(foreseen_cost(imagined_step_costs(wm, ac, latent, action, 10, 8, actor)))
+
+    torch.manual_seed(0)
+    each = policy._foresee_candidates(torch.cat([offline, online]))
+    assert each[0] == pytest.approx(by_hand(offline, policy.offline_actor), rel=1e-5)
+    assert each[0] != pytest.approx(by_hand(offline), rel=1e-3)
+    torch.manual_seed(0)
+    imagined_step_costs(wm, ac, latent, offline, 10, 8)  # the draws the offline one used
+    second = float(foreseen_cost(imagined_step_costs(wm, ac, latent, online, 10, 8)))
+    assert each[1] == pytest.approx(second, rel=1e-5)
+
+
+def test_veto_hands_the_step_to_the_proposal_foreseen_safe(pretrained):
+    policy = _policy(pretrained, stop=100.0, pex=True, veto=True)
+    _state_reading_cost_head(policy)
+    obs = {"state": make_trajectory(0)["state"][0]}
+
+    def step():
+        policy.reset()
+        torch.manual_seed(0)
+        return policy.step(obs, deterministic=True)
+
+    free = step()
+    costs = free.foreseen_costs
+    assert abs(costs[0] - costs[1]) > 1e-3
+    risky, safe = int(np.argmax(costs)), int(np.argmin(costs))
+    policy.config.fosp.foresight_stop = float(costs.mean())  # between the two
+    vetoed = step()
+    np.testing.assert_allclose(vetoed.foreseen_costs, costs, rtol=1e-5)
+    assert vetoed.chosen == ("offline", "online")[safe] and not vetoed.stopped
+    assert vetoed.probabilities[risky] == 0.0 and vetoed.probabilities[safe] == 1.0
+    np.testing.assert_allclose(vetoed.q_tilde, free.q_tilde)  # eq. 22 itself is untouched
+    assert np.any(vetoed.action != 0)
+
+    policy.config.fosp.foresight_stop = float(costs.min()) / 2  # both foreseen to collide
+    both = step()
+    assert both.stopped and np.all(both.action == 0)
+
+
 def test_rollout_and_rates_report_the_stop(pretrained):
     from fosp_core.envs.safereach import SafeReachEnv
     from fosp_core.finetune_run import episode_rates, format_report, rollout
@@ -112,7 +194,8 @@ def test_rollout_and_rates_report_the_stop(pretrained):
 
 
 @pytest.mark.parametrize("fosp", [{"foresight_stop": -0.1}, {"foresight_stop": float("nan")},
-                                  {"foresight_horizon": 0}, {"foresight_samples": 0}])
+                                  {"foresight_horizon": 0}, {"foresight_samples": 0},
+                                  {"foresight_veto": True}])
 def test_foresight_config_is_checked(fosp):
     with pytest.raises(ValueError, match="foresight"):
         tiny_config(fosp=fosp)

@@ -199,6 +199,10 @@ class FospConfig:
     foresight_stop: float = 0.0
     foresight_horizon: int = 10
     foresight_samples: int = 8
+    # With policy expansion and the stop: foresee each policy's proposal along that policy's
+    # own path, and leave those foreseen to collide out of eq. 21's draw; stop only when both
+    # are. Without it, the chosen proposal is foreseen with the new actor taking over.
+    foresight_veto: bool = False
 
 
 @dataclass
@@ -247,6 +251,9 @@ class AgentConfig:
         if not (math.isfinite(self.fosp.foresight_stop) and self.fosp.foresight_stop >= 0):
             raise ValueError("fosp.foresight_stop must be a finite cost level >= 0 (0 = off), "
                              f"got {self.fosp.foresight_stop!r}")
+        if self.fosp.foresight_veto and self.fosp.foresight_stop <= 0:
+            raise ValueError("fosp.foresight_veto needs fosp.foresight_stop > 0 (the level "
+                             "at which a proposal is foreseen to collide)")
         if self.fosp.foresight_horizon < 1 or self.fosp.foresight_samples < 1:
             raise ValueError("fosp.foresight_horizon and fosp.foresight_samples must be >= 1, "
                              f"got {self.fosp.foresight_horizon} and "

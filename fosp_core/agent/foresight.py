@@ -19,9 +19,18 @@ played in a copy of the simulator, the one it thought safest was really safe at 
 next steps end in a collision, not how to get around it.
 
 The stop trades success for safety: an episode it stops does not reach the target.
+
+With policy expansion the stop alone lets the frozen offline policy steer into an unseen
+obstacle: its proposal is foreseen as if the new actor took over after it, which it does not
+at the next step when the offline policy wins again. The veto (``fosp.foresight_veto``)
+foresees each proposal along its own policy's path and drops those foreseen to collide from
+eq. 21's draw; the stop holds only when both are.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,9 +46,12 @@ def foreseen_cost(step_costs: Tensor) -> Tensor:
 
 @torch.no_grad()
 def imagined_step_costs(world_model: WorldModel, actor_critic: ActorCritic, latent: Latent,
-                        action: Tensor, horizon: int, samples: int) -> Tensor:
+                        action: Tensor, horizon: int, samples: int,
+                        actor: Callable[[Tensor], Any] | None = None) -> Tensor:
     """Predicted costs (horizon, samples) of the states after ``action`` (1, A) is taken in
-    ``latent`` (fields (1, ...)) and the actor's most likely actions follow."""
+    ``latent`` (fields (1, ...)) and the most likely actions of ``actor`` (an actor head,
+    by default ``actor_critic.actor``) follow."""
+    actor = actor_critic.actor if actor is None else actor
     start = latent.map(lambda x: x.expand(samples, *x.shape[1:]))
     first = action.expand(samples, -1)
     taken = [False]
@@ -48,8 +60,20 @@ def imagined_step_costs(world_model: WorldModel, actor_critic: ActorCritic, late
         if not taken[0]:
             taken[0] = True
             return first
-        return actor_critic.policy(actor_critic.imagined_actor_input(world_model, state),
-                                   deterministic=True)
+        return actor(actor_critic.imagined_actor_input(world_model, state)).mode
 
     states, _ = world_model.imagine(policy, start, horizon)
     return world_model.cost_head(states.features()[1:]).mean()
+
+
+def veto(probabilities: Tensor, foreseen: Tensor, threshold: float) -> Tensor:
+    """Eq. 21's ``probabilities`` over candidates with those whose ``foreseen`` cost reaches
+    ``threshold`` set to zero and the rest renormalised. Unchanged when every candidate
+    reaches it: whichever is drawn, the stop then holds."""
+    keep = foreseen < threshold
+    if not bool(keep.any()):
+        return probabilities
+    kept = probabilities * keep
+    if float(kept.sum()) <= 0.0:  # the softmax underflowed on every kept candidate
+        kept = keep.to(probabilities.dtype)
+    return kept / kept.sum()
