@@ -225,6 +225,7 @@ class PolicyStep:
     # ``fosp.foresight_veto``: the cost foreseen for [offline, online], each along its own
     # policy's path (NaN without the veto).
     foreseen_costs: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    vetoed: str = ""  # the proposal the veto left out of the draw ("" when none or both)
 
 
 class PexPolicy:
@@ -285,7 +286,7 @@ class PexPolicy:
         features = self.agent.observe(obs, deterministic)
         actor_input = self.agent.actor_input(features)
         online = self.agent.actor_critic.policy(actor_input, deterministic)
-        foreseen_costs = np.full(2, np.nan)
+        foreseen_costs, vetoed = np.full(2, np.nan), ""
         if self.offline_actor is None:
             action, chosen = online, "online"
             q_tilde, probabilities = np.full(2, np.nan), np.array([0.0, 1.0])
@@ -302,6 +303,8 @@ class PexPolicy:
             if self.config.fosp.foresight_veto and not self._foresight_off():
                 foreseen_costs = self._foresee_candidates(candidates)
                 p = veto(p, torch.from_numpy(foreseen_costs), self.config.fosp.foresight_stop)
+                dropped = foreseen_costs >= self.config.fosp.foresight_stop
+                vetoed = POLICIES[int(dropped.argmax())] if dropped.sum() == 1 else ""
             index = int(p.argmax()) if deterministic else int(choose_policy(p, self.generator))
             action, chosen = candidates[index : index + 1], POLICIES[index]
             q_tilde, probabilities = q.cpu().numpy(), p.cpu().numpy()
@@ -310,7 +313,7 @@ class PexPolicy:
             action = torch.zeros_like(action)
         self.agent.remember_action(action)
         return PolicyStep(action[0].cpu().numpy().astype(np.float32), chosen, q_tilde,
-                          probabilities, foreseen, self.stopped, foreseen_costs)
+                          probabilities, foreseen, self.stopped, foreseen_costs, vetoed)
 
     def _foresight_off(self) -> bool:
         return self.config.fosp.foresight_stop <= 0 or self.stopped

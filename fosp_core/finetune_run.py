@@ -42,12 +42,15 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     obs, info = env.reset(seed=seed)
     policy.reset()
     chosen = {"offline": 0, "online": 0}
+    vetoed = {"offline": 0, "online": 0}  # steps where the foresight veto dropped each
     steps: list[int] = []
     stopped_at: list[int] = []  # the step the foresight stop began, if it did
 
     def act(obs: dict, _info: dict) -> np.ndarray:
         decision = policy.step(obs, deterministic=deterministic)
         chosen[decision.chosen] += 1
+        if decision.vetoed:
+            vetoed[decision.vetoed] += 1
         if decision.stopped and not stopped_at:
             stopped_at.append(len(steps))
         steps.append(POLICIES.index(decision.chosen))
@@ -57,6 +60,7 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
             "layout": info["layout"], "source": "finetune", "chosen": chosen,
             "policy": steps, "stopped_at": stopped_at[0] if stopped_at else None,
+            "vetoed": vetoed,
             "image_rendered": render or env.config.obs_mode == "image"}
     return arrays, meta, chosen
 
@@ -156,6 +160,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
 
     before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
     log, during, choices, stopped = [], [], [], []
+    vetoed = {"offline": 0, "online": 0}
     bar = tqdm(range(trajectories), desc=f"finetune {task}", unit="traj", disable=not progress)
     total_cost = total_steps = 0.0
     for i in bar:
@@ -167,6 +172,8 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         during.append((arrays, chosen))
         choices.append((arrays, meta["policy"]))
         stopped.append(meta["stopped_at"] is not None)
+        for name, count in meta["vetoed"].items():
+            vetoed[name] += count
         total_cost += float(arrays["cost"].sum())
         total_steps += len(arrays["cost"]) - 1
         entry = {"trajectory": i + 1, "success": bool(arrays["reward"].any()),
@@ -185,9 +192,12 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
               "deterministic": deterministic, "foresight_stop": config.fosp.foresight_stop,
+              "foresight_veto": config.fosp.foresight_veto,
               "before": before,
               "during": dict(episode_rates(during, stopped), cost_regret=regret,
-                             lead_in_offline_share=lead_in_offline_share(choices)),
+                             lead_in_offline_share=lead_in_offline_share(choices),
+                             vetoed_share={k: v / max(1.0, total_steps)
+                                           for k, v in vetoed.items()}),
               "after": after, "log": log}
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
@@ -226,6 +236,10 @@ def format_report(report: dict) -> str:
                            for row in ("before", "during", "after"))
         lines.append(f"episodes ended by the foresight stop (foreseen cost >= "
                      f"{report['foresight_stop']}): {shares}")
+    if report["pex"] and report.get("foresight_veto"):
+        share = report["during"]["vetoed_share"]
+        lines.append(f"foresight veto while fine-tuning: dropped the offline proposal at "
+                     f"{share['offline']:.0%} of steps, the online one at {share['online']:.0%}")
     return "\n".join(lines)
 
 

@@ -158,6 +158,8 @@ class Policy(Node):
                          f"cost of {decision.foreseen_cost:.2f}; holding still until the "
                          "episode ends")
         episode["chosen"][decision.chosen] += 1
+        if decision.vetoed:
+            episode["vetoed"][decision.vetoed] += 1
         episode["policy"].append(POLICIES.index(decision.chosen))
         episode["t"] += 1
 
@@ -213,7 +215,7 @@ class Policy(Node):
                                        cost=0.0)],
                          "last_action": np.zeros(6, np.float32),
                          "chosen": {"offline": 0, "online": 0}, "policy": [],
-                         "stopped_at": None}
+                         "stopped_at": None, "vetoed": {"offline": 0, "online": 0}}
         self._resetting = False
 
     def _finish_episode(self) -> None:
@@ -221,7 +223,8 @@ class Policy(Node):
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
                 "source": "ros", "chosen": episode["chosen"], "policy": episode["policy"],
-                "stopped_at": episode["stopped_at"], "episode": self.episodes_done}
+                "stopped_at": episode["stopped_at"], "vetoed": episode["vetoed"],
+                "episode": self.episodes_done}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)

@@ -159,13 +159,14 @@ def test_veto_hands_the_step_to_the_proposal_foreseen_safe(pretrained):
     vetoed = step()
     np.testing.assert_allclose(vetoed.foreseen_costs, costs, rtol=1e-5)
     assert vetoed.chosen == ("offline", "online")[safe] and not vetoed.stopped
+    assert vetoed.vetoed == ("offline", "online")[risky] and free.vetoed == ""
     assert vetoed.probabilities[risky] == 0.0 and vetoed.probabilities[safe] == 1.0
     np.testing.assert_allclose(vetoed.q_tilde, free.q_tilde)  # eq. 22 itself is untouched
     assert np.any(vetoed.action != 0)
 
     policy.config.fosp.foresight_stop = float(costs.min()) / 2  # both foreseen to collide
     both = step()
-    assert both.stopped and np.all(both.action == 0)
+    assert both.stopped and np.all(both.action == 0) and both.vetoed == ""
 
 
 def test_rollout_and_rates_report_the_stop(pretrained):
@@ -191,6 +192,11 @@ def test_rollout_and_rates_report_the_stop(pretrained):
     report["before"] = report["after"] = rates
     assert "foresight stop (foreseen cost >= 0.5): before 50%, during 50%, after 50%" in \
         format_report(report)
+    assert "veto" not in format_report(report)
+    report.update(pex=True, foresight_veto=True)
+    report["during"] = dict(report["during"], vetoed_share={"offline": 0.125, "online": 0.0})
+    assert "foresight veto while fine-tuning: dropped the offline proposal at 12% of steps, " \
+        "the online one at 0%" in format_report(report)
 
 
 @pytest.mark.parametrize("fosp", [{"foresight_stop": -0.1}, {"foresight_stop": float("nan")},

@@ -41,7 +41,8 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         ("fosp_ros.learner", {"config": config, "run": str(run), "grad_steps": 2,
                               "set": '["fosp.online_actor_loss=safe_success", '
                                      '"fosp.online_hold_weight=0.5", '
-                                     '"fosp.foresight_stop=1000"]'}),
+                                     '"fosp.foresight_stop=1000", '
+                                     '"fosp.foresight_veto=true"]'}),
     ]
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     client = RosClient(domain)
@@ -64,6 +65,7 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         assert len(meta["policy"]) == 8 and set(meta["policy"]) <= {0, 1}
         assert sum(meta["policy"]) == meta["chosen"]["online"]
         assert "stopped_at" in meta and meta["stopped_at"] is None  # no cost reaches 1000
+        assert meta["vetoed"] == {"offline": 0, "online": 0}  # nor drops a proposal
         # /fosp/finetune returns success with figures.
         reply = client.call(Trigger, "/fosp/finetune", timeout=60)
         assert reply.success, reply.message
