@@ -97,8 +97,8 @@ def main() -> None:
     detours: list[list[tuple[float, bool]]] = []  # per alarmed step, one row per move
     step = policy.step
 
-    def measured_step(obs, deterministic=False):
-        decision = step(obs, deterministic)
+    def measured_step(obs, deterministic=False, touching_target=False):
+        decision = step(obs, deterministic, touching_target)
         action = torch.as_tensor(decision.action)[None]
         costs = imagined_step_costs(policy.agent.world_model, policy.agent.actor_critic,
                                     policy.agent.latent, action, args.horizon, args.samples)

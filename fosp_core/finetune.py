@@ -226,6 +226,8 @@ class PolicyStep:
     # policy's path (NaN without the veto).
     foreseen_costs: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
     vetoed: str = ""  # the proposal the veto left out of the draw ("" when none or both)
+    # ``fosp.hold_on_success``: the target was touched this episode; the zero action was sent.
+    done: bool = False
 
 
 class PexPolicy:
@@ -241,6 +243,7 @@ class PexPolicy:
         self.reward_bound = value_upper_bound(f.reward_max, d, f.pex_horizon)
         self.cost_bound = value_upper_bound(f.cost_max, d, f.pex_horizon)
         self.stopped = False  # the foresight stop holds until ``reset``
+        self.done = False  # so does ``fosp.hold_on_success`` once the target is touched
         if weights is not None:
             self.load_weights(weights)
 
@@ -278,11 +281,17 @@ class PexPolicy:
 
     def reset(self) -> None:
         self.agent.reset()
-        self.stopped = False
+        self.stopped = self.done = False
 
     @torch.no_grad()
-    def step(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> PolicyStep:
-        """One observation (image 64x64 uint8 + pose, or state) -> the action to send."""
+    def step(self, obs: dict[str, np.ndarray], deterministic: bool = False,
+             touching_target: bool = False) -> PolicyStep:
+        """One observation (image 64x64 uint8 + pose, or state) -> the action to send.
+
+        ``touching_target``: the reward label of this observation (the labeler's, or the
+        twin's); with ``fosp.hold_on_success`` the arm holds still from the first touch."""
+        if touching_target and self.config.fosp.hold_on_success:
+            self.done = True
         features = self.agent.observe(obs, deterministic)
         actor_input = self.agent.actor_input(features)
         online = self.agent.actor_critic.policy(actor_input, deterministic)
@@ -309,14 +318,15 @@ class PexPolicy:
             action, chosen = candidates[index : index + 1], POLICIES[index]
             q_tilde, probabilities = q.cpu().numpy(), p.cpu().numpy()
         foreseen = self._foresee(action, foreseen_costs[POLICIES.index(chosen)])
-        if self.stopped:
+        if self.stopped or self.done:
             action = torch.zeros_like(action)
         self.agent.remember_action(action)
         return PolicyStep(action[0].cpu().numpy().astype(np.float32), chosen, q_tilde,
-                          probabilities, foreseen, self.stopped, foreseen_costs, vetoed)
+                          probabilities, foreseen, self.stopped, foreseen_costs, vetoed,
+                          self.done)
 
     def _foresight_off(self) -> bool:
-        return self.config.fosp.foresight_stop <= 0 or self.stopped
+        return self.config.fosp.foresight_stop <= 0 or self.stopped or self.done
 
     def _imagined_cost(self, action: Tensor, actor: nn.Module | None = None) -> float:
         f = self.config.fosp

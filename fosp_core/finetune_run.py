@@ -45,10 +45,14 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     vetoed = {"offline": 0, "online": 0}  # steps where the foresight veto dropped each
     steps: list[int] = []
     stopped_at: list[int] = []  # the step the foresight stop began, if it did
+    held_at: list[int] = []  # the step ``fosp.hold_on_success`` began, if it did
 
-    def act(obs: dict, _info: dict) -> np.ndarray:
-        decision = policy.step(obs, deterministic=deterministic)
+    def act(obs: dict, info: dict) -> np.ndarray:
+        decision = policy.step(obs, deterministic=deterministic,
+                               touching_target=bool(info.get("touch_target", False)))
         chosen[decision.chosen] += 1
+        if decision.done and not held_at:
+            held_at.append(len(steps))
         if decision.vetoed:
             vetoed[decision.vetoed] += 1
         if decision.stopped and not stopped_at:
@@ -60,7 +64,7 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
             "layout": info["layout"], "source": "finetune", "chosen": chosen,
             "policy": steps, "stopped_at": stopped_at[0] if stopped_at else None,
-            "vetoed": vetoed,
+            "vetoed": vetoed, "held_at": held_at[0] if held_at else None,
             "image_rendered": render or env.config.obs_mode == "image"}
     return arrays, meta, chosen
 

@@ -145,7 +145,8 @@ class Policy(Node):
             self._finish_episode()
             return
         start = time.perf_counter()
-        decision = self.policy.step(self._policy_obs(obs), self.params["deterministic"])
+        decision = self.policy.step(self._policy_obs(obs), self.params["deterministic"],
+                                    touching_target=bool(labels[0] > 0))
         self.step_ms.append(1e3 * (time.perf_counter() - start))
         self.action_pub.publish(array_to_msg(decision.action))
         self.pex_pub.publish(array_to_msg([float(decision.chosen == "online"),

@@ -169,6 +169,31 @@ def test_veto_hands_the_step_to_the_proposal_foreseen_safe(pretrained):
     assert both.stopped and np.all(both.action == 0) and both.vetoed == ""
 
 
+def test_hold_on_success_holds_still_from_the_first_touch_until_reset(pretrained):
+    run, data = pretrained
+    fosp = {"hold_on_success": True, "foresight_stop": 1000.0}
+    learner = Learner.from_run(run, data, pex=True, overrides={"fosp": fosp})
+    policy = PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
+    plain = _policy(pretrained, stop=0.0, pex=True)
+    obs = {"state": make_trajectory(0)["state"][0]}
+    for p in (policy, plain):
+        p.reset()
+    moving = policy.step(obs, deterministic=True)
+    assert not moving.done and np.any(moving.action != 0) and moving.foreseen_cost >= 0
+    touched = policy.step(obs, deterministic=True, touching_target=True)
+    assert touched.done and np.all(touched.action == 0)
+    assert torch.count_nonzero(policy.agent._prev_action) == 0  # the model is told
+    after = policy.step(obs, deterministic=True)  # slid off the target: still holding
+    # ... and imagines nothing more (the foresight stop is moot).
+    assert after.done and np.all(after.action == 0) and np.isnan(after.foreseen_cost)
+    policy.reset()
+    assert not policy.step(obs, deterministic=True).done
+    # Without the option the label changes nothing.
+    plain.step(obs, deterministic=True)
+    off = plain.step(obs, deterministic=True, touching_target=True)
+    assert not off.done and np.any(off.action != 0)
+
+
 def test_rollout_and_rates_report_the_stop(pretrained):
     from fosp_core.envs.safereach import SafeReachEnv
     from fosp_core.finetune_run import episode_rates, format_report, rollout
@@ -183,6 +208,7 @@ def test_rollout_and_rates_report_the_stop(pretrained):
     finally:
         env.close()
     assert meta["stopped_at"] == 0 and free_meta["stopped_at"] is None
+    assert meta["held_at"] is None  # fosp.hold_on_success is off
     assert not arrays["action"].any() and free["action"].any()
     rates = episode_rates([(arrays, chosen), (free, free_chosen)], [True, False])
     assert rates["stopped_rate"] == 0.5

@@ -203,6 +203,12 @@ class FospConfig:
     # own path, and leave those foreseen to collide out of eq. 21's draw; stop only when both
     # are. Without it, the chosen proposal is foreseen with the new actor taking over.
     foresight_veto: bool = False
+    # Acting, not in the paper: once the labeler reports the target touched, send the zero
+    # action until the episode ends (as a lab ends an episode at success). Touching the
+    # target is the task; moving on can only add costs. With the foresight stop, the
+    # violations PEX added over direct fine-tuning came after the touch: the frozen offline
+    # policy cannot learn ``online_hold_weight``'s "hold still" and keeps pushing.
+    hold_on_success: bool = False
 
 
 @dataclass
