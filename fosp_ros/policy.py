@@ -158,6 +158,10 @@ class Policy(Node):
             self._report(f"foresight stop at step {episode['t']}: the world model foresees a "
                          f"cost of {decision.foreseen_cost:.2f}; holding still until the "
                          "episode ends")
+        if decision.done and episode["held_at"] is None:
+            episode["held_at"] = episode["t"]
+            self._report(f"target touched at step {episode['t']}: holding still until the "
+                         "episode ends (fosp.hold_on_success)")
         episode["chosen"][decision.chosen] += 1
         if decision.vetoed:
             episode["vetoed"][decision.vetoed] += 1
@@ -216,7 +220,8 @@ class Policy(Node):
                                        cost=0.0)],
                          "last_action": np.zeros(6, np.float32),
                          "chosen": {"offline": 0, "online": 0}, "policy": [],
-                         "stopped_at": None, "vetoed": {"offline": 0, "online": 0}}
+                         "stopped_at": None, "vetoed": {"offline": 0, "online": 0},
+                         "held_at": None}
         self._resetting = False
 
     def _finish_episode(self) -> None:
@@ -225,6 +230,7 @@ class Policy(Node):
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
                 "source": "ros", "chosen": episode["chosen"], "policy": episode["policy"],
                 "stopped_at": episode["stopped_at"], "vetoed": episode["vetoed"],
+                "held_at": episode["held_at"],
                 "episode": self.episodes_done}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)

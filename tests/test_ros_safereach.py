@@ -66,6 +66,7 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         assert sum(meta["policy"]) == meta["chosen"]["online"]
         assert "stopped_at" in meta and meta["stopped_at"] is None  # no cost reaches 1000
         assert meta["vetoed"] == {"offline": 0, "online": 0}  # nor drops a proposal
+        assert "held_at" in meta
         # /fosp/finetune returns success with figures.
         reply = client.call(Trigger, "/fosp/finetune", timeout=60)
         assert reply.success, reply.message
