@@ -230,6 +230,33 @@ class PolicyStep:
     done: bool = False
 
 
+@dataclass
+class EpisodeLog:
+    """What one episode's ``PolicyStep``s say about it, kept for the trajectory's meta by the
+    twin rollout and the ROS policy node alike."""
+
+    chosen: dict[str, int] = field(default_factory=lambda: dict.fromkeys(POLICIES, 0))
+    policy: list[int] = field(default_factory=list)  # per action: 0 offline, 1 online
+    vetoed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(POLICIES, 0))
+    stopped_at: int | None = None  # the action the foresight stop began at
+    held_at: int | None = None  # the action ``fosp.hold_on_success`` began at
+
+    def add(self, decision: PolicyStep) -> None:
+        t = len(self.policy)
+        if decision.stopped and self.stopped_at is None:
+            self.stopped_at = t
+        if decision.done and self.held_at is None:
+            self.held_at = t
+        self.chosen[decision.chosen] += 1
+        if decision.vetoed:
+            self.vetoed[decision.vetoed] += 1
+        self.policy.append(POLICIES.index(decision.chosen))
+
+    def meta(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "policy": self.policy, "stopped_at": self.stopped_at,
+                "vetoed": self.vetoed, "held_at": self.held_at}
+
+
 class PexPolicy:
     """Acting with safe policy expansion; weights come from ``Learner.snapshot``."""
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fosp_core.collect import record_episode
-from fosp_core.finetune import POLICIES, Learner, PexPolicy
+from fosp_core.finetune import EpisodeLog, Learner, PexPolicy
 from fosp_core.stats import wilson_interval
 from fosp_core.train import run_dataset
 
@@ -41,32 +41,19 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
     """One episode in the dataset's row convention, plus PEX statistics."""
     obs, info = env.reset(seed=seed)
     policy.reset()
-    chosen = {"offline": 0, "online": 0}
-    vetoed = {"offline": 0, "online": 0}  # steps where the foresight veto dropped each
-    steps: list[int] = []
-    stopped_at: list[int] = []  # the step the foresight stop began, if it did
-    held_at: list[int] = []  # the step ``fosp.hold_on_success`` began, if it did
+    log = EpisodeLog()
 
     def act(obs: dict, info: dict) -> np.ndarray:
         decision = policy.step(obs, deterministic=deterministic,
                                touching_target=bool(info.get("touch_target", False)))
-        chosen[decision.chosen] += 1
-        if decision.done and not held_at:
-            held_at.append(len(steps))
-        if decision.vetoed:
-            vetoed[decision.vetoed] += 1
-        if decision.stopped and not stopped_at:
-            stopped_at.append(len(steps))
-        steps.append(POLICIES.index(decision.chosen))
+        log.add(decision)
         return decision.action
 
     arrays, info = record_episode(env, obs, info, act, render)
     meta = {"task": env.config.task, "behaviour": "policy", "seed": seed,
-            "layout": info["layout"], "source": "finetune", "chosen": chosen,
-            "policy": steps, "stopped_at": stopped_at[0] if stopped_at else None,
-            "vetoed": vetoed, "held_at": held_at[0] if held_at else None,
+            "layout": info["layout"], "source": "finetune", **log.meta(),
             "image_rendered": render or env.config.obs_mode == "image"}
-    return arrays, meta, chosen
+    return arrays, meta, log.chosen
 
 
 def episode_rates(episodes: list[tuple[dict, dict]], stopped: list[bool] | None = None

@@ -32,7 +32,7 @@ from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from fosp_core.dataset import rows_to_arrays, trajectory_to_bytes
-from fosp_core.finetune import POLICIES, PexPolicy, weights_from_bytes
+from fosp_core.finetune import EpisodeLog, PexPolicy, weights_from_bytes
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
@@ -153,19 +153,15 @@ class Policy(Node):
                                            *np.nan_to_num(decision.q_tilde),
                                            *decision.probabilities]))
         episode["last_action"] = decision.action
-        if decision.stopped and episode["stopped_at"] is None:
-            episode["stopped_at"] = episode["t"]
+        log = episode["log"]
+        log.add(decision)  # its stopped_at / held_at equal t only at the step they began
+        if log.stopped_at == episode["t"]:
             self._report(f"foresight stop at step {episode['t']}: the world model foresees a "
                          f"cost of {decision.foreseen_cost:.2f}; holding still until the "
                          "episode ends")
-        if decision.done and episode["held_at"] is None:
-            episode["held_at"] = episode["t"]
+        if log.held_at == episode["t"]:
             self._report(f"target touched at step {episode['t']}: holding still until the "
                          "episode ends (fosp.hold_on_success)")
-        episode["chosen"][decision.chosen] += 1
-        if decision.vetoed:
-            episode["vetoed"][decision.vetoed] += 1
-        episode["policy"].append(POLICIES.index(decision.chosen))
         episode["t"] += 1
 
     def _policy_obs(self, obs: dict) -> dict:
@@ -219,30 +215,26 @@ class Policy(Node):
                          "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,
                                        cost=0.0)],
                          "last_action": np.zeros(6, np.float32),
-                         "chosen": {"offline": 0, "online": 0}, "policy": [],
-                         "stopped_at": None, "vetoed": {"offline": 0, "online": 0},
-                         "held_at": None}
+                         "log": EpisodeLog()}
         self._resetting = False
 
     def _finish_episode(self) -> None:
         episode, self._episode = self._episode, None
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
-                "source": "ros", "chosen": episode["chosen"], "policy": episode["policy"],
-                "stopped_at": episode["stopped_at"], "vetoed": episode["vetoed"],
-                "held_at": episode["held_at"],
-                "episode": self.episodes_done}
+                "source": "ros", **episode["log"].meta(), "episode": self.episodes_done}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)
         self.episodes_done += 1
         if self.params["wait_for_weights"]:
             self._awaiting = (self._weights_received, time.monotonic())
-        online = episode["chosen"]["online"] / max(1, sum(episode["chosen"].values()))
+        chosen = episode["log"].chosen
+        online = chosen["online"] / max(1, sum(chosen.values()))
         p50 = float(np.percentile(self.step_ms, 50)) if self.step_ms else 0.0
         self._report(f"episode {self.episodes_done}: success={bool(arrays['reward'].any())} "
                      f"violation={bool(arrays['cost'].any())} online={online:.2f} "
-                     f"stopped_at={episode['stopped_at']} "
+                     f"stopped_at={episode['log'].stopped_at} "
                      f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks}")
 
     def _report(self, text: str) -> None:

@@ -194,6 +194,23 @@ def test_hold_on_success_holds_still_from_the_first_touch_until_reset(pretrained
     assert not off.done and np.any(off.action != 0)
 
 
+def test_episode_log_records_where_the_stop_and_the_hold_began():
+    from fosp_core.finetune import EpisodeLog, PolicyStep
+
+    def step(chosen, stopped=False, done=False, vetoed=""):
+        return PolicyStep(np.zeros(6, np.float32), chosen, np.full(2, np.nan), np.ones(2) / 2,
+                          stopped=stopped, vetoed=vetoed, done=done)
+
+    log = EpisodeLog()
+    for decision in [step("offline", vetoed="online"), step("online", done=True),
+                     step("online", done=True, stopped=True), step("offline", stopped=True,
+                                                                   done=True)]:
+        log.add(decision)
+    assert log.meta() == {"chosen": {"offline": 2, "online": 2}, "policy": [0, 1, 1, 0],
+                          "stopped_at": 2, "vetoed": {"offline": 0, "online": 1},
+                          "held_at": 1}
+
+
 def test_rollout_and_rates_report_the_stop(pretrained):
     from fosp_core.envs.safereach import SafeReachEnv
     from fosp_core.finetune_run import episode_rates, format_report, rollout
