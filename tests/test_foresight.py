@@ -293,3 +293,48 @@ def test_foresight_benchmark_runs(pretrained, tmp_path):
     assert "threshold 0.5: stops" in out.stdout
     # Threshold -1 alarms at every one of the episode's 80 steps: 27 moves each.
     assert "detours: 2160 constant moves from 80 alarmed steps" in out.stdout
+
+
+def _push_straight_ahead(policy: PexPolicy) -> None:
+    """Both actors' most likely action becomes +x at full step, whatever they observe."""
+    for actor in (policy.agent.actor_critic.actor, policy.offline_actor):
+        out = actor.mlp.out
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.zero_()
+            out.bias[0] = 5.0  # tanh(5) = 0.9999
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_real_touch_in_the_twin_starts_the_hold(pretrained, hold):
+    """MuJoCo, not a label handed in: the arm drives into the middle target (nothing between)."""
+    import functools
+
+    from fosp_core.envs.safereach import OBSTACLE_POINTS, TARGET_POINTS, Layout, SafeReachEnv
+    from fosp_core.finetune_run import rollout
+
+    run, data = pretrained
+    learner = Learner.from_run(run, data, pex=True,
+                               overrides={"fosp": {"hold_on_success": hold}})
+    policy = PexPolicy(learner.agent.config, learner.snapshot(), seed=0)
+    _push_straight_ahead(policy)
+    env = SafeReachEnv(task="safereach", obs_mode="state")
+    clear = Layout(1, [0, 2], TARGET_POINTS[1], [OBSTACLE_POINTS[0], OBSTACLE_POINTS[2]])
+    env.reset = functools.partial(env.reset, options={"layout": clear})  # rollout draws none
+    try:
+        arrays, meta, _ = rollout(env, policy, 0, True, False)
+    finally:
+        env.close()
+    touched = np.flatnonzero(arrays["reward"])
+    assert touched.size and not arrays["cost"].any()
+    first = int(touched[0])  # row t holds the reward of the action in row t
+    assert np.all(arrays["action"][1:first + 1, 0] > 0.99)  # pushed all the way in
+    if hold:
+        # The policy saw the touch in row `first` and sent zeros from the next action on.
+        assert meta["held_at"] == first
+        assert not arrays["action"][first + 1:].any()
+        drift = np.abs(arrays["pose"][first + 1:, :3] - arrays["pose"][first, :3]).max()
+        assert drift < 0.01  # the arm stays where it touched
+    else:
+        assert meta["held_at"] is None
+        assert np.all(arrays["action"][first + 1:, 0] > 0.99)  # keeps pushing
