@@ -132,6 +132,17 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from fosp_core import finetune_compare as compare
+
+    groups = compare.pool([compare.load_report(path) for path in args.runs])
+    print(compare.format_comparison(groups))
+    if args.plot:
+        compare.plot_comparison(groups, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def _extract(args: argparse.Namespace) -> int:
     from fosp_core.config import dotted_overrides
     from fosp_core.extract import extract_policy
@@ -351,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the run's config for fine-tuning, e.g. "
                         "--set fosp.online_actor_init=copy (repeatable; not the network sizes)")
     p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("compare", help="pool fine-tuning reports over seeds: PEX against "
+                                       "direct fine-tuning, by task")
+    p.add_argument("runs", nargs="+", metavar="OUT",
+                   help="`fosp finetune` / `fosp demo` output dirs (or their report.json)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the pooled rates here")
+    p.set_defaults(func=_compare)
     return parser
 
 

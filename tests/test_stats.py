@@ -2,7 +2,7 @@
 
 import pytest
 
-from fosp_core.stats import wilson_interval
+from fosp_core.stats import difference_interval, wilson_interval
 
 
 @pytest.mark.parametrize("hits, n, low, high", [
@@ -26,3 +26,17 @@ def test_wilson_interval_narrows_with_more_episodes_and_refuses_nonsense():
         wilson_interval(0, 0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+@pytest.mark.parametrize("a, n_a, b, n_b, low, high", [
+    # Newcombe (1998), Table II, method 10: 56/70 - 48/80 = 0.2000, interval 0.0524 to 0.3339
+    (56, 70, 48, 80, 0.0524, 0.3339),
+    # ... and 9/10 - 3/10 = 0.6, interval 0.1705 to 0.8090
+    (9, 10, 3, 10, 0.1705, 0.8090),
+    # 0/40 - 0/40: each Wilson half-width is 0.0876 (z^2/80 / (1 + z^2/40) * 2), so +-0.0876
+    (0, 40, 0, 40, -0.0876, 0.0876),
+])
+def test_difference_interval_matches_newcombe(a, n_a, b, n_b, low, high):
+    assert difference_interval(a, n_a, b, n_b) == pytest.approx((low, high), abs=5e-5)
+    # Swapping the two rates mirrors the interval.
+    assert difference_interval(b, n_b, a, n_a) == pytest.approx((-high, -low), abs=5e-5)

@@ -1,0 +1,210 @@
+"""``fosp compare``: pool ``fosp finetune`` (or ``fosp demo``) reports over seeds.
+
+One fine-tuning run violates in a handful of its 40 trajectories, so two runs' rows differ
+by noise as often as by method. This pools runs of the same task and the same settings
+(all seeds together) and, for each task, sets every variant against direct fine-tuning:
+how many fine-tuning trajectories violated, with a 95% interval of the difference.
+
+Runs of a task are told apart by their method (PEX or direct, the algorithm) and by any
+setting of the ``fosp`` config, trajectories, gradient steps or acting mode that is not the
+same in all that task's runs of the method, so "PEX, foresight_stop=0.5" and
+"PEX, foresight_stop=0" stay two rows.
+
+The pooled trajectories of one run are not independent draws (the policy learns between
+them); the intervals treat them as if they were and so are, if anything, too narrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fosp_core.stats import difference_interval, wilson_interval
+
+ROWS = ("before", "during", "after")
+# Report fields that change what a run measures (besides its seed and task).
+REPORT_SETTINGS = ("algo", "obs_mode", "trajectories", "grad_steps", "deterministic")
+
+
+@dataclass
+class Group:
+    """The runs of one task and one method / settings, pooled."""
+
+    task: str
+    label: str
+    settings: dict = field(default_factory=dict)  # those of its first run (all runs share them)
+    seeds: list[int] = field(default_factory=list)
+    # row -> [successes, violating episodes, episodes], summed over the runs
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    during_violating: list[int] = field(default_factory=list)  # per run, in seed order
+    cost_regret: list[float] = field(default_factory=list)
+
+    @property
+    def direct(self) -> bool:
+        return self.label.startswith("direct")
+
+    def rate(self, row: str, name: str) -> tuple[float, float, float]:
+        """(rate, low, high) of 'success' or 'violation' in ``row``, pooled."""
+        successes, violating, n = self.counts[row]
+        hits = successes if name == "success" else violating
+        return (hits / n, *wilson_interval(hits, n))
+
+
+def load_report(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(report.json, the run's config.yaml ``fosp`` section) of a fine-tuning output dir."""
+    path = Path(path)
+    report_path = path / "report.json" if path.is_dir() else path
+    if not report_path.is_file():
+        raise FileNotFoundError(f"{path}: no report.json (is it a `fosp finetune --out` dir?)")
+    report = json.loads(report_path.read_text())
+    missing = [k for k in ("task", "pex", "seed", *ROWS) if k not in report]
+    if missing:
+        raise ValueError(f"{report_path}: not a fine-tuning report (no {', '.join(missing)})")
+    config_path = report_path.parent / "config.yaml"
+    fosp = {}
+    if config_path.is_file():
+        fosp = (yaml.safe_load(config_path.read_text()) or {}).get("fosp", {}) or {}
+    return report, fosp
+
+
+def _settings(report: dict, fosp: dict) -> dict:
+    settings = {k: report.get(k) for k in REPORT_SETTINGS}
+    settings.update({f"fosp.{k}": v for k, v in fosp.items()})
+    return settings
+
+
+def pool(runs: list[tuple[dict, dict]]) -> list[Group]:
+    """Group (report, fosp config) pairs by task, method and differing settings; sum counts."""
+    if not runs:
+        raise ValueError("no runs to compare")
+    alike: dict[tuple[str, str], list[dict]] = {}  # (task, method) -> each run's settings
+    for report, fosp in runs:
+        alike.setdefault((report["task"], _method(report)), []).append(_settings(report, fosp))
+    groups: dict[tuple[str, str], Group] = {}
+    for (report, fosp) in sorted(runs, key=lambda r: (r[0]["task"], r[0]["seed"])):
+        method = _method(report)
+        settings = _settings(report, fosp)
+        others = alike[report["task"], method]
+        keys = dict.fromkeys(k for s in others for k in s)
+        varying = [k for k in keys if len({json.dumps(s.get(k)) for s in others}) > 1]
+        # A setting missing from an older run's config was not an option yet when it ran.
+        label = ", ".join([method] + [f"{k.removeprefix('fosp.')}="
+                                      f"{'unset' if settings.get(k) is None else settings[k]}"
+                                      for k in varying])
+        group = groups.setdefault((report["task"], label),
+                                  Group(report["task"], label, settings))
+        if report["seed"] in group.seeds:
+            raise ValueError(f"two runs of {report['task']} / {label} with seed "
+                             f"{report['seed']}: give each run once")
+        group.seeds.append(report["seed"])
+        for row in ROWS:
+            r = report[row]
+            n = int(r["episodes"])
+            counts = [round(r["success_rate"] * n), round(r["violation_rate"] * n), n]
+            group.counts[row] = [a + b for a, b in zip(group.counts.get(row, [0, 0, 0]),
+                                                       counts)]
+        group.during_violating.append(round(report["during"]["violation_rate"]
+                                            * report["during"]["episodes"]))
+        group.cost_regret.append(float(report["during"].get("cost_regret", float("nan"))))
+    return sorted(groups.values(), key=lambda g: (g.task, not g.direct, g.label))
+
+
+def _method(report: dict) -> str:
+    method = "PEX" if report["pex"] else "direct"
+    return method if report.get("algo", "fosp") == "fosp" else f"{method} ({report['algo']})"
+
+
+def closest_direct(group: Group, groups: list[Group]) -> Group | None:
+    """The direct fine-tuning group of the same task whose settings differ from ``group``'s in
+    the fewest keys (the first such), or None without one."""
+    direct = [g for g in groups if g.direct and g.task == group.task]
+
+    def differences(other: Group) -> int:
+        keys = set(group.settings) | set(other.settings)
+        return sum(group.settings.get(k) != other.settings.get(k) for k in keys)
+
+    return min(direct, key=differences, default=None)
+
+
+def format_comparison(groups: list[Group]) -> str:
+    """A table per task (pooled before / during / after) and each variant against the closest
+    direct fine-tuning."""
+    lines = []
+    width = max(len("method"), *(len(g.label) for g in groups))
+    for task in dict.fromkeys(g.task for g in groups):
+        rows = [g for g in groups if g.task == task]
+        lines += [task, f"  {'method':<{width}} {'seeds':<9} {'before':>9} {'during':>9} "
+                        f"{'after':>9}  violating while fine-tuning (per seed)"]
+        for g in rows:
+            cells = [f"{g.rate(r, 'success')[0]:.0%}/{g.rate(r, 'violation')[0]:.0%}"
+                     for r in ROWS]
+            s, v, n = g.counts["during"]
+            per_seed = ", ".join(str(k) for k in g.during_violating)
+            lines.append(f"  {g.label:<{width}} {','.join(map(str, g.seeds)):<9} "
+                         f"{cells[0]:>9} {cells[1]:>9} {cells[2]:>9}  "
+                         f"{v}/{n} ({per_seed}), cost regret {np.nanmean(g.cost_regret):.3f}")
+        for g in rows:
+            d = None if g.direct else closest_direct(g, groups)
+            if d is None:
+                continue
+            shared = sorted(set(g.seeds) & set(d.seeds))
+            _, v_a, n_a = g.counts["during"]
+            _, v_b, n_b = d.counts["during"]
+            low, high = difference_interval(v_a, n_a, v_b, n_b)
+            fewer = sum(g.during_violating[g.seeds.index(s)]
+                        < d.during_violating[d.seeds.index(s)] for s in shared)
+            lines.append(f"  {g.label}  against  {d.label}: violating while fine-tuning "
+                         f"{v_a / n_a - v_b / n_b:+.1%} (95% CI {low:+.1%} to {high:+.1%}); "
+                         f"fewer in {fewer} of {len(shared)} shared seeds")
+        lines.append("")
+    lines.append("rates are success/violating over all the runs' episodes; before and after "
+                 "are evaluation episodes, during the fine-tuning trajectories")
+    return "\n".join(lines)
+
+
+def plot_comparison(groups: list[Group], path: str | os.PathLike) -> None:
+    """Pooled rates with 95% intervals: violating while fine-tuning, success and violating
+    after, one cluster of bars per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    tasks = list(dict.fromkeys(g.task for g in groups))
+    labels = list(dict.fromkeys(g.label for g in groups))
+    panels = (("during", "violation", "violating while fine-tuning"),
+              ("after", "success", "success after"), ("after", "violation", "violating after"))
+    fig = Figure(figsize=(4 * len(panels), 3.6))
+    width = 0.8 / len(labels)
+    colours = matplotlib.colormaps["tab10"]
+    named: set[str] = set()  # one legend entry per method, from whichever bar comes first
+    for k, (row, name, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for j, label in enumerate(labels):
+            for i, task in enumerate(tasks):
+                g = next((g for g in groups if g.task == task and g.label == label), None)
+                if g is None:
+                    continue
+                rate, low, high = g.rate(row, name)
+                ax.bar(i + (j - (len(labels) - 1) / 2) * width, rate, width,
+                       yerr=[[rate - low], [high - rate]], capsize=3, color=colours(j),
+                       label=None if label in named else label)
+                named.add(label)
+        ax.set_xticks(range(len(tasks)), [t.removeprefix("safereach-") for t in tasks],
+                      fontsize=8)
+        ax.set(ylim=(0, 1.05), title=title)
+    handles, names = [], []
+    for ax in fig.axes:
+        h, n = ax.get_legend_handles_labels()
+        handles, names = handles + h, names + n
+    fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=90)
+    os.replace(tmp, path)

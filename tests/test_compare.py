@@ -1,0 +1,92 @@
+"""`fosp compare`: fine-tuning reports pooled over seeds, PEX set against direct fine-tuning."""
+
+import json
+
+import pytest
+import yaml
+
+from fosp_core.cli import main
+from fosp_core.finetune_compare import closest_direct, format_comparison, load_report, pool
+from fosp_core.stats import difference_interval
+
+
+def _row(episodes, successes, violating, **extra):
+    return {"episodes": episodes, "success_rate": successes / episodes,
+            "violation_rate": violating / episodes, **extra}
+
+
+def write_run(root, name, task, pex, seed, during_violating, fosp=None, after=(18, 1)):
+    out = root / name
+    out.mkdir(parents=True)
+    report = {"task": task, "pex": pex, "seed": seed, "algo": "fosp", "obs_mode": "image",
+              "trajectories": 40, "grad_steps": 40, "deterministic": True,
+              "before": _row(20, 19, 4), "during": _row(40, 36, during_violating,
+                                                          cost_regret=0.01 * during_violating),
+              "after": _row(20, *after)}
+    (out / "report.json").write_text(json.dumps(report))
+    (out / "config.yaml").write_text(yaml.safe_dump({"algo": "fosp", "fosp": fosp or {}}))
+    return out
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """more-obstacles: direct seeds 0-2 (2, 1, 1 violating), PEX seeds 0-2 (2, 2, 0) with a
+    PEX-only setting, and PEX seed 0 again without it; target-shape: PEX only."""
+    task = "safereach-more-obstacles"
+    paths = [write_run(tmp_path, f"d{s}", task, False, s, v, {"foresight_stop": 0.5})
+             for s, v in enumerate((2, 1, 1))]
+    paths += [write_run(tmp_path, f"p{s}", task, True, s, v,
+                        {"foresight_stop": 0.5, "foresight_veto": True})
+              for s, v in enumerate((2, 2, 0))]
+    paths.append(write_run(tmp_path, "plain", task, True, 0, 5, {"foresight_stop": 0.5,
+                                                                "foresight_veto": False}))
+    paths.append(write_run(tmp_path, "t0", "safereach-target-shape", True, 0, 0))
+    return paths
+
+
+def test_pool_sums_counts_over_seeds_and_names_what_differs(runs):
+    groups = pool([load_report(p) for p in runs])
+    labels = [(g.task, g.label) for g in groups]
+    assert labels == [
+        ("safereach-more-obstacles", "direct"),
+        ("safereach-more-obstacles", "PEX, foresight_veto=False"),
+        ("safereach-more-obstacles", "PEX, foresight_veto=True"),
+        ("safereach-target-shape", "PEX"),  # its only run: nothing to tell apart
+    ]
+    direct, plain, veto, _ = groups
+    assert direct.seeds == [0, 1, 2] and direct.during_violating == [2, 1, 1]
+    assert direct.counts == {"before": [57, 12, 60], "during": [108, 4, 120],
+                             "after": [54, 3, 60]}
+    assert veto.counts["during"] == [108, 4, 120] and plain.counts["during"] == [36, 5, 40]
+    assert veto.rate("during", "violation")[0] == pytest.approx(4 / 120)
+    assert closest_direct(veto, groups) is direct
+    assert closest_direct(groups[3], groups) is None  # no direct run of target-shape
+
+
+def test_comparison_text_sets_pex_against_direct(runs):
+    text = format_comparison(pool([load_report(p) for p in runs]))
+    assert "4/120 (2, 1, 1)" in text and "4/120 (2, 2, 0)" in text and "5/40 (5)" in text
+    low, high = difference_interval(4, 120, 4, 120)
+    # Same pooled count: no difference; seed 2 had fewer (0 < 1), seeds 0 and 1 did not.
+    assert (f"PEX, foresight_veto=True  against  direct: violating while fine-tuning +0.0% "
+            f"(95% CI {low:+.1%} to {high:+.1%}); fewer in 1 of 3 shared seeds") in text
+    low, high = difference_interval(5, 40, 4, 120)
+    assert f"+9.2% (95% CI {low:+.1%} to {high:+.1%}); fewer in 0 of 1 shared seeds" in text
+
+
+def test_cli_prints_the_table_and_draws_the_plot(runs, tmp_path, capsys):
+    plot = tmp_path / "compare.png"
+    assert main(["compare", *map(str, runs), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "safereach-target-shape" in out and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_input_is_a_clear_error(runs, tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nowhere")]) == 2
+    assert "no report.json" in capsys.readouterr().err
+    assert main(["compare", str(runs[0]), str(runs[0])]) == 2  # the same run twice
+    assert "seed 0" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text(json.dumps({"task": "t"}))
+    assert main(["compare", str(tmp_path / "other")]) == 2
+    assert "not a fine-tuning report" in capsys.readouterr().err
