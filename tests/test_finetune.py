@@ -359,6 +359,11 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
         assert np.mean(traj.meta["policy"]) == pytest.approx(entry["online_share"])
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG"
     assert torch.load(out / "learner.pt", weights_only=True)["trajectories"] == 2
+    # `fosp compare` reads a real report (and its config.yaml), not only hand-written ones.
+    assert main(["compare", str(out)]) == 0
+    violating = round(report["during"]["violation_rate"] * 2)
+    table = capsys.readouterr().out
+    assert "safereach-more-obstacles" in table and f"  {violating}/2 ({violating})," in table
 
 
 def test_lead_in_offline_share_counts_the_actions_up_to_the_first_cost():
