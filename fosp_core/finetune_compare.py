@@ -158,9 +158,14 @@ def format_comparison(groups: list[Group]) -> str:
             low, high = difference_interval(v_a, n_a, v_b, n_b)
             fewer = sum(g.during_violating[g.seeds.index(s)]
                         < d.during_violating[d.seeds.index(s)] for s in shared)
+            # The paper's own measure of safety while learning (App. D.2), seed by seed.
+            lower = sum(g.cost_regret[g.seeds.index(s)] < d.cost_regret[d.seeds.index(s)]
+                        for s in shared)
             lines.append(f"  {g.label}  against  {d.label}: violating while fine-tuning "
-                         f"{v_a / n_a - v_b / n_b:+.1%} (95% CI {low:+.1%} to {high:+.1%}); "
-                         f"fewer in {fewer} of {len(shared)} shared seeds")
+                         f"{v_a / n_a - v_b / n_b:+.1%} (95% CI {low:+.1%} to {high:+.1%}), "
+                         f"fewer in {fewer} of {len(shared)} shared seeds; cost regret "
+                         f"{np.nanmean(g.cost_regret):.3f} against "
+                         f"{np.nanmean(d.cost_regret):.3f}, lower in {lower} of {len(shared)}")
         lines.append("")
     lines.append("rates are success/violating over all the runs' episodes; before and after "
                  "are evaluation episodes, during the fine-tuning trajectories")

@@ -69,9 +69,11 @@ def test_comparison_text_sets_pex_against_direct(runs):
     low, high = difference_interval(4, 120, 4, 120)
     # Same pooled count: no difference; seed 2 had fewer (0 < 1), seeds 0 and 1 did not.
     assert (f"PEX, foresight_veto=True  against  direct: violating while fine-tuning +0.0% "
-            f"(95% CI {low:+.1%} to {high:+.1%}); fewer in 1 of 3 shared seeds") in text
+            f"(95% CI {low:+.1%} to {high:+.1%}), fewer in 1 of 3 shared seeds; cost regret "
+            f"0.013 against 0.013, lower in 1 of 3") in text  # 0.01 per violating trajectory
     low, high = difference_interval(5, 40, 4, 120)
-    assert f"+9.2% (95% CI {low:+.1%} to {high:+.1%}); fewer in 0 of 1 shared seeds" in text
+    assert (f"+9.2% (95% CI {low:+.1%} to {high:+.1%}), fewer in 0 of 1 shared seeds; "
+            f"cost regret 0.050 against 0.013, lower in 0 of 1") in text
 
 
 def test_cli_prints_the_table_and_draws_the_plot(runs, tmp_path, capsys):
