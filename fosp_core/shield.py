@@ -11,6 +11,8 @@ and is tested exhaustively here. Its guarantees:
 2. **Bad input is dropped.** A non-finite or wrongly shaped action produces no motion.
 3. **Watchdog.** Without a fresh pose the shield sends nothing (it cannot know where the arm
    is; the controller keeps its last equilibrium). Without a fresh action it holds position.
+   A run of zero actions (a policy's stop, an idle SpaceMouse) holds the pose the arm had at
+   the first of them, instead of creeping after the arm's tracking lag.
 4. **Latched stop.** ``stop()`` holds position and ignores actions and homing until
    ``resume()`` is called explicitly; nothing else clears it.
 5. **Homing** walks back to the home pose under the same limits.
@@ -53,6 +55,7 @@ class SafetyShield:
         self._pose_time = -np.inf
         self._action_time = -np.inf
         self._hold: np.ndarray | None = None  # last target sent: holding means staying there
+        self._still: np.ndarray | None = None  # where a run of zero actions keeps the arm
 
     # ---- inputs --------------------------------------------------------------------------
     def update_pose(self, pose: np.ndarray, now: float) -> None:
@@ -64,13 +67,13 @@ class SafetyShield:
         self.stopped, self.homing = True, False
 
     def resume(self) -> None:
-        self.stopped = False
+        self.stopped, self._still = False, None
 
     def home(self) -> bool:
         """Start homing; refused (False) while stopped."""
         if self.stopped:
             return False
-        self.homing = True
+        self.homing, self._still = True, None
         return True
 
     # ---- outputs -------------------------------------------------------------------------
@@ -85,6 +88,13 @@ class SafetyShield:
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             return ShieldOutput(None, "bad action")
         self._action_time = now
+        if not action.any():
+            # Hold still where the first zero action found the arm. Re-anchored on the
+            # measured pose every step, the hold would creep: the arm lags its target.
+            if self._still is None:
+                self._still = next_target(self._pose, action, self.config.workspace)
+            return self._send(self._limit(self._still), "action")
+        self._still = None
         return self._send(next_target(self._pose, action, self.config.workspace), "action")
 
     def on_tick(self, now: float) -> ShieldOutput | None:

@@ -92,6 +92,30 @@ def test_stale_action_holds_last_target():
     np.testing.assert_allclose(out.target, sent)  # holds where it was sent, no drift
 
 
+def test_zero_actions_hold_where_the_first_found_the_arm():
+    shield = SafetyShield()
+    pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
+    zero = np.zeros(6)
+    shield.update_pose(pose, 0.0)
+    shield.on_action(np.array([1, 0, 0, 0, 0, 0.0]), 0.0)  # target x + 0.02
+    lagging = pose + [0.015, 0, -0.001, 0, 0, 0.002]  # the arm got most of the way there
+    shield.update_pose(lagging, 0.1)
+    first = shield.on_action(zero, 0.1).target
+    np.testing.assert_allclose(first, lagging)  # the hold starts where the arm is
+    # The arm keeps sagging and turning (within one step of the hold); re-anchored on the
+    # measured pose, the hold would follow it down.
+    for k in range(2, 30):
+        shield.update_pose(lagging + k * np.array([0, 0, -0.0005, 0, 0, 0.002]), 0.1 * k)
+        held = shield.on_action(zero, 0.1 * k)
+        assert held.reason == "action"
+        np.testing.assert_allclose(held.target, first)
+    # A moving action ends the hold: the next run of zeros starts from the new measured pose.
+    moved = shield.on_action(np.array([0, 1, 0, 0, 0, 0.0]), 3.0).target
+    np.testing.assert_allclose(moved[1], 0.02)
+    shield.update_pose(pose + [0, 0.02, 0, 0, 0, 0], 3.1)
+    np.testing.assert_allclose(shield.on_action(zero, 3.1).target, pose + [0, 0.02, 0, 0, 0, 0])
+
+
 def test_stop_latches_until_resume():
     shield = SafetyShield()
     pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])

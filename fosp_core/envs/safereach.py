@@ -335,6 +335,7 @@ class SafeReachEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
         self.layout: Layout | None = None
         self._t = 0
+        self._held: np.ndarray | None = None  # where a run of zero actions holds the arm
 
     # ---- model bookkeeping -------------------------------------------------------------
     def _index_model(self) -> None:
@@ -424,12 +425,26 @@ class SafeReachEnv(gym.Env):
             d.qpos[adr:adr + 7] = (x, y, OBSTACLE_HEIGHT / 2, 1.0, 0.0, 0.0, 0.0)
         mujoco.mj_forward(m, d)
         self._t = 0
+        self._held = None
         self._disturbed = np.zeros(self.spec_.n_obstacles, dtype=bool)
         pose = self.pose()
         return self._observation(pose), self._info(pose, 0.0, False, False)
 
     def step(self, action):
-        """One control step from a normalised action (pose change in [-1, 1]^6)."""
+        """One control step from a normalised action (pose change in [-1, 1]^6).
+
+        A run of zero actions holds the pose measured at its first step, as the safety
+        shield does for the real arm. Re-anchored on the measured pose at every step it would
+        creep: the hand lags its target (the weld's tracking error under gravity), and
+        re-sending the lagging pose walked a held arm up to 2 cm and 0.13 rad over an
+        episode, once into an obstacle.
+        """
+        action = np.asarray(action)
+        if action.shape == (6,) and not action.any():
+            if self._held is None:
+                self._held = next_target(self.pose(), action, self.workspace)
+            return self.step_target(self._held)
+        self._held = None
         return self.step_target(next_target(self.pose(), action, self.workspace))
 
     def step_target(self, target: np.ndarray):
@@ -474,6 +489,7 @@ class SafeReachEnv(gym.Env):
             raise ValueError("copy_state_from needs both envs reset to the same layout")
         mujoco.mj_copyData(self.data, self.model, other.data)
         self._t, self._disturbed = other._t, other._disturbed.copy()
+        self._held = None if other._held is None else other._held.copy()
 
     # ---- sensing -----------------------------------------------------------------------
     def pose(self) -> np.ndarray:
