@@ -37,16 +37,13 @@ class Group:
 
     task: str
     label: str
+    pex: bool
     settings: dict = field(default_factory=dict)  # those of its first run (all runs share them)
     seeds: list[int] = field(default_factory=list)
     # row -> [successes, violating episodes, episodes], summed over the runs
     counts: dict[str, list[int]] = field(default_factory=dict)
     during_violating: list[int] = field(default_factory=list)  # per run, in seed order
     cost_regret: list[float] = field(default_factory=list)
-
-    @property
-    def direct(self) -> bool:
-        return self.label.startswith("direct")
 
     def rate(self, row: str, name: str) -> tuple[float, float, float]:
         """(rate, low, high) of 'success' or 'violation' in ``row``, pooled."""
@@ -97,7 +94,7 @@ def pool(runs: list[tuple[dict, dict]]) -> list[Group]:
                                       f"{'unset' if settings.get(k) is None else settings[k]}"
                                       for k in varying])
         group = groups.setdefault((report["task"], label),
-                                  Group(report["task"], label, settings))
+                                  Group(report["task"], label, report["pex"], settings))
         if report["seed"] in group.seeds:
             raise ValueError(f"two runs of {report['task']} / {label} with seed "
                              f"{report['seed']}: give each run once")
@@ -111,7 +108,7 @@ def pool(runs: list[tuple[dict, dict]]) -> list[Group]:
         group.during_violating.append(round(report["during"]["violation_rate"]
                                             * report["during"]["episodes"]))
         group.cost_regret.append(float(report["during"].get("cost_regret", float("nan"))))
-    return sorted(groups.values(), key=lambda g: (g.task, not g.direct, g.label))
+    return sorted(groups.values(), key=lambda g: (g.task, g.pex, g.label))
 
 
 def _method(report: dict) -> str:
@@ -122,7 +119,7 @@ def _method(report: dict) -> str:
 def closest_direct(group: Group, groups: list[Group]) -> Group | None:
     """The direct fine-tuning group of the same task whose settings differ from ``group``'s in
     the fewest keys (the first such), or None without one."""
-    direct = [g for g in groups if g.direct and g.task == group.task]
+    direct = [g for g in groups if not g.pex and g.task == group.task]
 
     def differences(other: Group) -> int:
         keys = set(group.settings) | set(other.settings)
@@ -143,13 +140,13 @@ def format_comparison(groups: list[Group]) -> str:
         for g in rows:
             cells = [f"{g.rate(r, 'success')[0]:.0%}/{g.rate(r, 'violation')[0]:.0%}"
                      for r in ROWS]
-            s, v, n = g.counts["during"]
+            _, v, n = g.counts["during"]
             per_seed = ", ".join(str(k) for k in g.during_violating)
             lines.append(f"  {g.label:<{width}} {','.join(map(str, g.seeds)):<9} "
                          f"{cells[0]:>9} {cells[1]:>9} {cells[2]:>9}  "
                          f"{v}/{n} ({per_seed}), cost regret {np.nanmean(g.cost_regret):.3f}")
         for g in rows:
-            d = None if g.direct else closest_direct(g, groups)
+            d = closest_direct(g, groups) if g.pex else None
             if d is None:
                 continue
             shared = sorted(set(g.seeds) & set(d.seeds))

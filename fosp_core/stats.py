@@ -33,9 +33,9 @@ def difference_interval(hits_a: int, n_a: int, hits_b: int, n_b: int, z: float =
     the two Wilson intervals: it stays inside [-1, 1] and behaves at 0 and n, where the normal
     approximation of a difference of a few violating episodes in 40 does not.
     """
-    p_a, p_b = hits_a / max(n_a, 1), hits_b / max(n_b, 1)
-    low_a, high_a = wilson_interval(hits_a, n_a, z)
+    low_a, high_a = wilson_interval(hits_a, n_a, z)  # also refuses n = 0
     low_b, high_b = wilson_interval(hits_b, n_b, z)
+    p_a, p_b = hits_a / n_a, hits_b / n_b
     d = p_a - p_b
     return (d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
             d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
