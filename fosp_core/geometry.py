@@ -139,15 +139,28 @@ def limit_target(pose: np.ndarray, wanted: np.ndarray, workspace: Workspace) -> 
     return np.clip(workspace.clamp(np.asarray(wanted, dtype=float)), pose - step, pose + step)
 
 
-def next_target(pose: np.ndarray, action: np.ndarray, workspace: Workspace) -> np.ndarray:
+def holds_still(action: np.ndarray) -> bool:
+    """Is this the zero action (or a non-finite or wrongly shaped one, treated as zero)?"""
+    action = np.asarray(action, dtype=float)
+    return action.shape != (6,) or not np.all(np.isfinite(action)) or not action.any()
+
+
+def next_target(pose: np.ndarray, action: np.ndarray, workspace: Workspace,
+                held: np.ndarray | None = None) -> np.ndarray:
     """Cartesian target for the next control step: measured pose + bounded change, in the box.
 
     The change is applied to the *measured* pose, not to the previous target, so a blocked arm
     does not wind up a target far away that it would jump to once free. A non-finite or
-    wrongly shaped action is treated as "hold position".
+    wrongly shaped action is treated as "hold position" (``holds_still``).
+
+    A run of zero actions (a policy's stop, an idle SpaceMouse) holds still where its first
+    step found the arm: pass the previous target as ``held`` while the run lasts and it is
+    kept (still within one step of the pose). Re-anchored on the measured pose every step,
+    the hold would creep after the arm's tracking lag: up to 4 cm and 0.2 rad over 70 steps
+    in the twin.
     """
-    action = np.asarray(action, dtype=float)
-    if action.shape != (6,) or not np.all(np.isfinite(action)):
-        action = np.zeros(6)
     pose = np.asarray(pose, dtype=float)
-    return limit_target(pose, pose + action_to_delta(action, workspace), workspace)
+    if holds_still(action):
+        return limit_target(pose, pose if held is None else held, workspace)
+    delta = action_to_delta(np.asarray(action, dtype=float), workspace)
+    return limit_target(pose, pose + delta, workspace)

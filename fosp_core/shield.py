@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fosp_core.geometry import Workspace, limit_target, next_target
+from fosp_core.geometry import Workspace, holds_still, limit_target, next_target
 
 
 @dataclass
@@ -88,14 +88,9 @@ class SafetyShield:
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             return ShieldOutput(None, "bad action")
         self._action_time = now
-        if not action.any():
-            # Hold still where the first zero action found the arm. Re-anchored on the
-            # measured pose every step, the hold would creep: the arm lags its target.
-            if self._still is None:
-                self._still = next_target(self._pose, action, self.config.workspace)
-            return self._send(self._limit(self._still), "action")
-        self._still = None
-        return self._send(next_target(self._pose, action, self.config.workspace), "action")
+        target = next_target(self._pose, action, self.config.workspace, held=self._still)
+        self._still = target if holds_still(action) else None
+        return self._send(target, "action")
 
     def on_tick(self, now: float) -> ShieldOutput | None:
         """Called by a timer at the control rate: holds or homes when no action drives the arm.

@@ -6,6 +6,7 @@ from fosp_core.geometry import (
     Workspace,
     action_to_delta,
     delta_to_action,
+    holds_still,
     matrix_to_quat,
     next_target,
     pos_quat_from_pose,
@@ -64,3 +65,21 @@ def test_next_target_holds_on_bad_action(bad):
     ws = Workspace()
     pose = np.array([0.5, 0.0, 0.07, 0.1, 0.0, 0.0])
     np.testing.assert_allclose(next_target(pose, bad, ws), pose)
+
+
+def test_a_held_target_is_kept_for_zero_actions_only():
+    ws = Workspace()
+    pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
+    held = pose + [0.005, 0, 0.003, 0, 0, 0.01]  # within one step (0.02 m, 0.1 rad)
+    assert holds_still(np.zeros(6)) and holds_still([np.nan] * 6) and holds_still([1, 2])
+    assert not holds_still([0, 0, 0, 0, 0, 1e-6])
+    np.testing.assert_allclose(next_target(pose, np.zeros(6), ws, held=held), held)
+    np.testing.assert_allclose(next_target(pose, np.zeros(6), ws), pose)  # a run's first step
+    np.testing.assert_allclose(next_target(pose, [np.inf] * 6, ws, held=held), held)
+    # Too far from the arm (it was pushed away): pulled to one step from it, never beyond.
+    far = pose + [0.05, 0, 0, 0, 0, 0]
+    np.testing.assert_allclose(next_target(pose, np.zeros(6), ws, held=far),
+                               pose + [0.02, 0, 0, 0, 0, 0])
+    # A moving action ignores the hold: measured pose + its change.
+    moved = next_target(pose, [1, 0, 0, 0, 0, 0], ws, held=held)
+    np.testing.assert_allclose(moved, pose + [0.02, 0, 0, 0, 0, 0])

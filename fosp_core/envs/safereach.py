@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from fosp_core.geometry import (  # noqa: E402
     TOOL_DOWN,
     Workspace,
+    holds_still,
     limit_target,
     matrix_to_quat,
     next_target,
@@ -434,18 +435,14 @@ class SafeReachEnv(gym.Env):
         """One control step from a normalised action (pose change in [-1, 1]^6).
 
         A run of zero actions holds the pose measured at its first step, as the safety
-        shield does for the real arm. Re-anchored on the measured pose at every step it would
-        creep: the hand lags its target (the weld's tracking error under gravity), and
-        re-sending the lagging pose walked a held arm up to 2 cm and 0.13 rad over an
-        episode, once into an obstacle.
+        shield does for the real arm (``next_target``'s ``held``). Re-anchored on the
+        measured pose at every step, the hand's lag behind its target (the weld's tracking
+        error under gravity) walked a held arm up to 2 cm and 0.13 rad over an episode,
+        once into an obstacle.
         """
-        action = np.asarray(action)
-        if action.shape == (6,) and not action.any():
-            if self._held is None:
-                self._held = next_target(self.pose(), action, self.workspace)
-            return self.step_target(self._held)
-        self._held = None
-        return self.step_target(next_target(self.pose(), action, self.workspace))
+        target = next_target(self.pose(), action, self.workspace, held=self._held)
+        self._held = target if holds_still(action) else None
+        return self.step_target(target)
 
     def step_target(self, target: np.ndarray):
         """One control step towards an absolute Cartesian target, as a Franka controller takes.
