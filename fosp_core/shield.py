@@ -55,7 +55,7 @@ class SafetyShield:
         self._pose_time = -np.inf
         self._action_time = -np.inf
         self._hold: np.ndarray | None = None  # last target sent: holding means staying there
-        self._still: np.ndarray | None = None  # where a run of zero actions keeps the arm
+        self._zero_run = False  # the last action was zero: hold the target it was sent
 
     # ---- inputs --------------------------------------------------------------------------
     def update_pose(self, pose: np.ndarray, now: float) -> None:
@@ -67,13 +67,13 @@ class SafetyShield:
         self.stopped, self.homing = True, False
 
     def resume(self) -> None:
-        self.stopped, self._still = False, None
+        self.stopped, self._zero_run = False, False
 
     def home(self) -> bool:
         """Start homing; refused (False) while stopped."""
         if self.stopped:
             return False
-        self.homing, self._still = True, None
+        self.homing, self._zero_run = True, False
         return True
 
     # ---- outputs -------------------------------------------------------------------------
@@ -88,8 +88,9 @@ class SafetyShield:
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             return ShieldOutput(None, "bad action")
         self._action_time = now
-        target = next_target(self._pose, action, self.config.workspace, held=self._still)
-        self._still = target if holds_still(action) else None
+        held = self._hold if self._zero_run else None
+        target = next_target(self._pose, action, self.config.workspace, held=held)
+        self._zero_run = holds_still(action)
         return self._send(target, "action")
 
     def on_tick(self, now: float) -> ShieldOutput | None:
