@@ -219,7 +219,8 @@ class PolicyStep:
     q_tilde: np.ndarray  # eq. 22 for [offline, online] (NaN without expansion)
     probabilities: np.ndarray  # eq. 21 for [offline, online]
     # The foresight stop (``fosp.foresight_stop``): the cost foreseen for the chosen action
-    # (NaN when off or already stopped), and whether the zero action was sent instead.
+    # (NaN when off or already stopped; infinite for a proposal ``fosp.foresight_veto_latch``
+    # left out), and whether the zero action was sent instead.
     foreseen_cost: float = float("nan")
     stopped: bool = False
     # ``fosp.foresight_veto``: the cost foreseen for [offline, online], each along its own
@@ -271,6 +272,7 @@ class PexPolicy:
         self.cost_bound = value_upper_bound(f.cost_max, d, f.pex_horizon)
         self.stopped = False  # the foresight stop holds until ``reset``
         self.done = False  # so does ``fosp.hold_on_success`` once the target is touched
+        self.latched_out: int | None = None  # ``fosp.foresight_veto_latch``: until ``reset``
         if weights is not None:
             self.load_weights(weights)
 
@@ -309,6 +311,7 @@ class PexPolicy:
     def reset(self) -> None:
         self.agent.reset()
         self.stopped = self.done = False
+        self.latched_out = None
 
     @torch.no_grad()
     def step(self, obs: dict[str, np.ndarray], deterministic: bool = False,
@@ -338,19 +341,38 @@ class PexPolicy:
             p = expansion_probabilities(q, self.config.fosp.pex_temperature)
             if self.config.fosp.foresight_veto and not self._foresight_off():
                 foreseen_costs = self._foresee_candidates(candidates)
-                p = veto(p, torch.from_numpy(foreseen_costs), self.config.fosp.foresight_stop)
-                dropped = foreseen_costs >= self.config.fosp.foresight_stop
-                vetoed = POLICIES[int(dropped.argmax())] if dropped.sum() == 1 else ""
+                p, vetoed = self._veto(p, foreseen_costs)
             index = int(p.argmax()) if deterministic else int(choose_policy(p, self.generator))
             action, chosen = candidates[index : index + 1], POLICIES[index]
             q_tilde, probabilities = q.cpu().numpy(), p.cpu().numpy()
-        foreseen = self._foresee(action, foreseen_costs[POLICIES.index(chosen)])
+        foreseen = self._foresee(action, self._counted(foreseen_costs)[POLICIES.index(chosen)])
         if self.stopped or self.done:
             action = torch.zeros_like(action)
         self.agent.remember_action(action)
         return PolicyStep(action[0].cpu().numpy().astype(np.float32), chosen, q_tilde,
                           probabilities, foreseen, self.stopped, foreseen_costs, vetoed,
                           self.done)
+
+    def _counted(self, foreseen_costs: np.ndarray) -> np.ndarray:
+        """The foreseen costs the veto and the stop go by: a latched-out proposal counts as
+        foreseen to collide (infinite), so it is never drawn while the other is not."""
+        if self.latched_out is None:
+            return foreseen_costs
+        counted = foreseen_costs.copy()
+        counted[self.latched_out] = np.inf
+        return counted
+
+    def _veto(self, p: Tensor, foreseen_costs: np.ndarray) -> tuple[Tensor, str]:
+        """``fosp.foresight_veto`` (and its latch) applied to eq. 21's probabilities ``p``;
+        also returns the proposal left out of the draw ("" when none or both)."""
+        counted = self._counted(foreseen_costs)
+        p = veto(p, torch.from_numpy(counted), self.config.fosp.foresight_stop)
+        dropped = counted >= self.config.fosp.foresight_stop
+        if dropped.sum() != 1:
+            return p, ""
+        if self.config.fosp.foresight_veto_latch:
+            self.latched_out = int(dropped.argmax())
+        return p, POLICIES[int(dropped.argmax())]
 
     def _foresight_off(self) -> bool:
         return self.config.fosp.foresight_stop <= 0 or self.stopped or self.done

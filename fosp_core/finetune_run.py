@@ -184,6 +184,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
               "deterministic": deterministic, "foresight_stop": config.fosp.foresight_stop,
               "foresight_veto": config.fosp.foresight_veto,
+              "foresight_veto_latch": config.fosp.foresight_veto_latch,
               "before": before,
               "during": dict(episode_rates(during, stopped), cost_regret=regret,
                              lead_in_offline_share=lead_in_offline_share(choices),
@@ -229,8 +230,10 @@ def format_report(report: dict) -> str:
                      f"{report['foresight_stop']}): {shares}")
     if report["pex"] and report.get("foresight_veto"):
         share = report["during"]["vetoed_share"]
-        lines.append(f"foresight veto while fine-tuning: dropped the offline proposal at "
-                     f"{share['offline']:.0%} of steps, the online one at {share['online']:.0%}")
+        latched = " (latched until the episode ends)" if report.get("foresight_veto_latch") else ""
+        lines.append(f"foresight veto{latched} while fine-tuning: dropped the offline proposal "
+                     f"at {share['offline']:.0%} of steps, the online one at "
+                     f"{share['online']:.0%}")
     return "\n".join(lines)
 
 

@@ -169,6 +169,38 @@ def test_veto_hands_the_step_to_the_proposal_foreseen_safe(pretrained):
     assert both.stopped and np.all(both.action == 0) and both.vetoed == ""
 
 
+def test_veto_latch_keeps_a_vetoed_proposal_out_until_reset(pretrained):
+    policy = _policy(pretrained, stop=100.0, pex=True, veto=True)
+    _state_reading_cost_head(policy)
+    obs = {"state": make_trajectory(0)["state"][0]}
+
+    def step(stop: float):
+        policy.config.fosp.foresight_stop = stop
+        torch.manual_seed(0)
+        return policy.step(obs, deterministic=True)
+
+    policy.reset()
+    costs = step(100.0).foreseen_costs
+    risky, safe = int(np.argmax(costs)), int(np.argmin(costs))
+    between, above_both = float(costs.mean()), 100.0
+    for latch in (False, True):
+        policy.config.fosp.foresight_veto_latch = latch
+        policy.reset()
+        assert step(between).vetoed == ("offline", "online")[risky]
+        later = step(above_both)  # nothing is foreseen to collide any more
+        if latch:
+            assert later.vetoed == ("offline", "online")[risky]
+            assert later.probabilities[risky] == 0.0 and later.chosen == ("offline", "online")[safe]
+            assert np.isfinite(later.foreseen_costs).all()  # the real costs are reported
+        else:
+            assert later.vetoed == "" and later.probabilities[risky] > 0.0
+    # Latched out, and the other one now foreseen to collide too: the stop holds.
+    both = step(float(costs.min()) / 2)
+    assert both.stopped and np.all(both.action == 0)
+    policy.reset()
+    assert step(above_both).vetoed == ""
+
+
 def test_hold_on_success_holds_still_from_the_first_touch_until_reset(pretrained):
     run, data = pretrained
     fosp = {"hold_on_success": True, "foresight_stop": 1000.0}
@@ -240,11 +272,15 @@ def test_rollout_and_rates_report_the_stop(pretrained):
     report["during"] = dict(report["during"], vetoed_share={"offline": 0.125, "online": 0.0})
     assert "foresight veto while fine-tuning: dropped the offline proposal at 12% of steps, " \
         "the online one at 0%" in format_report(report)
+    report["foresight_veto_latch"] = True
+    assert "foresight veto (latched until the episode ends) while fine-tuning" in \
+        format_report(report)
 
 
 @pytest.mark.parametrize("fosp", [{"foresight_stop": -0.1}, {"foresight_stop": float("nan")},
                                   {"foresight_horizon": 0}, {"foresight_samples": 0},
-                                  {"foresight_veto": True}])
+                                  {"foresight_veto": True},
+                                  {"foresight_stop": 0.5, "foresight_veto_latch": True}])
 def test_foresight_config_is_checked(fosp):
     with pytest.raises(ValueError, match="foresight"):
         tiny_config(fosp=fosp)

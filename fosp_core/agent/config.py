@@ -203,6 +203,12 @@ class FospConfig:
     # own path, and leave those foreseen to collide out of eq. 21's draw; stop only when both
     # are. Without it, the chosen proposal is foreseen with the new actor taking over.
     foresight_veto: bool = False
+    # With the veto: a proposal vetoed alone is left out for the rest of the episode, as the
+    # stop holds until the episode ends. Its policy's own path was foreseen to collide, and
+    # one step later it mostly still leads there: 3 of the 6 trajectories where PEX violated
+    # and direct fine-tuning did not had the offline proposal vetoed 2-7 times before the
+    # collision, re-offered after each veto (image mode, ``more-obstacles``, seeds 0-4).
+    foresight_veto_latch: bool = False
     # Acting, not in the paper: once the labeler reports the target touched, send the zero
     # action until the episode ends (as a lab ends an episode at success). Touching the
     # target is the task; moving on can only add costs. With the foresight stop, the
@@ -260,6 +266,8 @@ class AgentConfig:
         if self.fosp.foresight_veto and self.fosp.foresight_stop <= 0:
             raise ValueError("fosp.foresight_veto needs fosp.foresight_stop > 0 (the level "
                              "at which a proposal is foreseen to collide)")
+        if self.fosp.foresight_veto_latch and not self.fosp.foresight_veto:
+            raise ValueError("fosp.foresight_veto_latch needs fosp.foresight_veto")
         if self.fosp.foresight_horizon < 1 or self.fosp.foresight_samples < 1:
             raise ValueError("fosp.foresight_horizon and fosp.foresight_samples must be >= 1, "
                              f"got {self.fosp.foresight_horizon} and "

@@ -28,6 +28,9 @@ eq. 21's draw; the stop holds only when both are. Measured on image-mode fine-tu
 rarely acts (0.03-0.3% of the steps): where one path is foreseen to collide, the other
 mostly is too, and the stop holds. The violations PEX added over direct fine-tuning came
 after the target was touched; ``fosp.hold_on_success`` is what removed them.
+With ``fosp.foresight_veto_latch`` a proposal vetoed alone stays out until the episode
+ends, for the stop's reason: re-offered at the next step, the vetoed policy mostly heads
+for the same obstacle.
 """
 
 from __future__ import annotations
