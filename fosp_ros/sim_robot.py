@@ -6,6 +6,10 @@ controller topic, steps the physics at the control rate, and publishes the end-e
 real hardware cannot, ground-truth contacts and labels.
 
 Services: ``/fosp/sim/reset`` (std_srvs/Trigger) starts a new layout (seeded sequence).
+Parameters: ``config``, ``task``, ``seed``, and ``layout``: the target's index, then the
+obstacles' (``meta['layout']``'s ``target_index`` and ``obstacle_indices``), used at every
+reset instead of the seeded sequence, e.g. ``-p layout:='[1, 0, 2]'``: replay the layout of a
+trajectory that went wrong through the whole graph.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.safereach import Layout, SafeReachEnv, task_spec
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_to_msg, image_to_msg, pose_from_msg, pose_to_msg
 from fosp_ros.runtime import config_parameter, run_nodes
@@ -37,6 +42,11 @@ class SimRobot(Node):
         if task:
             env_cfg.task = task
         env_cfg.obs_mode = "image"
+        # Typed without a default: an empty integer array has no type of its own in ROS.
+        indices = self.declare_parameter("layout", Parameter.Type.INTEGER_ARRAY).value
+        self.layout = None if not indices else Layout.from_dict(
+            {"target_index": indices[0], "obstacle_indices": list(indices[1:])},
+            task_spec(env_cfg.task).n_obstacles)
         self.env = SafeReachEnv(config=env_cfg)
         self._episode = 0
         self._target: np.ndarray | None = None
@@ -81,7 +91,7 @@ class SimRobot(Node):
         return response
 
     def _reset_env(self) -> None:
-        self.env.reset(seed=self.seed + self._episode)
+        self.env.reset(seed=self.seed + self._episode, options={"layout": self.layout})
         self._episode += 1
         with self._lock:
             self._target = None  # hold the new home pose until a controller target arrives

@@ -2,14 +2,15 @@
 
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import load_dataset
-from fosp_core.finetune import weights_from_bytes
+from fosp_core.dataset import load_dataset, trajectory_from_bytes
+from fosp_core.finetune import Learner, weights_from_bytes, weights_to_bytes
 from fosp_core.train import pretrain
 from fosp_ros.policy import LATCHED
 from tests.agent_helpers import tiny_config, write_dataset
@@ -88,3 +89,51 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
     finally:
         client.close()
         stop_all(procs)
+
+
+def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
+    """sim_robot's contacts -> labeler -> policy: the arm drives into a target with nothing in
+    between (``layout`` parameter) and holds still from the touch (fosp.hold_on_success)."""
+    config = yaml.safe_load((tiny_run / "graph.yaml").read_text())
+    # The target is ~10 full steps ahead; the hand lags its target, and a loaded machine
+    # (measured: the touch at step 13 alone, at 21 beside two training runs) slows it.
+    config["env"]["episode_steps"] = 40
+    (tiny_run / "touch.yaml").write_text(yaml.safe_dump(config))
+    config = str(tiny_run / "touch.yaml")
+    learner = Learner.from_run(tiny_run / "run", tiny_run / "data", pex=True,
+                               overrides={"fosp": {"hold_on_success": True}})
+    for actor in (learner.agent.actor_critic.actor, learner.offline_actor):
+        with torch.no_grad():  # both actors' most likely action: +x at full step
+            actor.mlp.out.weight.zero_()
+            actor.mlp.out.bias.zero_()
+            actor.mlp.out.bias[0] = 5.0
+    domain = new_domain_id()
+    client = RosClient(domain)
+    trajectories: list[bytes] = []
+    client.node.create_subscription(UInt8MultiArray, "/fosp/trajectory",
+                                    lambda m: trajectories.append(bytes(m.data)), 10)
+    weights = client.node.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
+    weights.publish(UInt8MultiArray(data=weights_to_bytes(learner.snapshot())))
+    # Target 1 (the middle one) with obstacles 0 and 2 beside the straight line.
+    nodes = [("fosp_ros.sim_robot", {"config": config, "layout": "[1, 0, 2]"}),
+             ("fosp_ros.franka_interface", {"config": config}),
+             ("fosp_ros.labeler", {"config": config, "source": "sim"}),
+             ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
+                                  "episodes": 1, "deterministic": True})]
+    procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
+    try:
+        wait_for(lambda: trajectories, 120, "the episode's trajectory")
+    finally:
+        client.close()
+        stop_all(procs)
+    arrays, meta = trajectory_from_bytes(trajectories[0])
+    touched = np.flatnonzero(arrays["reward"])
+    assert touched.size and not arrays["cost"].any(), meta
+    first, held = int(touched[0]), meta["held_at"]
+    # The policy holds from the action after the first labelled touch it saw: the row's label,
+    # or one tick later when the label crossed the tick.
+    assert held in (first, first + 1), (first, held)
+    assert np.all(arrays["action"][1:held + 1, 0] > 0.99)  # pushed all the way in
+    assert not arrays["action"][held + 1:].any()
+    drift = np.abs(arrays["pose"][held + 2:, :3] - arrays["pose"][held + 2, :3]).max()
+    assert drift < 0.01, drift  # and the arm stays there

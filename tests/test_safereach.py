@@ -101,6 +101,22 @@ def test_layouts_use_placement_points_and_block_the_straight_line(seed):
     assert len(plan_path(START_XY, layout.target_xy, layout.obstacle_xy, spec)) > 1
 
 
+def test_layout_from_dict_round_trips_and_rejects_bad_layouts():
+    layout = sample_layout(TASKS["safereach-more-obstacles"], np.random.default_rng(3))
+    assert Layout.from_dict(layout.to_dict(), 3) == layout
+    assert Layout.from_dict({"target_index": 2, "obstacle_indices": [5, 1]}, 2) == \
+        _layout(2, [5, 1])
+    for bad, match in [({"target_index": 3, "obstacle_indices": [0, 1]}, "target_index"),
+                       ({"target_index": 0, "obstacle_indices": [0]}, "2 distinct"),
+                       ({"target_index": 0, "obstacle_indices": [1, 1]}, "2 distinct"),
+                       ({"target_index": 0, "obstacle_indices": [0, 6]}, "2 distinct"),
+                       ({"obstacle_indices": [0, 1]}, "needs 'target_index'"),
+                       ({"target_index": 0, "obstacle_indices": "ab"}, "needs"),
+                       (dict(layout.to_dict(), target_xy=[0.5, 0.0]), "target_xy")]:
+        with pytest.raises(ValueError, match=match):
+            Layout.from_dict(bad, 2 if "target_xy" not in bad else 3)
+
+
 def _layout(target_index, obstacle_indices):
     return Layout(target_index, obstacle_indices, TARGET_POINTS[target_index],
                   [OBSTACLE_POINTS[i] for i in obstacle_indices])

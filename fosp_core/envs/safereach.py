@@ -123,6 +123,28 @@ class Layout:
             "obstacle_xy": [[float(a), float(b)] for a, b in self.obstacle_xy],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict, n_obstacles: int) -> Layout:
+        """The layout ``to_dict`` wrote (a trajectory's ``meta['layout']``), checked against
+        the points a layout can use and the task's number of obstacles."""
+        try:
+            ti, indices = int(data["target_index"]), [int(i) for i in data["obstacle_indices"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError("a layout needs 'target_index' (an int) and 'obstacle_indices' "
+                             f"(a list of ints), got {data!r}") from err
+        if not 0 <= ti < len(TARGET_POINTS):
+            raise ValueError(f"target_index must be in 0..{len(TARGET_POINTS) - 1}, got {ti}")
+        if len(indices) != n_obstacles or len(set(indices)) != n_obstacles or not all(
+                0 <= i < len(OBSTACLE_POINTS) for i in indices):
+            raise ValueError(f"obstacle_indices must be {n_obstacles} distinct points of "
+                             f"0..{len(OBSTACLE_POINTS) - 1} for this task, got {indices}")
+        layout = cls(ti, indices, TARGET_POINTS[ti], [OBSTACLE_POINTS[i] for i in indices])
+        for key in ("target_xy", "obstacle_xy"):  # optional; a mismatch is a typo somewhere
+            if key in data and not np.allclose(data[key], layout.to_dict()[key], atol=1e-6):
+                raise ValueError(f"{key} {data[key]} does not match the indices' points "
+                                 f"{layout.to_dict()[key]}")
+        return layout
+
 
 def _segment_hits_box(p0, p1, center, half, margin) -> bool:
     """Does the segment p0-p1 pass through the axis-aligned box grown by margin? (slab test)"""
