@@ -16,6 +16,7 @@ them); the intervals treat them as if they were and so are, if anything, too nar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fosp_core.agent.config import FospConfig
 from fosp_core.stats import difference_interval, wilson_interval
 
 ROWS = ("before", "during", "after")
@@ -65,7 +67,11 @@ def load_report(path: str | os.PathLike) -> tuple[dict, dict]:
     config_path = report_path.parent / "config.yaml"
     fosp = {}
     if config_path.is_file():
-        fosp = (yaml.safe_load(config_path.read_text()) or {}).get("fosp", {}) or {}
+        saved = (yaml.safe_load(config_path.read_text()) or {}).get("fosp", {}) or {}
+        # A setting an older run's config lacks was not an option yet when it ran: the run
+        # behaved as its default (new options default to the behaviour before them), so it
+        # pools with later runs that left it at that default.
+        fosp = {**dataclasses.asdict(FospConfig()), **saved}
     return report, fosp
 
 
@@ -89,7 +95,7 @@ def pool(runs: list[tuple[dict, dict]]) -> list[Group]:
         others = alike[report["task"], method]
         keys = dict.fromkeys(k for s in others for k in s)
         varying = [k for k in keys if len({json.dumps(s.get(k)) for s in others}) > 1]
-        # A setting missing from an older run's config was not an option yet when it ran.
+        # "unset": a setting this version of fosp no longer has, missing from newer configs.
         label = ", ".join([method] + [f"{k.removeprefix('fosp.')}="
                                       f"{'unset' if settings.get(k) is None else settings[k]}"
                                       for k in varying])

@@ -63,6 +63,21 @@ def test_pool_sums_counts_over_seeds_and_names_what_differs(runs):
     assert closest_direct(groups[3], groups) is None  # no direct run of target-shape
 
 
+def test_a_setting_an_older_run_lacks_counts_as_its_default(runs, tmp_path):
+    # Direct seed 3 ran before fosp.hold_on_success existed: its config lacks the key.
+    old = write_run(tmp_path, "d3", "safereach-more-obstacles", False, 3, 0,
+                    {"foresight_stop": 0.5})
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    for path in runs[:3]:  # the other direct runs left it at its default, False
+        fosp = dict(config["fosp"], hold_on_success=False)
+        (path / "config.yaml").write_text(yaml.safe_dump(dict(config, fosp=fosp)))
+    groups = pool([load_report(p) for p in [*runs, old]])
+    direct = groups[0]
+    assert direct.label == "direct" and direct.seeds == [0, 1, 2, 3]
+    assert load_report(old)[1]["hold_on_success"] is False
+    assert load_report(old)[1]["foresight_stop"] == 0.5  # the saved value wins
+
+
 def test_comparison_text_sets_pex_against_direct(runs):
     text = format_comparison(pool([load_report(p) for p in runs]))
     assert "4/120 (2, 1, 1)" in text and "4/120 (2, 2, 0)" in text and "5/40 (5)" in text
