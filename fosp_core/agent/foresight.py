@@ -30,7 +30,7 @@ mostly is too, and the stop holds. The violations PEX added over direct fine-tun
 after the target was touched; ``fosp.hold_on_success`` is what removed them.
 With ``fosp.foresight_veto_latch`` a proposal vetoed alone stays out until the episode
 ends, for the stop's reason: re-offered at the next step, the vetoed policy mostly heads
-for the same obstacle.
+for the same obstacle. Measured, it did not make PEX safer than direct fine-tuning (README).
 """
 
 from __future__ import annotations
