@@ -96,7 +96,8 @@ def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
     between (``layout`` parameter) and holds still from the touch (fosp.hold_on_success)."""
     config = yaml.safe_load((tiny_run / "graph.yaml").read_text())
     # The target is ~10 full steps ahead; the hand lags its target, and a loaded machine
-    # (measured: the touch at step 13 alone, at 21 beside two training runs) slows it.
+    # slows it (measured beside two training runs: the touch at step 13 in one try, 21 in
+    # another).
     config["env"]["episode_steps"] = 40
     (tiny_run / "touch.yaml").write_text(yaml.safe_dump(config))
     config = str(tiny_run / "touch.yaml")
