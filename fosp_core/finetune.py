@@ -326,6 +326,7 @@ class PexPolicy:
         actor_input = self.agent.actor_input(features)
         online = self.agent.actor_critic.policy(actor_input, deterministic)
         foreseen_costs, vetoed = np.full(2, np.nan), ""
+        counted = foreseen_costs  # the costs the veto and the stop go by (``_counted``)
         if self.offline_actor is None:
             action, chosen = online, "online"
             q_tilde, probabilities = np.full(2, np.nan), np.array([0.0, 1.0])
@@ -341,11 +342,12 @@ class PexPolicy:
             p = expansion_probabilities(q, self.config.fosp.pex_temperature)
             if self.config.fosp.foresight_veto and not self._foresight_off():
                 foreseen_costs = self._foresee_candidates(candidates)
-                p, vetoed = self._veto(p, foreseen_costs)
+                counted = self._counted(foreseen_costs)
+                p, vetoed = self._veto(p, counted)
             index = int(p.argmax()) if deterministic else int(choose_policy(p, self.generator))
             action, chosen = candidates[index : index + 1], POLICIES[index]
             q_tilde, probabilities = q.cpu().numpy(), p.cpu().numpy()
-        foreseen = self._foresee(action, self._counted(foreseen_costs)[POLICIES.index(chosen)])
+        foreseen = self._foresee(action, counted[POLICIES.index(chosen)])
         if self.stopped or self.done:
             action = torch.zeros_like(action)
         self.agent.remember_action(action)
@@ -362,10 +364,10 @@ class PexPolicy:
         counted[self.latched_out] = np.inf
         return counted
 
-    def _veto(self, p: Tensor, foreseen_costs: np.ndarray) -> tuple[Tensor, str]:
-        """``fosp.foresight_veto`` (and its latch) applied to eq. 21's probabilities ``p``;
-        also returns the proposal left out of the draw ("" when none or both)."""
-        counted = self._counted(foreseen_costs)
+    def _veto(self, p: Tensor, counted: np.ndarray) -> tuple[Tensor, str]:
+        """``fosp.foresight_veto`` (and its latch) applied to eq. 21's probabilities ``p``
+        with the ``_counted`` foreseen costs; also returns the proposal left out of the draw
+        ("" when none or both)."""
         p = veto(p, torch.from_numpy(counted), self.config.fosp.foresight_stop)
         dropped = counted >= self.config.fosp.foresight_stop
         if dropped.sum() != 1:
