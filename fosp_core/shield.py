@@ -12,7 +12,10 @@ and is tested exhaustively here. Its guarantees:
 3. **Watchdog.** Without a fresh pose the shield sends nothing (it cannot know where the arm
    is; the controller keeps its last equilibrium). Without a fresh action it holds position.
    A run of zero actions (a policy's stop, an idle SpaceMouse) holds the pose the arm had at
-   the first of them, instead of creeping after the arm's tracking lag.
+   the first of them, instead of creeping after the arm's tracking lag. An action that is
+   already older than ``action_timeout`` when it is handled (it waited in a queue: a stalled
+   process, a network hiccup) is dropped: it was chosen for a pose the arm has left, and a
+   backlog of such actions must not play out after the arm was seen to stop.
 4. **Latched stop.** ``stop()`` holds position and ignores actions and homing until
    ``resume()`` is called explicitly; nothing else clears it.
 5. **Homing** walks back to the home pose under the same limits.
@@ -33,7 +36,7 @@ from fosp_core.geometry import Workspace, holds_still, limit_target, next_target
 class ShieldConfig:
     workspace: Workspace = field(default_factory=Workspace)
     pose_timeout: float = 0.5  # s without a pose before the shield stops sending targets
-    action_timeout: float = 0.5  # s without an action before it holds position
+    action_timeout: float = 0.5  # s without a fresh action before it holds; older ones drop
     home_pose: tuple[float, ...] = (0.395, 0.0, 0.065, 0.0, 0.0, 0.0)
     home_tolerance: float = 0.002  # m / rad: homing is done when every axis is this close
 
@@ -43,7 +46,9 @@ class ShieldOutput:
     """What the shield decided: a target to send (or None) and why."""
 
     target: np.ndarray | None
-    reason: str  # "action", "hold", "stopped", "homing", "stale pose", "no pose", "bad action"
+    # "action", "hold", "stopped", "homing", "stale pose", "no pose", "bad action",
+    # "stale action"
+    reason: str
 
 
 class SafetyShield:
@@ -77,8 +82,11 @@ class SafetyShield:
         return True
 
     # ---- outputs -------------------------------------------------------------------------
-    def on_action(self, action: np.ndarray, now: float) -> ShieldOutput:
-        """Target for one action (one control step)."""
+    def on_action(self, action: np.ndarray, now: float, age: float = 0.0) -> ShieldOutput:
+        """Target for one action (one control step).
+
+        ``age``: seconds since the action was published (0 where the transport cannot say).
+        """
         blocked = self._blocked(now)
         if blocked is not None:
             return blocked
@@ -87,6 +95,8 @@ class SafetyShield:
         action = np.asarray(action, dtype=float)
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             return ShieldOutput(None, "bad action")
+        if age > self.config.action_timeout:
+            return ShieldOutput(None, "stale action")  # and the watchdog holds, as for none
         self._action_time = now
         held = self._hold if self._zero_run else None
         target = next_target(self._pose, action, self.config.workspace, held=held)

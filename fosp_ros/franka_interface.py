@@ -7,6 +7,12 @@ actions stop (watchdog) and walk home.
 
 Services (std_srvs/Trigger): ``/fosp/stop`` latches a stop, ``/fosp/resume`` clears it,
 ``/fosp/home`` returns to the start pose.
+
+Each action's age is its DDS source timestamp (the publisher's system clock) against this
+machine's clock, so an action that waited in a queue is not taken for a fresh one (see the
+shield's watchdog). With the policy on another machine the two clocks must agree to well
+under ``action_timeout`` (chrony or PTP, as the Franka setup asks anyway). rclpy before Iron
+(Humble) does not hand callbacks the message info; there the age is not checked.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from rclpy.subscription import Subscription
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
@@ -35,7 +42,12 @@ class FrankaInterface(Node):
         self.target_pub = self.create_publisher(PoseStamped, topics.target, 10)
         self.status_pub = self.create_publisher(String, topics.shield_status, 10)
         self.create_subscription(PoseStamped, topics.pose, self._on_pose, 10)
-        self.create_subscription(Float32MultiArray, topics.action, self._on_action, 10)
+        if hasattr(Subscription, "CallbackType"):  # rclpy >= Iron: two-argument callbacks
+            self.create_subscription(Float32MultiArray, topics.action, self._on_action, 10)
+        else:
+            self.get_logger().warning("this rclpy gives no message info: action ages unchecked")
+            self.create_subscription(Float32MultiArray, topics.action,
+                                     lambda msg: self._on_action(msg, None), 10)
         self.create_service(Trigger, "/fosp/stop", self._on_stop)
         self.create_service(Trigger, "/fosp/resume", self._on_resume)
         self.create_service(Trigger, "/fosp/home", self._on_home)
@@ -50,9 +62,14 @@ class FrankaInterface(Node):
         with self._lock:
             self.shield.update_pose(pose_from_msg(msg), self._now())
 
-    def _on_action(self, msg: Float32MultiArray) -> None:
+    def _on_action(self, msg: Float32MultiArray, info) -> None:
+        age = message_age(info)
         with self._lock:
-            out = self.shield.on_action(array_from_msg(msg), self._now())
+            out = self.shield.on_action(array_from_msg(msg), self._now(), age)
+        if out.reason == "stale action":
+            self.get_logger().warning(
+                f"dropped an action {age:.2f} s old; if every action is dropped, this "
+                "machine's clock and the publisher's disagree", throttle_duration_sec=5.0)
         self._emit(out)
 
     def _on_tick(self) -> None:
@@ -88,6 +105,13 @@ class FrankaInterface(Node):
         response.success = ok
         response.message = "homing" if ok else "refused: stopped (call /fosp/resume first)"
         return response
+
+
+def message_age(info) -> float:
+    """Seconds since the publisher wrote the message, from its DDS source timestamp (system
+    clock, ns); 0 where there is none. Negative (the publisher's clock is ahead) counts as 0."""
+    stamp = (info or {}).get("source_timestamp") or 0
+    return max(0.0, (time.time_ns() - stamp) * 1e-9) if stamp > 0 else 0.0
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """sim_robot + franka_interface as separate processes over real DDS: the shield in the loop."""
 
+import signal
 import threading
 import time
 
@@ -24,49 +25,51 @@ def graph(tmp_path):
     stop_all(procs)
 
 
-def test_actions_move_the_arm_only_through_the_shield(graph):
-    client, procs = graph
-    node = client.node
-    lock = threading.Lock()
-    state = {"pose": None, "poses": 0, "status": [], "targets": []}
+class Arm:
+    """The test's view of the graph: the arm's pose, the shield's status and the targets it
+    sent, and a publisher of actions."""
 
-    def on_pose(msg):
-        with lock:
-            state["pose"] = pose_from_msg(msg)
-            state["poses"] += 1
+    def __init__(self, client):
+        node = client.node
+        self.lock = threading.Lock()
+        self.state = {"pose": None, "poses": 0, "status": [], "targets": []}
+        node.create_subscription(PoseStamped, "/franka_robot_state_broadcaster/current_pose",
+                                 self._on_pose, 10)
+        node.create_subscription(String, "/fosp/shield_status",
+                                 lambda m: self.state["status"].append(m.data), 10)
+        node.create_subscription(PoseStamped, "/cartesian_impedance_controller/equilibrium_pose",
+                                 lambda m: self.state["targets"].append(pose_from_msg(m)), 50)
+        self.actions = node.create_publisher(Float32MultiArray, "/fosp/action", 10)
+        wait_for(lambda: self.state["pose"] is not None, 30, "the first pose from sim_robot")
+        wait_for(lambda: self.actions.get_subscription_count() > 0, 30, "franka_interface")
 
-    node.create_subscription(PoseStamped, "/franka_robot_state_broadcaster/current_pose",
-                             on_pose, 10)
-    node.create_subscription(String, "/fosp/shield_status",
-                             lambda m: state["status"].append(m.data), 10)
-    node.create_subscription(PoseStamped, "/cartesian_impedance_controller/equilibrium_pose",
-                             lambda m: state["targets"].append(pose_from_msg(m)), 50)
-    actions = node.create_publisher(Float32MultiArray, "/fosp/action", 10)
-    wait_for(lambda: state["pose"] is not None, 30, "the first pose from sim_robot")
-    wait_for(lambda: actions.get_subscription_count() > 0, 30, "franka_interface")
+    def _on_pose(self, msg):
+        with self.lock:
+            self.state["pose"] = pose_from_msg(msg)
+            self.state["poses"] += 1
 
-    def drive(action, seconds):
+    def drive(self, action, seconds):
         for _ in range(int(seconds * 10)):
-            actions.publish(array_to_msg(action))
+            self.actions.publish(array_to_msg(action))
             time.sleep(0.1)
 
-    def pose():
-        with lock:
-            return state["pose"].copy()
+    def pose(self):
+        with self.lock:
+            return self.state["pose"].copy()
 
-    def settle():
+    def settle(self):
         """The pose once the arm has stopped tracking its last target: still over two spans
         of 0.3 s in which fresh poses arrived. A loaded machine runs the sim slower than the
         wall clock, and its pose stream can pause, so neither a fixed sleep nor an unchanged
         (perhaps stale) pose is enough."""
         deadline = time.monotonic() + 30
-        with lock:
-            last, seen = state["pose"].copy(), state["poses"]
+        with self.lock:
+            last, seen = self.state["pose"].copy(), self.state["poses"]
         still = 0
         while time.monotonic() < deadline:
             time.sleep(0.3)
-            with lock:
-                now, count = state["pose"].copy(), state["poses"]
+            with self.lock:
+                now, count = self.state["pose"].copy(), self.state["poses"]
             if count - seen < 2:
                 continue  # no fresh pose: nothing learned about the arm
             still = still + 1 if np.linalg.norm(now[:3] - last[:3]) < 0.001 else 0
@@ -74,6 +77,12 @@ def test_actions_move_the_arm_only_through_the_shield(graph):
                 return now
             last, seen = now, count
         raise TimeoutError("the arm did not settle")
+
+
+def test_actions_move_the_arm_only_through_the_shield(graph):
+    client, procs = graph
+    arm = Arm(client)
+    state, drive, pose, settle = arm.state, arm.drive, arm.pose, arm.settle
 
     start = pose()
     # Sideways, free of obstacles at the start row. Keep driving until the arm has moved:
@@ -117,3 +126,31 @@ def test_actions_move_the_arm_only_through_the_shield(graph):
     wait_for(lambda: "hold" in state["status"], 5, "the watchdog to hold position")
     for p in procs:
         assert p.proc.poll() is None, p.log()
+
+
+def test_actions_that_waited_in_a_queue_are_dropped(graph):
+    """A stalled franka_interface (here SIGSTOP, as a loaded machine or a network hiccup
+    would do it) must not play out the actions queued meanwhile once it runs again: they
+    were chosen for a pose the arm has left. Before the age check the arm took one more
+    2 cm step on waking, which is how the test above failed now and then."""
+    client, procs = graph
+    arm = Arm(client)
+    wait_for(lambda: "hold" in arm.state["status"], 30, "the watchdog to hold position")
+    start = arm.settle()
+    interface = procs[1].proc
+    interface.send_signal(signal.SIGSTOP)
+    try:
+        arm.drive([0, -1, 0, 0, 0, 0], 0.3)
+        time.sleep(1.0)  # older than action_timeout (0.5 s) by the time they are handled
+        arm.state["status"].clear()
+    finally:
+        interface.send_signal(signal.SIGCONT)
+    wait_for(lambda: "stale action" in arm.state["status"], 10, "the queued actions")
+    assert np.linalg.norm(arm.settle()[:3] - start[:3]) < 0.005
+    assert "action" not in arm.state["status"]
+
+    # Fresh actions still move the arm.
+    deadline = time.monotonic() + 20
+    while start[1] - arm.pose()[1] <= 0.03 and time.monotonic() < deadline:
+        arm.drive([0, -1, 0, 0, 0, 0], 0.2)
+    assert start[1] - arm.pose()[1] > 0.03

@@ -92,6 +92,26 @@ def test_stale_action_holds_last_target():
     np.testing.assert_allclose(out.target, sent)  # holds where it was sent, no drift
 
 
+def test_an_action_older_than_the_timeout_is_dropped_and_the_arm_holds():
+    shield = SafetyShield(ShieldConfig(action_timeout=0.3))
+    pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
+    shield.update_pose(pose, 0.0)
+    sent = shield.on_action(np.array([0, -1, 0, 0, 0, 0.0]), 0.0, age=0.29).target
+    np.testing.assert_allclose(sent, pose + [0, -0.02, 0, 0, 0, 0])  # fresh enough: moves
+    arrived = pose + [0, -0.02, 0, 0, 0, 0]
+    shield.update_pose(arrived, 1.0)
+    # A backlog handled after a stall: each action waited longer than the timeout.
+    for k, age in enumerate((1.2, 1.1, 0.31)):
+        out = shield.on_action(np.array([0, -1, 0, 0, 0, 0.0]), 1.0 + 0.01 * k, age=age)
+        assert out.target is None and out.reason == "stale action"
+    out = shield.on_tick(1.05)
+    assert out.reason == "hold"  # a stale action is no action: the watchdog holds
+    np.testing.assert_allclose(out.target, sent)
+    # A fresh action after the backlog moves the arm again, one step from where it is.
+    out = shield.on_action(np.array([0, -1, 0, 0, 0, 0.0]), 1.1, age=0.01)
+    np.testing.assert_allclose(out.target, arrived + [0, -0.02, 0, 0, 0, 0])
+
+
 def test_zero_actions_hold_where_the_first_found_the_arm():
     shield = SafetyShield()
     pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
