@@ -152,6 +152,8 @@ def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict
 
 def run_dataset(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> str:
     """The dataset to continue a run from: ``data`` when given, else the one it trained on."""
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
     if data is not None:
         return str(data)
     recorded = Path(run_dir) / DATASET_NAME
@@ -162,6 +164,8 @@ def run_dataset(run_dir: str | os.PathLike, data: str | os.PathLike | None = Non
 
 def load_run_config(run_dir: str | os.PathLike) -> AgentConfig:
     path = Path(run_dir) / CONFIG_NAME
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {CONFIG_NAME}; not a run directory")
     return load_yaml(AgentConfig, path)

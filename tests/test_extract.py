@@ -214,7 +214,7 @@ def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
     cases = [
         (["--run", str(dreamer)], "needs a FOSP run"),
         (["--run", str(unrecorded)], "no dataset.txt; pass the dataset with --data"),
-        (["--run", str(tmp_path / "none")], "not a run directory"),
+        (["--run", str(tmp_path / "none")], "run directory not found"),
         (["--run", str(run_dir), "--updates", "0"], "at least one update"),
         (["--run", str(run_dir), "--weights", "oracle"], "weights must be one of"),
         (["--run", str(run_dir), "--data", str(tmp_path / "nodata")], "nodata"),

@@ -136,7 +136,10 @@ def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["eval", "--run", "{tmp}/nothing", "--episodes", "1"], "not a run directory"),
+        (["eval", "--run", "{tmp}/nothing", "--episodes", "1"], "run directory not found"),
+        (["eval", "--run", "{tmp}", "--episodes", "1"], "not a run directory"),
+        (["finetune", "--run", "{tmp}/nothing", "--task", "safereach-more-obstacles",
+          "--out", "{tmp}/o"], "run directory not found"),
         (["pretrain", "--data", "{tmp}/missing", "--steps", "1", "--out", "{tmp}/r"],
          "does not exist"),
         (["pretrain", "--data", "{data}", "--config", "nope", "--steps", "1", "--out", "{tmp}/r"],
