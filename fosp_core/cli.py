@@ -1,4 +1,4 @@
-"""The ``fosp`` command line: one entry point for collection, datasets and (later) training.
+"""The ``fosp`` command line: collect data, train offline, fine-tune safely, run the ROS demo.
 
 Subcommands import their heavy dependencies lazily so ``fosp --help`` stays instant.
 """
