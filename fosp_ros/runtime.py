@@ -7,6 +7,7 @@ before ``rclpy.shutdown()``; every node's ``main`` goes through ``run_nodes``.
 from __future__ import annotations
 
 import faulthandler
+import re
 import signal
 import sys
 import threading
@@ -47,7 +48,13 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         for factory in factories:
             if stop.is_set():
                 break
-            nodes.append(factory())
+            try:
+                nodes.append(factory())
+            except (ValueError, FileNotFoundError) as err:
+                # A bad config file or parameter: one line, as the CLI says it, no traceback.
+                name = re.sub(r"(?<!^)(?=[A-Z])", "_", getattr(factory, "__name__", "node"))
+                print(f"{name.lower()}: error: {err}", file=sys.stderr)  # SimRobot: sim_robot
+                return 2
             executor.add_node(nodes[-1])
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=STOP_POLL_S)

@@ -57,3 +57,17 @@ def test_node_started_with_sigint_ignored_still_stops_on_sigint(tmp_path):
     for k in range(8):
         node = start_labeler(tmp_path, inherit_ignored_sigint=True)
         assert_stops(node, signal.SIGINT, delay=0.05 * k)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"config": "/nonexistent/fosp.yaml"}, "config file not found: /nonexistent/fosp.yaml"),
+    ({"layout": "[0, 1, 1]"}, "sim_robot: error: obstacle_indices must be 2 distinct"),
+], ids=["config", "layout"])
+def test_a_bad_config_or_parameter_is_one_line_and_exit_code_2(params, message, tmp_path):
+    node = NodeProcess("fosp_ros.sim_robot", new_domain_id(), params, log_dir=tmp_path)
+    try:
+        code = node.proc.wait(timeout=60)
+    finally:
+        node.stop()
+    log = node.log()
+    assert code == 2 and message in log and "Traceback" not in log, log
