@@ -54,6 +54,9 @@ class Topics:
 @dataclass
 class RosConfig:
     control_rate_hz: float = 10.0
+    # s: the policy does not act on an older image, pose or state (a stalled camera or robot
+    # stream); the episode waits for fresh input while the shield holds the arm
+    max_obs_age: float = 0.5
     frame_id: str = "base"
     topics: Topics = field(default_factory=Topics)
 

@@ -6,7 +6,9 @@ action with ``fosp_core.finetune.PexPolicy`` and publishes it; ``franka_interfac
 The finished trajectory (dataset row convention, labels from the labeler) goes to the learner
 on ``/fosp/trajectory`` as the bytes of a dataset file. New weights arrive on
 ``/fosp/weights`` at any time and are swapped in between episodes, so a fine-tuning round in the
-learner never stalls this loop.
+learner never stalls this loop. While the image, pose or state is older than
+``ros.max_obs_age`` (a stalled camera or robot stream), the episode waits instead of acting on
+it, and the shield holds the arm.
 
 Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
@@ -57,6 +59,7 @@ class Policy(Node):
         self._pending_weights: dict | None = None
         self._lock = threading.Lock()
         self._obs: dict[str, np.ndarray] = {}
+        self._obs_time: dict[str, float] = {}  # when each input last arrived (monotonic)
         self._labels = np.zeros(2)
         self.size = self.cfg.env.image_size
         self.steps_per_episode = self.cfg.env.episode_steps
@@ -65,6 +68,7 @@ class Policy(Node):
         self.episodes_done = 0
         self.step_ms: list[float] = []  # policy.step latency, for the benchmark
         self.late_ticks = 0  # episode ticks that started more than one period late
+        self.stale_ticks = 0  # episode ticks skipped because an input was older than allowed
         self._episode: dict | None = None
         self._resetting = False
         self._weights_received = 0  # count of weight messages so far
@@ -91,17 +95,17 @@ class Policy(Node):
 
     # ---- inputs ------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
-        image = to_policy_image(image_from_msg(msg), self.size)
-        with self._lock:
-            self._obs["image"] = image
+        self._set_obs("image", to_policy_image(image_from_msg(msg), self.size))
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        with self._lock:
-            self._obs["pose"] = pose_from_msg(msg).astype(np.float32)
+        self._set_obs("pose", pose_from_msg(msg).astype(np.float32))
 
     def _on_state(self, msg: Float32MultiArray) -> None:
+        self._set_obs("state", array_from_msg(msg).astype(np.float32))
+
+    def _set_obs(self, key: str, value: np.ndarray) -> None:
         with self._lock:
-            self._obs["state"] = array_from_msg(msg).astype(np.float32)
+            self._obs[key], self._obs_time[key] = value, time.monotonic()
 
     def _on_labels(self, msg: Float32MultiArray) -> None:
         with self._lock:
@@ -133,6 +137,16 @@ class Policy(Node):
         self._next_tick = max(self._next_tick + self.period, now)
         if self._episode is None:
             self._maybe_start_episode()
+            return
+        with self._lock:
+            age = now - min(self._obs_time[k] for k in self._input_keys())
+        if age > self.cfg.ros.max_obs_age:
+            # Acting on a frozen camera image or pose would steer blind. Without a new action
+            # the shield holds the arm at its last target; the step waits for fresh input,
+            # so the next row still shows what this step's action did.
+            self.stale_ticks += 1
+            self.get_logger().warning(f"input {age:.1f} s old: the episode waits for a fresh "
+                                      "image and pose", throttle_duration_sec=5.0)
             return
         with self._lock:
             obs = dict(self._obs)
@@ -169,11 +183,14 @@ class Policy(Node):
             return {"state": obs["state"]}
         return {"image": obs["image"], "pose": obs["pose"]}
 
+    def _input_keys(self) -> tuple[str, ...]:
+        """What the policy acts on; the pose is recorded in every mode."""
+        state = self.policy is not None and self.policy.config.obs_mode == "state"
+        return ("state", "pose") if state else ("image", "pose")
+
     def _ready(self) -> bool:
-        keys = ("state",) if self.policy and self.policy.config.obs_mode == "state" else (
-            "image", "pose")
         with self._lock:
-            return all(k in self._obs for k in keys) and "pose" in self._obs
+            return all(k in self._obs for k in self._input_keys())
 
     def _maybe_start_episode(self) -> None:
         if self._resetting or not self.running:
@@ -235,7 +252,8 @@ class Policy(Node):
         self._report(f"episode {self.episodes_done}: success={bool(arrays['reward'].any())} "
                      f"violation={bool(arrays['cost'].any())} online={online:.2f} "
                      f"stopped_at={episode['log'].stopped_at} "
-                     f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks}")
+                     f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks} "
+                     f"stale_ticks={self.stale_ticks}")
 
     def _report(self, text: str) -> None:
         self.get_logger().info(text)

@@ -1,12 +1,14 @@
 """The safereach graph over DDS: policy -> shield -> twin -> learner -> new weights."""
 
+import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from std_msgs.msg import String, UInt8MultiArray
+from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from fosp_core.dataset import load_dataset, trajectory_from_bytes
@@ -138,3 +140,55 @@ def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
     assert not arrays["action"][held + 1:].any()
     drift = np.abs(arrays["pose"][held + 2:, :3] - arrays["pose"][held + 2, :3]).max()
     assert drift < 0.01, drift  # and the arm stays there
+
+
+def test_the_policy_waits_while_its_input_is_stale(tiny_run):
+    """sim_robot frozen mid-episode (SIGSTOP: the camera and robot streams stall): within
+    ``ros.max_obs_age`` the policy stops acting on the frozen input, and once the streams
+    run again the episode goes on to its full length."""
+    config = yaml.safe_load((tiny_run / "graph.yaml").read_text())
+    config["env"]["episode_steps"] = 60
+    (tiny_run / "stall.yaml").write_text(yaml.safe_dump(config))
+    config = str(tiny_run / "stall.yaml")
+    domain = new_domain_id()
+    client = RosClient(domain)
+    actions: list[float] = []  # arrival times
+    status: list[str] = []
+    trajectories: list[bytes] = []
+    client.node.create_subscription(Float32MultiArray, "/fosp/action",
+                                    lambda m: actions.append(time.monotonic()), 10)
+    client.node.create_subscription(String, "/fosp/policy/status",
+                                    lambda m: status.append(m.data), 10)
+    client.node.create_subscription(UInt8MultiArray, "/fosp/trajectory",
+                                    lambda m: trajectories.append(bytes(m.data)), 10)
+    nodes = [("fosp_ros.sim_robot", {"config": config}),
+             ("fosp_ros.franka_interface", {"config": config}),
+             ("fosp_ros.labeler", {"config": config, "source": "sim"}),
+             ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
+                                  "episodes": 1, "run": str(tiny_run / "run")})]
+    procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
+    sim = procs[0].proc
+    try:
+        wait_for(lambda: len(actions) >= 5, 90, "the episode's first actions")
+        sim.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            time.sleep(2.5)
+        finally:
+            sim.send_signal(signal.SIGCONT)
+        thawed = time.monotonic()
+        wait_for(lambda: trajectories, 60, "the episode's trajectory")
+        wait_for(lambda: any(s.startswith("episode 1:") for s in status), 10,
+                 "the episode's report")  # published just after the trajectory
+    finally:
+        client.close()
+        stop_all(procs)
+    max_age = yaml.safe_load(Path(config).read_text())["ros"]["max_obs_age"]
+    # A tick already under way may still publish; nothing after that until the thaw.
+    during = [t for t in actions if frozen + max_age + 0.5 < t < thawed]
+    assert not during, (len(during), max_age)
+    assert any(t > thawed for t in actions)
+    arrays, _ = trajectory_from_bytes(trajectories[0])
+    assert len(arrays["action"]) == 61  # every step of the episode, none lost to the stall
+    report = next(s for s in status if s.startswith("episode 1:"))
+    assert int(report.rsplit("stale_ticks=", 1)[1]) >= 10, report
