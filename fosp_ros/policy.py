@@ -145,8 +145,8 @@ class Policy(Node):
             # the shield holds the arm at its last target; the step waits for fresh input,
             # so the next row still shows what this step's action did.
             self.stale_ticks += 1
-            self.get_logger().warning(f"input {age:.1f} s old: the episode waits for a fresh "
-                                      "image and pose", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"input {age:.1f} s old ({'/'.join(self._input_keys())}):"
+                                      " the episode waits for it", throttle_duration_sec=5.0)
             return
         with self._lock:
             obs = dict(self._obs)
