@@ -130,8 +130,16 @@ def keep_weights(run_dir: str | os.PathLike, step: int, agent: Agent) -> None:
     save_weights(path, step, agent.state_dict()["modules"])
 
 
+def existing_run(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a Path; a missing directory is named as such, before any file in it."""
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    return Path(run_dir)
+
+
 def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
     """The latest checkpoint of a run, or with ``step`` the weights it kept at that step."""
+    existing_run(run_dir)
     if step is None:
         path = Path(run_dir) / CHECKPOINT_NAME
         if not path.is_file():
@@ -152,20 +160,16 @@ def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict
 
 def run_dataset(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> str:
     """The dataset to continue a run from: ``data`` when given, else the one it trained on."""
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    recorded = existing_run(run_dir) / DATASET_NAME
     if data is not None:
         return str(data)
-    recorded = Path(run_dir) / DATASET_NAME
     if not recorded.is_file():
         raise FileNotFoundError(f"{run_dir}: no {DATASET_NAME}; pass the dataset with --data")
     return recorded.read_text().strip()
 
 
 def load_run_config(run_dir: str | os.PathLike) -> AgentConfig:
-    path = Path(run_dir) / CONFIG_NAME
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    path = existing_run(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {CONFIG_NAME}; not a run directory")
     return load_yaml(AgentConfig, path)
