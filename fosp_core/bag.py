@@ -6,8 +6,10 @@ A lab records the robot while someone teleoperates it::
         /franka_robot_state_broadcaster/current_pose /fosp/action /fosp/reward /fosp/cost \\
         /fosp/episode
 
-(with the project's own ROS graph: ``/fosp/labels`` instead of reward and cost, then
-``fosp dataset from-bag BAG --out DIR --labels-topic /fosp/labels``). ``bag_to_dataset`` reads
+(with the project's own ROS graph: ``/fosp/labels`` instead of reward and cost, and
+``/fosp/action/executed``, what the arm did for each action after the safety shield, instead
+of ``/fosp/action``; then ``fosp dataset from-bag BAG --out DIR --action-topic
+/fosp/action/executed``). ``bag_to_dataset`` reads
 such a bag (MCAP or SQLite3, with the pure-Python ``rosbags`` library, no ROS install needed)
 and writes one trajectory per episode with ``DatasetWriter``. Only the camera frames that end
 up in a row are decoded, so a long recording at 30 fps costs memory for the rows alone.

@@ -20,6 +20,12 @@ and is tested exhaustively here. Its guarantees:
    ``resume()`` is called explicitly; nothing else clears it.
 5. **Homing** walks back to the home pose under the same limits.
 
+For each action ``on_action`` also says which action the arm carries out instead
+(``ShieldOutput.executed``, same units): the action itself (clipped to [-1, 1]) when it is
+followed, zeros when the shield holds (stopped, stale, no pose), the step towards home while
+homing. A demonstration recorder stores that, so a dataset never pairs an action with a
+motion the arm did not make.
+
 Time is passed in explicitly (seconds, any monotonic clock), which keeps the logic testable.
 """
 
@@ -29,7 +35,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fosp_core.geometry import Workspace, holds_still, limit_target, next_target
+from fosp_core.geometry import (
+    Workspace,
+    delta_to_action,
+    holds_still,
+    limit_target,
+    next_target,
+)
 
 
 @dataclass
@@ -49,6 +61,9 @@ class ShieldOutput:
     # "action", "hold", "stopped", "homing", "stale pose", "no pose", "bad action",
     # "stale action"
     reason: str
+    # on_action only: the action the arm carries out instead of the one asked for (module
+    # docstring); None for a bad action, which is no control step at all
+    executed: np.ndarray | None = None
 
 
 class SafetyShield:
@@ -87,21 +102,29 @@ class SafetyShield:
 
         ``age``: seconds since the action was published (0 where the transport cannot say).
         """
-        blocked = self._blocked(now)
-        if blocked is not None:
-            return blocked
-        if self.homing:
-            return self._homing_step()
         action = np.asarray(action, dtype=float)
-        if action.shape != (6,) or not np.all(np.isfinite(action)):
+        bad = action.shape != (6,) or not np.all(np.isfinite(action))
+        out = self._blocked(now)
+        if out is None and self.homing:
+            out = self._homing_step()
+            out.executed = delta_to_action(out.target - self._pose, self.config.workspace)
+        elif out is None and bad:
             return ShieldOutput(None, "bad action")
-        if age > self.config.action_timeout:
-            return ShieldOutput(None, "stale action")  # and the watchdog holds, as for none
+        elif out is None and age > self.config.action_timeout:
+            out = ShieldOutput(None, "stale action")  # and the watchdog holds, as for none
+        if out is not None:
+            if bad:
+                out.executed = None
+            elif out.executed is None:
+                out.executed = np.zeros(6)  # the arm holds
+            return out
         self._action_time = now
         held = self._hold if self._zero_run else None
         target = next_target(self._pose, action, self.config.workspace, held=held)
         self._zero_run = holds_still(action)
-        return self._send(target, "action")
+        out = self._send(target, "action")
+        out.executed = np.clip(action, -1.0, 1.0)
+        return out
 
     def on_tick(self, now: float) -> ShieldOutput | None:
         """Called by a timer at the control rate: holds or homes when no action drives the arm.

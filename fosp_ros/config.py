@@ -42,6 +42,9 @@ class Topics:
     image: str = "/camera/camera/color/image_raw"  # sensor_msgs/Image, from realsense-ros
     target: str = "/cartesian_impedance_controller/equilibrium_pose"  # PoseStamped, to the arm
     action: str = "/fosp/action"  # Float32MultiArray, 6 values in [-1, 1]
+    # Float32MultiArray, one per action franka_interface handled: the action the arm carried
+    # out (zeros where the shield held it); what the recorder stores
+    executed_action: str = "/fosp/action/executed"
     labels: str = "/fosp/labels"  # Float32MultiArray [reward, cost] per control step
     # Float32MultiArray [touch_target, touch_obstacle, reward, cost], ground truth from the sim
     sim_contacts: str = "/fosp/sim/contacts"

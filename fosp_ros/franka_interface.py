@@ -2,8 +2,9 @@
 
 Reads the end-effector pose franka_ros2 publishes, turns each 6-D action into the next target
 through ``fosp_core.shield.SafetyShield`` and publishes it to the controller topic. Nothing
-reaches the arm any other way. A timer at the control rate lets the shield hold position when
-actions stop (watchdog) and walk home.
+reaches the arm any other way. For each action it also publishes the action the arm carried out
+(``executed_action``: zeros where the shield held the arm), which the recorder stores. A timer
+at the control rate lets the shield hold position when actions stop (watchdog) and walk home.
 
 Services (std_srvs/Trigger): ``/fosp/stop`` latches a stop, ``/fosp/resume`` clears it,
 ``/fosp/home`` returns to the start pose.
@@ -28,7 +29,7 @@ from std_srvs.srv import Trigger
 
 from fosp_core.shield import SafetyShield, ShieldOutput
 from fosp_ros.config import load_graph_config
-from fosp_ros.conversions import array_from_msg, pose_from_msg, pose_to_msg
+from fosp_ros.conversions import array_from_msg, array_to_msg, pose_from_msg, pose_to_msg
 from fosp_ros.runtime import config_parameter, run_nodes
 
 
@@ -41,6 +42,7 @@ class FrankaInterface(Node):
         topics = self.cfg.ros.topics
         self.target_pub = self.create_publisher(PoseStamped, topics.target, 10)
         self.status_pub = self.create_publisher(String, topics.shield_status, 10)
+        self.executed_pub = self.create_publisher(Float32MultiArray, topics.executed_action, 10)
         self.create_subscription(PoseStamped, topics.pose, self._on_pose, 10)
         if hasattr(Subscription, "CallbackType"):  # rclpy >= Iron: two-argument callbacks
             self.create_subscription(Float32MultiArray, topics.action, self._on_action, 10)
@@ -71,6 +73,8 @@ class FrankaInterface(Node):
                 f"dropped an action {age:.2f} s old; if every action is dropped, this "
                 "machine's clock and the publisher's disagree", throttle_duration_sec=5.0)
         self._emit(out)
+        if out.executed is not None:
+            self.executed_pub.publish(array_to_msg(out.executed))
 
     def _on_tick(self) -> None:
         with self._lock:

@@ -7,12 +7,16 @@ services. An episode also ends by itself after ``episode_steps`` steps, as the p
 80-step trajectories do.
 
 Rows follow the dataset's convention, one per action (each action is one control step: the
-teleop and policy nodes publish one per tick). At "start" the latest observation becomes row 0.
-When the next action arrives, the step of the previous one is over, so a row holds the latest
-observation, the previous action, and the labels seen since it was sent (a flag seen at any
-point counts). A timer would drift against the action stream and pair observations with the
-wrong actions. Every trajectory is written atomically when its episode ends, so a killed
-recorder loses at most the episode in progress.
+teleop and policy nodes publish one per tick). The action stored is the one the arm carried
+out, as ``franka_interface`` reports it on ``executed_action`` for each action it handled:
+while the shield holds the arm (a latched stop, an action that arrived stale) that is zeros,
+not the action the operator pushed, so no row pairs an action with a motion that did not
+happen. Without ``franka_interface`` nothing moves the arm and nothing is recorded. At "start"
+the latest observation becomes row 0. When the next action arrives, the step of the previous
+one is over, so a row holds the latest observation, the previous action, and the labels seen
+since it was sent (a flag seen at any point counts). A timer would drift against the action
+stream and pair observations with the wrong actions. Every trajectory is written atomically
+when its episode ends, so a killed recorder loses at most the episode in progress.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class Recorder(Node):
         self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
         # Every action is a row: a recorder that falls behind must queue them, not drop them.
-        self.create_subscription(Float32MultiArray, t.action, self._on_action, ACTION_QUEUE)
+        self.create_subscription(Float32MultiArray, t.executed_action, self._on_action,
+                                 ACTION_QUEUE)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, ACTION_QUEUE)
         self.create_subscription(String, t.episode, self._on_episode, 10)
         self.create_service(Trigger, "/fosp/record/start", self._service(self.start))
@@ -86,7 +91,7 @@ class Recorder(Node):
     def _on_action(self, msg: Float32MultiArray) -> None:
         action = array_from_msg(msg)
         if action.shape != (6,) or not np.all(np.isfinite(action)):
-            return  # the shield drops it too: it never moved the arm
+            return  # franka_interface reports none such; a stray publisher's is no step
         with self._lock:
             if self._rows is None:
                 return

@@ -95,8 +95,12 @@ def test_bringup_collect_runs_the_graph_in_one_process(tmp_path):
         node = client.node
         expected = {"sim_robot", "franka_interface", "labeler", "teleop", "recorder"}
         wait_for(lambda: expected <= set(node.get_node_names()), 60, "all collect nodes")
+        # teleop -> franka_interface (shield) -> recorder (the action the arm carried out)
         wait_for(lambda: node.count_publishers("/fosp/action") == 1
-                 and node.count_subscribers("/fosp/action") == 2, 30, "the action topic")
+                 and node.count_subscribers("/fosp/action") == 1
+                 and node.count_publishers("/fosp/action/executed") == 1
+                 and node.count_subscribers("/fosp/action/executed") == 1, 30,
+                 "the action topics")
         # Discovery of each node's services arrives separately from its node name; wait for them.
         services = {"/fosp/stop", "/fosp/resume", "/fosp/home", "/fosp/record/start"}
         wait_for(lambda: services <= {name for name, _ in node.get_service_names_and_types()},

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import yaml
 from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import Trigger
 
 from fosp_core.dataset import load_dataset, read_trajectory
 from fosp_ros.conversions import array_to_msg
@@ -40,7 +41,9 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         episode = node.create_publisher(String, "/fosp/episode", 10)
         actions = node.create_publisher(Float32MultiArray, "/fosp/action", 10)
         wait_for(lambda: episode.get_subscription_count() > 0
-                 and actions.get_subscription_count() >= 2, 30, "franka_interface and recorder")
+                 and actions.get_subscription_count() > 0
+                 and node.count_subscribers("/fosp/action/executed") > 0, 30,
+                 "franka_interface and recorder")
         right = [0, 1, 0, 0, 0, 0]
 
         def record(action, steps):
@@ -86,15 +89,29 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         # state and pose arrive on separate topics: they may be one 2 cm step apart
         np.testing.assert_allclose(arrays["state"][:, :3], arrays["pose"][:, :3], atol=0.025)
 
-        # Second episode: kill -9 the recorder half-way; the first file must be untouched.
+        # Second episode, with the shield stopped: the operator pushes left, the arm holds,
+        # and the recorder stores what the arm did (zeros), not what was asked.
+        assert client.call(Trigger, "/fosp/stop").success
+        time.sleep(1.0)  # the step under way when the stop came ends
+        record([0, -1, 0, 0, 0, 0], EPISODE_STEPS + 5)
+        wait_for(lambda: (out / "traj_000001.npz").exists(), 10, "the second save")
+        arrays, _ = read_trajectory(out / "traj_000001.npz")
+        assert len(arrays["action"]) == EPISODE_STEPS + 1
+        np.testing.assert_array_equal(arrays["action"], 0.0)
+        assert abs(arrays["pose"][-1, 1] - arrays["pose"][0, 1]) < 0.005
+        assert client.call(Trigger, "/fosp/resume").success
+
+        # Third episode: kill -9 the recorder half-way; the saved files must be untouched.
+        saved = sorted(p.name for p in out.glob("traj_*"))
+        assert saved == ["traj_000000.npz", "traj_000001.npz"]
         before = first.read_bytes()
         record([0, -1, 0, 0, 0, 0], 8)
         procs["recorder"].proc.send_signal(signal.SIGKILL)
         procs["recorder"].proc.wait(10)
         dataset = load_dataset(out, strict=True)
-        assert len(dataset) == 1 and dataset.errors == []
+        assert len(dataset) == 2 and dataset.errors == []
         assert first.read_bytes() == before
-        assert sorted(p.name for p in out.glob("traj_*")) == ["traj_000000.npz"]
+        assert sorted(p.name for p in out.glob("traj_*")) == saved
     finally:
         client.close()
         procs["recorder"].stop()  # killed on purpose: its exit code is -9

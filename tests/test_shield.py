@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fosp_core.geometry import Workspace
+from fosp_core.geometry import Workspace, next_target
 from fosp_core.shield import SafetyShield, ShieldConfig
 
 WS = Workspace()
@@ -172,3 +172,37 @@ def test_homing_walks_back_within_limits():
         raise AssertionError("homing never finished")
     np.testing.assert_allclose(pose, home, atol=shield.config.home_tolerance)
     assert not shield.homing
+
+
+def test_executed_is_the_action_the_arm_carries_out():
+    """A recorder stores ``executed``: replayed through ``next_target`` from the same pose it
+    must give the target the shield sent, and zeros wherever the arm did not follow."""
+    shield = SafetyShield(ShieldConfig(action_timeout=0.3))
+    pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
+    shield.update_pose(pose, 0.0)
+    out = shield.on_action(np.array([0.5, -3.0, 0, 0, 0, 0.2]), 0.0)
+    np.testing.assert_allclose(out.executed, [0.5, -1.0, 0, 0, 0, 0.2])  # clipped as applied
+    np.testing.assert_allclose(next_target(pose, out.executed, WS), out.target)
+    assert shield.on_action(np.array([np.nan] * 6), 0.0).executed is None  # no step at all
+    stale = shield.on_action(np.ones(6), 0.05, age=0.4)
+    assert stale.reason == "stale action"
+    np.testing.assert_array_equal(stale.executed, np.zeros(6))
+    shield.stop()
+    stopped = shield.on_action(np.ones(6), 0.1)
+    assert stopped.reason == "stopped"
+    np.testing.assert_array_equal(stopped.executed, np.zeros(6))
+    assert shield.on_action(np.array([1.0, 2.0]), 0.1).executed is None  # bad, even stopped
+    shield.resume()
+    # Homing ignores the action; executed is the step it takes: 10 cm out in x, 0.3 rad in
+    # yaw, so one full step back on both axes.
+    far = np.array([0.6, 0.0, 0.065, 0, 0, 0.3])
+    shield.update_pose(far, 0.2)
+    assert shield.home()
+    homing = shield.on_action(np.array([0, 1.0, 0, 0, 0, 0]), 0.2)
+    assert homing.reason == "homing"
+    np.testing.assert_allclose(homing.executed, [-1, 0, 0, 0, 0, -1])
+    np.testing.assert_allclose(next_target(far, homing.executed, WS), homing.target)
+    # Without a pose nothing moves the arm.
+    lost = SafetyShield().on_action(np.ones(6), 0.0)
+    assert lost.reason == "no pose"
+    np.testing.assert_array_equal(lost.executed, np.zeros(6))
