@@ -44,9 +44,9 @@ test: install lint
 # dataset mix, the pretrained agent, evaluation, then safe fine-tuning on an unseen task
 # through the ROS 2 graph (sim robot, shield, policy, learner; /fosp/finetune after each
 # trajectory) with a before / during / after report. The agent is the checkpoint shipped in
-# $(MODEL), made by this project's `fosp pretrain` (the command is in $(MODEL)/source.json);
-# RETRAIN=1 pretrains it again with that command (about 45 minutes on 2 cores). The dataset
-# is reused when present.
+# $(MODEL), made by this project's own commands (listed in $(MODEL)/source.json); RETRAIN=1
+# runs them again on the demo's dataset (about 45 minutes on 2 cores). The dataset is
+# reused when present.
 MODEL ?= models/fosp-safereach-state
 DEMO_TASK ?= safereach-obstacle-shape
 demo: install
@@ -54,12 +54,11 @@ demo: install
 	else $(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
 		--out $(DEMO)/data; fi
 	$(VENV)/bin/fosp dataset info $(DEMO)/data --plot $(DEMO)/returns.png
-	@if [ -n "$(RETRAIN)" ]; then rm -rf $(DEMO)/pretrained; \
-		cmd=$$($(PY) -c "import json; print(json.load(open('$(MODEL)/source.json'))['command'])" \
-			| sed 's|--data [^ ]*|--data $(DEMO)/data|; s|--out [^ ]*|--out $(DEMO)/pretrained|'); \
-		echo "RETRAIN=1: pretraining again: $$cmd"; $(VENV)/bin/$$cmd; \
-	else echo "agent: the checkpoint shipped in $(MODEL) (RETRAIN=1 pretrains it again), made by:"; \
-		$(PY) -c "import json; s = json.load(open('$(MODEL)/source.json')); print('  ' + s['command'] + f\"  ({s['step']} steps)\")"; \
+	@if [ -n "$(RETRAIN)" ]; then rm -rf $(DEMO)/pretrained $(DEMO)/pretrained-*; \
+		echo "RETRAIN=1: rerunning the commands that made $(MODEL) on $(DEMO)/data"; \
+		$(PY) -m fosp_core.shipped $(MODEL) --rerun $(DEMO)/data $(DEMO)/pretrained; \
+	else echo "agent: the checkpoint shipped in $(MODEL) (RETRAIN=1 trains it again), made by:"; \
+		$(PY) -m fosp_core.shipped $(MODEL); \
 		rm -rf $(DEMO)/pretrained; cp -r $(MODEL) $(DEMO)/pretrained; fi
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune

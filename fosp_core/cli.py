@@ -181,7 +181,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from fosp_core.train import CHECKPOINT_NAME, export_run
 
-    source = {"command": args.command} if args.command else {}
+    source = {"commands": args.command} if args.command else {}
     out = export_run(args.run, args.out, half=not args.float32, **source)
     size = (out / CHECKPOINT_NAME).stat().st_size / 1e6
     print(f"exported {args.run} to {out} ({size:.1f} MB of weights)")
@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a run's config and float16 weights, small enough to ship")
     p.add_argument("--run", required=True, help="trained run directory")
     p.add_argument("--out", required=True, help="directory to write (e.g. models/NAME)")
-    p.add_argument("--command", default="", help="the command that trained the run, recorded "
-                   "in source.json")
+    p.add_argument("--command", action="append", default=[],
+                   help="a command that trained the run, recorded in source.json for "
+                        "`make demo RETRAIN=1` (repeatable, in the order they ran)")
     p.add_argument("--float32", action="store_true", help="keep float32 weights")
     p.set_defaults(func=_export)
 

@@ -35,12 +35,12 @@ from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.config import load_yaml, merge, save_yaml
+from fosp_core.shipped import SOURCE_NAME  # exported runs: where the weights came from
 from fosp_core.stats import wilson_interval
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
 DATASET_NAME = "dataset.txt"  # path of the dataset the run was trained on
-SOURCE_NAME = "source.json"  # exported runs: where the weights came from
 KEPT_DIR = "checkpoints"  # weights kept every keep_every steps (fosp eval --step)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,12 @@ import pytest
 import torch
 
 from fosp_core.cli import build_parser, pretrain_config
+from fosp_core.config import dotted_overrides, merge, save_yaml
 from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.shipped import main as shipped_main
+from fosp_core.shipped import recorded_commands, rerun_commands
 from fosp_core.train import load_agent, load_run_config
+from tests.agent_helpers import tiny_config, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,14 +28,47 @@ def test_the_demo_model_is_shipped() -> None:
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
-def test_shipped_model_is_what_its_recorded_command_trains(model: Path) -> None:
-    """RETRAIN=1 reruns source.json's command: it must give the shipped config exactly."""
+def test_shipped_model_is_what_its_recorded_commands_train(model: Path) -> None:
+    """RETRAIN=1 reruns source.json's commands (pretraining, then perhaps extracting an
+    actor): they must give the shipped config exactly."""
     source = json.loads((model / "source.json").read_text())
-    argv = shlex.split(source["command"])
-    assert argv[:2] == ["fosp", "pretrain"]
-    args = build_parser().parse_args(argv[1:])
-    assert pretrain_config(args) == load_run_config(model)
+    commands = recorded_commands(model)
+    assert commands[0][:2] == ["fosp", "pretrain"]
+    args = build_parser().parse_args(commands[0][1:])
+    config = pretrain_config(args)
     assert args.steps == source["step"]
+    for argv in commands[1:]:
+        assert argv[:2] == ["fosp", "extract"]
+        config = merge(config, dotted_overrides(build_parser().parse_args(argv[1:]).set))
+    assert config == load_run_config(model)
+
+
+def test_a_rerun_chains_the_recorded_commands_through_new_paths() -> None:
+    commands = [["fosp", "pretrain", "--data", "data/real", "--steps", "9", "--out", "r/a"],
+                ["fosp", "extract", "--run", "r/a", "--out", "r/b", "--seed", "1"]]
+    assert rerun_commands(commands, "demo/data", "demo/model") == [
+        ["fosp", "pretrain", "--data", "demo/data", "--steps", "9", "--out", "demo/model-1"],
+        ["fosp", "extract", "--run", "demo/model-1", "--out", "demo/model", "--seed", "1"]]
+    assert rerun_commands(commands[:1], "d", "o")[0][3::4] == ["d", "o"]
+    with pytest.raises(ValueError, match="no --out"):
+        rerun_commands([["fosp", "pretrain", "--data", "x"]], "d", "o")
+
+
+def test_retrain_reruns_pretraining_and_extraction_on_new_data(tmp_path: Path) -> None:
+    """What ``make demo RETRAIN=1`` runs, on a tiny config: both recorded commands, the
+    extraction reading the run the pretraining wrote, and the final run in OUT."""
+    save_yaml(tiny_config(), tmp_path / "tiny.yaml")
+    model = tmp_path / "models" / "tiny"
+    model.mkdir(parents=True)
+    (model / "source.json").write_text(json.dumps({"step": 2, "commands": [
+        f"fosp pretrain --data elsewhere --config {tmp_path / 'tiny.yaml'} --steps 2 --out x",
+        "fosp extract --run x --out y --updates 3 --set actor_critic.entropy=0.001"]}))
+    data = write_dataset(tmp_path / "data", episodes=4)
+    out = tmp_path / "demo" / "pretrained"
+    assert shipped_main([str(model), "--rerun", str(data), str(out)]) == 0
+    assert (tmp_path / "demo" / "pretrained-1" / "checkpoint.pt").is_file()
+    assert load_run_config(out).actor_critic.entropy == 0.001
+    assert json.loads((out / "extract.json").read_text())["updates"] == 3
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
