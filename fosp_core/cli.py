@@ -171,7 +171,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     report = run_demo(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       eval_episodes=args.eval_episodes, seed=args.seed, config=args.config,
-                      data=args.data)
+                      data=args.data, deterministic=args.deterministic)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png, "
           f"graph log: {args.out}/graph.log")
@@ -223,6 +223,9 @@ def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int
     p.add_argument("--eval-episodes", type=int, default=eval_episodes)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="fine-tuning trajectories take each policy's most likely action and "
+                        "eq. 21's most likely choice (default: sample them, as the paper)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,9 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--no-pex", action="store_true",
                    help="ablation (ii): fine-tune the offline policy directly")
-    p.add_argument("--deterministic", action="store_true",
-                   help="fine-tuning trajectories take each policy's most likely action and "
-                        "eq. 21's most likely choice (default: sample them, as the paper)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "

@@ -80,7 +80,7 @@ def _during(online: Path) -> tuple[dict, list[dict]]:
 def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
              out: str | os.PathLike, eval_episodes: int = 10, seed: int = 0,
              config: str = "", timeout_per_trajectory: float = 300.0,
-             data: str | os.PathLike | None = None) -> dict:
+             data: str | os.PathLike | None = None, deterministic: bool = False) -> dict:
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
@@ -99,7 +99,7 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     overrides = {
         "sim_robot": {"task": task, "seed": seed},
-        "policy": {"episodes": trajectories, "seed": seed},
+        "policy": {"episodes": trajectories, "seed": seed, "deterministic": deterministic},
         "learner": {"run": str(run), "out": str(out / "online"), "auto_finetune": False,
                     "grad_steps": grad_steps, "data": str(data or "")},
     }
@@ -162,7 +162,8 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     config_used = load_run_config(run)
     report = {"run": str(run), "task": task, "algo": config_used.algo,
               "obs_mode": config_used.obs_mode, "pex": True, "trajectories": trajectories,
-              "grad_steps": grad_steps, "seed": seed, "before": before, "during": during,
+              "grad_steps": grad_steps, "seed": seed, "deterministic": deterministic,
+              "before": before, "during": during,
               "after": after, "log": log,
               "through": "ROS 2 graph (safereach nodes, one process each)"}
     _write_json(report, out / "report.json")
