@@ -8,7 +8,10 @@ on ``/fosp/trajectory`` as the bytes of a dataset file. New weights arrive on
 ``/fosp/weights`` at any time and are swapped in between episodes, so a fine-tuning round in the
 learner never stalls this loop. While the image, pose or state is older than
 ``ros.max_obs_age`` (a stalled camera or robot stream), the episode waits instead of acting on
-it, and the shield holds the arm.
+it, and the shield holds the arm. Each row stores the action the arm carried out, as
+``franka_interface`` reports it (``executed_action``): zeros where the shield held the arm
+(a latched stop, a stale action), so the learner never pairs an action with a motion that did
+not happen; ``shield_held`` in the trajectory's meta counts such steps.
 
 Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
@@ -61,6 +64,7 @@ class Policy(Node):
         self._obs: dict[str, np.ndarray] = {}
         self._obs_time: dict[str, float] = {}  # when each input last arrived (monotonic)
         self._labels = np.zeros(2)
+        self._executed: tuple[int, np.ndarray | None] = (0, None)  # echoes so far, the latest
         self.size = self.cfg.env.image_size
         self.steps_per_episode = self.cfg.env.episode_steps
         self.period = 1.0 / self.cfg.ros.control_rate_hz
@@ -79,6 +83,7 @@ class Policy(Node):
         self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
+        self.create_subscription(Float32MultiArray, t.executed_action, self._on_executed, 10)
         self.create_subscription(UInt8MultiArray, "/fosp/weights", self._on_weights, LATCHED)
         self.action_pub = self.create_publisher(Float32MultiArray, t.action, 10)
         self.pex_pub = self.create_publisher(Float32MultiArray, "/fosp/pex", 10)
@@ -110,6 +115,10 @@ class Policy(Node):
     def _on_labels(self, msg: Float32MultiArray) -> None:
         with self._lock:
             self._labels = np.maximum(self._labels, array_from_msg(msg)[:2])
+
+    def _on_executed(self, msg: Float32MultiArray) -> None:
+        with self._lock:
+            self._executed = (self._executed[0] + 1, array_from_msg(msg).astype(np.float32))
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
         weights = weights_from_bytes(bytes(msg.data))
@@ -151,10 +160,15 @@ class Policy(Node):
         with self._lock:
             obs = dict(self._obs)
             labels, self._labels = self._labels, np.zeros(2)
+            echoes, executed = self._executed
         episode = self._episode
         if episode["t"] > 0:  # the row of the previous step: its result and labels
-            episode["rows"].append(dict(obs, action=episode["last_action"],
-                                        reward=labels[0], cost=labels[1]))
+            action = episode["last_action"]
+            if echoes > episode["echoes"]:  # the shield has said what the arm did with it
+                if action.any() and not executed.any():
+                    episode["shield_held"] += 1
+                action = executed
+            episode["rows"].append(dict(obs, action=action, reward=labels[0], cost=labels[1]))
         if episode["t"] == self.steps_per_episode:
             self._finish_episode()
             return
@@ -162,6 +176,7 @@ class Policy(Node):
         decision = self.policy.step(self._policy_obs(obs), self.params["deterministic"],
                                     touching_target=bool(labels[0] > 0))
         self.step_ms.append(1e3 * (time.perf_counter() - start))
+        episode["echoes"] = echoes
         self.action_pub.publish(array_to_msg(decision.action))
         self.pex_pub.publish(array_to_msg([float(decision.chosen == "online"),
                                            *np.nan_to_num(decision.q_tilde),
@@ -231,15 +246,16 @@ class Policy(Node):
         self._episode = {"t": 0,
                          "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,
                                        cost=0.0)],
-                         "last_action": np.zeros(6, np.float32),
-                         "log": EpisodeLog()}
+                         "last_action": np.zeros(6, np.float32), "echoes": 0,
+                         "shield_held": 0, "log": EpisodeLog()}
         self._resetting = False
 
     def _finish_episode(self) -> None:
         episode, self._episode = self._episode, None
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
-                "source": "ros", **episode["log"].meta(), "episode": self.episodes_done}
+                "source": "ros", **episode["log"].meta(), "episode": self.episodes_done,
+                "shield_held": episode["shield_held"]}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)
@@ -253,7 +269,7 @@ class Policy(Node):
                      f"violation={bool(arrays['cost'].any())} online={online:.2f} "
                      f"stopped_at={episode['log'].stopped_at} "
                      f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks} "
-                     f"stale_ticks={self.stale_ticks}")
+                     f"stale_ticks={self.stale_ticks} shield_held={episode['shield_held']}")
 
     def _report(self, text: str) -> None:
         self.get_logger().info(text)

@@ -93,6 +93,18 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         stop_all(procs)
 
 
+def pushing_weights(tiny_run, **fosp) -> UInt8MultiArray:
+    """Weights whose two actors' most likely action is +x at a full step."""
+    learner = Learner.from_run(tiny_run / "run", tiny_run / "data", pex=True,
+                               overrides={"fosp": fosp})
+    for actor in (learner.agent.actor_critic.actor, learner.offline_actor):
+        with torch.no_grad():
+            actor.mlp.out.weight.zero_()
+            actor.mlp.out.bias.zero_()
+            actor.mlp.out.bias[0] = 5.0
+    return UInt8MultiArray(data=weights_to_bytes(learner.snapshot()))
+
+
 def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
     """sim_robot's contacts -> labeler -> policy: the arm drives into a target with nothing in
     between (``layout`` parameter) and holds still from the touch (fosp.hold_on_success)."""
@@ -103,20 +115,13 @@ def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
     config["env"]["episode_steps"] = 40
     (tiny_run / "touch.yaml").write_text(yaml.safe_dump(config))
     config = str(tiny_run / "touch.yaml")
-    learner = Learner.from_run(tiny_run / "run", tiny_run / "data", pex=True,
-                               overrides={"fosp": {"hold_on_success": True}})
-    for actor in (learner.agent.actor_critic.actor, learner.offline_actor):
-        with torch.no_grad():  # both actors' most likely action: +x at full step
-            actor.mlp.out.weight.zero_()
-            actor.mlp.out.bias.zero_()
-            actor.mlp.out.bias[0] = 5.0
     domain = new_domain_id()
     client = RosClient(domain)
     trajectories: list[bytes] = []
     client.node.create_subscription(UInt8MultiArray, "/fosp/trajectory",
                                     lambda m: trajectories.append(bytes(m.data)), 10)
     weights = client.node.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
-    weights.publish(UInt8MultiArray(data=weights_to_bytes(learner.snapshot())))
+    weights.publish(pushing_weights(tiny_run, hold_on_success=True))
     # Target 1 (the middle one) with obstacles 0 and 2 beside the straight line.
     nodes = [("fosp_ros.sim_robot", {"config": config, "layout": "[1, 0, 2]"}),
              ("fosp_ros.franka_interface", {"config": config}),
@@ -191,4 +196,40 @@ def test_the_policy_waits_while_its_input_is_stale(tiny_run):
     arrays, _ = trajectory_from_bytes(trajectories[0])
     assert len(arrays["action"]) == 61  # every step of the episode, none lost to the stall
     report = next(s for s in status if s.startswith("episode 1:"))
-    assert int(report.rsplit("stale_ticks=", 1)[1]) >= 10, report
+    assert int(report.split("stale_ticks=", 1)[1].split()[0]) >= 10, report
+
+
+def test_steps_the_shield_held_are_stored_as_what_the_arm_did(tiny_run):
+    """With the shield stopped the policy still pushes +x, but the trajectory the learner gets
+    holds zeros (franka_interface's executed actions) and counts the held steps."""
+    config = str(tiny_run / "graph.yaml")
+    domain = new_domain_id()
+    client = RosClient(domain)
+    trajectories: list[bytes] = []
+    status: list[str] = []
+    client.node.create_subscription(UInt8MultiArray, "/fosp/trajectory",
+                                    lambda m: trajectories.append(bytes(m.data)), 10)
+    client.node.create_subscription(String, "/fosp/policy/status",
+                                    lambda m: status.append(m.data), 10)
+    nodes = [("fosp_ros.sim_robot", {"config": config}),
+             ("fosp_ros.franka_interface", {"config": config}),
+             ("fosp_ros.labeler", {"config": config, "source": "sim"}),
+             ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
+                                  "episodes": 1, "deterministic": True})]
+    procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
+    try:
+        assert client.call(Trigger, "/fosp/stop", timeout=30).success
+        # The policy has no run: it starts its episode when these weights arrive.
+        weights = client.node.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
+        weights.publish(pushing_weights(tiny_run))
+        wait_for(lambda: trajectories, 90, "the episode's trajectory")
+        wait_for(lambda: any(s.startswith("episode 1:") for s in status), 10, "the report")
+    finally:
+        client.close()
+        stop_all(procs)
+    arrays, meta = trajectory_from_bytes(trajectories[0])
+    assert len(arrays["action"]) == 9
+    np.testing.assert_array_equal(arrays["action"], 0.0)
+    assert np.abs(arrays["pose"][1:, :3] - arrays["pose"][1, :3]).max() < 0.005
+    assert meta["shield_held"] == 8, meta
+    assert "shield_held=8" in next(s for s in status if s.startswith("episode 1:"))
