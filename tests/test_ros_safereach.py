@@ -31,16 +31,21 @@ def tiny_run(tmp_path_factory):
     return root
 
 
+def policy_graph(config: str, sim: dict | None = None, policy: dict | None = None) -> list:
+    """sim_robot, franka_interface (the shield), labeler (the twin's contacts) and a policy
+    that runs one episode: (module, parameters) for each node."""
+    return [("fosp_ros.sim_robot", {"config": config, **(sim or {})}),
+            ("fosp_ros.franka_interface", {"config": config}),
+            ("fosp_ros.labeler", {"config": config, "source": "sim"}),
+            ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
+                                 "episodes": 1, **(policy or {})})]
+
+
 def test_episode_trajectory_finetune_and_weights(tiny_run):
     domain = new_domain_id()
     config = str(tiny_run / "graph.yaml")
     run = tiny_run / "run"
-    nodes = [
-        ("fosp_ros.sim_robot", {"config": config}),
-        ("fosp_ros.franka_interface", {"config": config}),
-        ("fosp_ros.labeler", {"config": config, "source": "sim"}),
-        ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
-                             "episodes": 3}),
+    nodes = policy_graph(config, policy={"episodes": 3}) + [
         ("fosp_ros.learner", {"config": config, "run": str(run), "grad_steps": 2,
                               "set": '["fosp.online_actor_loss=safe_success", '
                                      '"fosp.online_hold_weight=0.5", '
@@ -123,11 +128,7 @@ def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
     weights = client.node.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
     weights.publish(pushing_weights(tiny_run, hold_on_success=True))
     # Target 1 (the middle one) with obstacles 0 and 2 beside the straight line.
-    nodes = [("fosp_ros.sim_robot", {"config": config, "layout": "[1, 0, 2]"}),
-             ("fosp_ros.franka_interface", {"config": config}),
-             ("fosp_ros.labeler", {"config": config, "source": "sim"}),
-             ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
-                                  "episodes": 1, "deterministic": True})]
+    nodes = policy_graph(config, sim={"layout": "[1, 0, 2]"}, policy={"deterministic": True})
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     try:
         wait_for(lambda: trajectories, 120, "the episode's trajectory")
@@ -166,11 +167,7 @@ def test_the_policy_waits_while_its_input_is_stale(tiny_run):
                                     lambda m: status.append(m.data), 10)
     client.node.create_subscription(UInt8MultiArray, "/fosp/trajectory",
                                     lambda m: trajectories.append(bytes(m.data)), 10)
-    nodes = [("fosp_ros.sim_robot", {"config": config}),
-             ("fosp_ros.franka_interface", {"config": config}),
-             ("fosp_ros.labeler", {"config": config, "source": "sim"}),
-             ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
-                                  "episodes": 1, "run": str(tiny_run / "run")})]
+    nodes = policy_graph(config, policy={"run": str(tiny_run / "run")})
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     sim = procs[0].proc
     try:
@@ -211,11 +208,7 @@ def test_steps_the_shield_held_are_stored_as_what_the_arm_did(tiny_run):
                                     lambda m: trajectories.append(bytes(m.data)), 10)
     client.node.create_subscription(String, "/fosp/policy/status",
                                     lambda m: status.append(m.data), 10)
-    nodes = [("fosp_ros.sim_robot", {"config": config}),
-             ("fosp_ros.franka_interface", {"config": config}),
-             ("fosp_ros.labeler", {"config": config, "source": "sim"}),
-             ("fosp_ros.policy", {"config": config, "reset_service": "/fosp/sim/reset",
-                                  "episodes": 1, "deterministic": True})]
+    nodes = policy_graph(config, policy={"deterministic": True})
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     try:
         assert client.call(Trigger, "/fosp/stop", timeout=30).success
