@@ -47,7 +47,7 @@ test: install lint
 # $(MODEL), made by this project's own commands (listed in $(MODEL)/source.json); RETRAIN=1
 # runs them again on the demo's dataset (about 45 minutes on 2 cores). The dataset is
 # reused when present.
-MODEL ?= models/fosp-safereach-state
+MODEL ?= models/fosp-safereach-state-set
 DEMO_TASK ?= safereach-obstacle-shape
 demo: install
 	@if [ -f $(DEMO)/data/index.json ]; then echo "reusing the dataset in $(DEMO)/data"; \
@@ -63,7 +63,7 @@ demo: install
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune
 	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --data $(DEMO)/data --task $(DEMO_TASK) \
-		--trajectories 5 --grad-steps 40 --eval-episodes 10 --out $(DEMO)/finetune
+		--trajectories 5 --grad-steps 40 --eval-episodes 10 --deterministic --out $(DEMO)/finetune
 	@echo "plots: $(DEMO)/returns.png $(DEMO)/pretrained/rollout.png $(DEMO)/finetune/finetune.png"
 
 bench: install
