@@ -45,7 +45,7 @@ test: install lint
 # through the ROS 2 graph (sim robot, shield, policy, learner; /fosp/finetune after each
 # trajectory) with a before / during / after report. The agent is the checkpoint shipped in
 # $(MODEL), made by this project's own commands (listed in $(MODEL)/source.json); RETRAIN=1
-# runs them again on the demo's dataset (about 45 minutes on 2 cores). The dataset is
+# runs them again on the demo's dataset (about 50 minutes on 2 cores). The dataset is
 # reused when present.
 MODEL ?= models/fosp-safereach-state-set
 DEMO_TASK ?= safereach-obstacle-shape
