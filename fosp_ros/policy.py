@@ -9,9 +9,11 @@ on ``/fosp/trajectory`` as the bytes of a dataset file. New weights arrive on
 learner never stalls this loop. While the image, pose or state is older than
 ``ros.max_obs_age`` (a stalled camera or robot stream), the episode waits instead of acting on
 it, and the shield holds the arm. Each row stores the action the arm carried out, as
-``franka_interface`` reports it (``executed_action``): zeros where the shield held the arm
-(a latched stop, a stale action), so the learner never pairs an action with a motion that did
-not happen; ``shield_held`` in the trajectory's meta counts such steps.
+``franka_interface`` reports it (``executed_action``, one report per action, in order): zeros
+where the shield held the arm (a latched stop, a stale action), so the learner never pairs an
+action with a motion that did not happen; ``shield_held`` in the trajectory's meta counts such
+steps. The reports are matched to the actions in order when the episode ends (one may arrive
+after the next tick: a late tick is followed by an immediate one).
 
 Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
@@ -64,7 +66,7 @@ class Policy(Node):
         self._obs: dict[str, np.ndarray] = {}
         self._obs_time: dict[str, float] = {}  # when each input last arrived (monotonic)
         self._labels = np.zeros(2)
-        self._executed: tuple[int, np.ndarray | None] = (0, None)  # echoes so far, the latest
+        self._executed: list[np.ndarray] = []  # franka_interface's reports, this episode
         self.size = self.cfg.env.image_size
         self.steps_per_episode = self.cfg.env.episode_steps
         self.period = 1.0 / self.cfg.ros.control_rate_hz
@@ -118,7 +120,7 @@ class Policy(Node):
 
     def _on_executed(self, msg: Float32MultiArray) -> None:
         with self._lock:
-            self._executed = (self._executed[0] + 1, array_from_msg(msg).astype(np.float32))
+            self._executed.append(array_from_msg(msg).astype(np.float32))
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
         weights = weights_from_bytes(bytes(msg.data))
@@ -160,15 +162,10 @@ class Policy(Node):
         with self._lock:
             obs = dict(self._obs)
             labels, self._labels = self._labels, np.zeros(2)
-            echoes, executed = self._executed
         episode = self._episode
         if episode["t"] > 0:  # the row of the previous step: its result and labels
-            action = episode["last_action"]
-            if echoes > episode["echoes"]:  # the shield has said what the arm did with it
-                if action.any() and not executed.any():
-                    episode["shield_held"] += 1
-                action = executed
-            episode["rows"].append(dict(obs, action=action, reward=labels[0], cost=labels[1]))
+            episode["rows"].append(dict(obs, action=episode["last_action"],
+                                        reward=labels[0], cost=labels[1]))
         if episode["t"] == self.steps_per_episode:
             self._finish_episode()
             return
@@ -176,7 +173,6 @@ class Policy(Node):
         decision = self.policy.step(self._policy_obs(obs), self.params["deterministic"],
                                     touching_target=bool(labels[0] > 0))
         self.step_ms.append(1e3 * (time.perf_counter() - start))
-        episode["echoes"] = echoes
         self.action_pub.publish(array_to_msg(decision.action))
         self.pex_pub.publish(array_to_msg([float(decision.chosen == "online"),
                                            *np.nan_to_num(decision.q_tilde),
@@ -242,16 +238,47 @@ class Policy(Node):
         with self._lock:
             first = dict(self._obs)
             self._labels = np.zeros(2)
+            self._executed = []  # reports of this episode's actions from here on
         self.policy.reset()
         self._episode = {"t": 0,
                          "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,
                                        cost=0.0)],
-                         "last_action": np.zeros(6, np.float32), "echoes": 0,
-                         "shield_held": 0, "log": EpisodeLog()}
+                         "last_action": np.zeros(6, np.float32), "log": EpisodeLog()}
         self._resetting = False
+
+    def _executed_actions(self, rows: list[dict]) -> int:
+        """Each row's action becomes the one the arm carried out; returns how many steps the
+        shield held the arm. The reports are matched to the actions by their order, so they
+        are used only if there is exactly one per action; otherwise (no franka_interface, a
+        report lost before the endpoints matched, another node sending actions) the actions
+        stay as sent, with a warning."""
+        steps = len(rows) - 1
+        deadline = time.monotonic() + 1.0  # the last report may still be on its way
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self._executed) >= steps:
+                    break
+            if self.count_publishers(self.cfg.ros.topics.executed_action) == 0:
+                break
+            time.sleep(0.01)
+        time.sleep(2 * self.period)  # one report too many would show now
+        with self._lock:
+            executed = list(self._executed)
+        if len(executed) != steps:
+            self.get_logger().warning(
+                f"{len(executed)} reports of what the arm did for {steps} actions (is "
+                "franka_interface running? does another node send actions?): the episode's "
+                "actions are stored as sent", throttle_duration_sec=60.0)
+            return 0
+        held = 0
+        for row, action in zip(rows[1:], executed):
+            held += bool(row["action"].any() and not action.any())
+            row["action"] = action
+        return held
 
     def _finish_episode(self) -> None:
         episode, self._episode = self._episode, None
+        episode["shield_held"] = self._executed_actions(episode["rows"])
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
                 "source": "ros", **episode["log"].meta(), "episode": self.episodes_done,

@@ -212,6 +212,12 @@ def test_steps_the_shield_held_are_stored_as_what_the_arm_did(tiny_run):
     procs = [NodeProcess(module, domain, params, log_dir=tiny_run) for module, params in nodes]
     try:
         assert client.call(Trigger, "/fosp/stop", timeout=30).success
+        # Before the episode: the echo's publisher (franka_interface) and subscriber (policy)
+        # must have found each other, or the first steps fall back to the policy's own action.
+        wait_for(lambda: client.node.count_publishers("/fosp/action/executed") == 1
+                 and client.node.count_subscribers("/fosp/action/executed") == 1, 30,
+                 "the executed_action endpoints")
+        time.sleep(1.0)  # let every pair of endpoints finish matching
         # The policy has no run: it starts its episode when these weights arrive.
         weights = client.node.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
         weights.publish(pushing_weights(tiny_run))
