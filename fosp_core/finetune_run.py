@@ -252,6 +252,7 @@ def plot_finetune(report: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     log = report["log"]
     fig = Figure(figsize=(9, 3.4))
@@ -265,6 +266,7 @@ def plot_finetune(report: dict, path: Path) -> None:
         ax.plot(x, [e["online_share"] for e in log], color="tab:blue", ls="--",
                 label="online policy chosen")
     ax.set(xlabel="fine-tuning trajectory", ylim=(-0.02, 1.02), title=report["task"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trajectories are counted
     ax.legend(fontsize=7)
     rows = ("before", "during", "after")
     pos = np.arange(len(rows))
