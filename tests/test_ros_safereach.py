@@ -31,6 +31,14 @@ def tiny_run(tmp_path_factory):
     return root
 
 
+def graph_config(tiny_run, name: str, episode_steps: int) -> str:
+    """The test graph's YAML with longer episodes, written as ``name.yaml``; its path."""
+    config = yaml.safe_load((tiny_run / "graph.yaml").read_text())
+    config["env"]["episode_steps"] = episode_steps
+    (tiny_run / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    return str(tiny_run / f"{name}.yaml")
+
+
 def policy_graph(config: str, sim: dict | None = None, policy: dict | None = None) -> list:
     """sim_robot, franka_interface (the shield), labeler (the twin's contacts) and a policy
     that runs one episode: (module, parameters) for each node."""
@@ -113,13 +121,10 @@ def pushing_weights(tiny_run, **fosp) -> UInt8MultiArray:
 def test_a_real_touch_through_the_graph_starts_the_hold(tiny_run):
     """sim_robot's contacts -> labeler -> policy: the arm drives into a target with nothing in
     between (``layout`` parameter) and holds still from the touch (fosp.hold_on_success)."""
-    config = yaml.safe_load((tiny_run / "graph.yaml").read_text())
     # The target is ~10 full steps ahead; the hand lags its target, and a loaded machine
     # slows it (measured beside two training runs: the touch at step 13 in one try, 21 in
     # another).
-    config["env"]["episode_steps"] = 40
-    (tiny_run / "touch.yaml").write_text(yaml.safe_dump(config))
-    config = str(tiny_run / "touch.yaml")
+    config = graph_config(tiny_run, "touch", episode_steps=40)
     domain = new_domain_id()
     client = RosClient(domain)
     trajectories: list[bytes] = []
@@ -152,10 +157,7 @@ def test_the_policy_waits_while_its_input_is_stale(tiny_run):
     """sim_robot frozen mid-episode (SIGSTOP: the camera and robot streams stall): within
     ``ros.max_obs_age`` the policy stops acting on the frozen input, and once the streams
     run again the episode goes on to its full length."""
-    config = yaml.safe_load((tiny_run / "graph.yaml").read_text())
-    config["env"]["episode_steps"] = 60
-    (tiny_run / "stall.yaml").write_text(yaml.safe_dump(config))
-    config = str(tiny_run / "stall.yaml")
+    config = graph_config(tiny_run, "stall", episode_steps=60)
     domain = new_domain_id()
     client = RosClient(domain)
     actions: list[float] = []  # arrival times
