@@ -106,15 +106,15 @@ class SafetyShield:
         bad = action.shape != (6,) or not np.all(np.isfinite(action))
         out = self._blocked(now)
         if out is None and self.homing:
-            out = self._homing_step()
+            out = self._homing_step()  # the action is ignored: the arm steps towards home
             out.executed = delta_to_action(out.target - self._pose, self.config.workspace)
         elif out is None and bad:
             return ShieldOutput(None, "bad action")
         elif out is None and age > self.config.action_timeout:
             out = ShieldOutput(None, "stale action")  # and the watchdog holds, as for none
-        if out is not None:
+        if out is not None:  # the action is not followed
             if bad:
-                out.executed = None
+                out.executed = None  # no control step at all
             elif out.executed is None:
                 out.executed = np.zeros(6)  # the arm holds
             return out

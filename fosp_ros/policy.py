@@ -85,7 +85,8 @@ class Policy(Node):
         self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
-        self.create_subscription(Float32MultiArray, t.executed_action, self._on_executed, 10)
+        # Every report counts (they are matched to the actions in order): queue a stall's worth.
+        self.create_subscription(Float32MultiArray, t.executed_action, self._on_executed, 100)
         self.create_subscription(UInt8MultiArray, "/fosp/weights", self._on_weights, LATCHED)
         self.action_pub = self.create_publisher(Float32MultiArray, t.action, 10)
         self.pex_pub = self.create_publisher(Float32MultiArray, "/fosp/pex", 10)
