@@ -154,3 +154,16 @@ def test_actions_that_waited_in_a_queue_are_dropped(graph):
     while start[1] - arm.pose()[1] <= 0.03 and time.monotonic() < deadline:
         arm.drive([0, -1, 0, 0, 0, 0], 0.2)
     assert start[1] - arm.pose()[1] > 0.03
+
+
+def test_message_age_reads_the_source_timestamp_and_is_zero_without_one():
+    from fosp_ros.franka_interface import message_age
+
+    now_ns = time.time_ns()
+    assert message_age({"source_timestamp": now_ns - 1_500_000_000}) == pytest.approx(1.5, abs=0.2)
+    # rclpy before Iron (Humble) hands the callback no info: the age is not checked.
+    assert message_age(None) == 0.0
+    assert message_age({}) == 0.0
+    assert message_age({"source_timestamp": 0}) == 0.0
+    # The publisher's clock is ahead of this one: not a negative age.
+    assert message_age({"source_timestamp": now_ns + 5_000_000_000}) == 0.0

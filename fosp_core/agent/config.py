@@ -251,14 +251,10 @@ class AgentConfig:
         if self.fosp.online_actor_loss not in ONLINE_ACTOR_LOSSES:
             raise ValueError(f"fosp.online_actor_loss must be one of {ONLINE_ACTOR_LOSSES}, "
                              f"got {self.fosp.online_actor_loss!r}")
-        if not (math.isfinite(self.fosp.online_success_weight)
-                and self.fosp.online_success_weight >= 0):
-            raise ValueError("fosp.online_success_weight must be a finite number >= 0, "
-                             f"got {self.fosp.online_success_weight!r}")
-        if not (math.isfinite(self.fosp.online_hold_weight)
-                and self.fosp.online_hold_weight >= 0):
-            raise ValueError("fosp.online_hold_weight must be a finite number >= 0, "
-                             f"got {self.fosp.online_hold_weight!r}")
+        for name in ("online_success_weight", "online_hold_weight"):
+            value = getattr(self.fosp, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"fosp.{name} must be a finite number >= 0, got {value!r}")
         if self.fosp.online_hold_weight > 0 and self.fosp.online_actor_loss != "safe_success":
             raise ValueError("fosp.online_hold_weight needs fosp.online_actor_loss "
                              f"'safe_success', got {self.fosp.online_actor_loss!r}")
