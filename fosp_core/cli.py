@@ -126,7 +126,7 @@ def _finetune(args: argparse.Namespace) -> int:
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
                       seed=args.seed, device=args.device, overrides=dotted_overrides(args.set),
-                      deterministic=args.deterministic)
+                      deterministic=args.deterministic, resume=args.resume)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
     return 0
@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--no-pex", action="store_true",
                    help="ablation (ii): fine-tune the offline policy directly")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped run in --out, with the same arguments "
+                        "(--trajectories may grow); it is saved after every round")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "

@@ -204,9 +204,27 @@ class Learner:
             if self.offline_actor is not None:
                 self.offline_actor.load_state_dict(state["offline_actor"])
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Atomic checkpoint; loads with ``torch.load(..., weights_only=True)``."""
-        atomic_torch_save(self.state_dict(), Path(path))
+    def restore(self, state: dict[str, Any], stored: list[dict[str, np.ndarray]]) -> int:
+        """Resume from a saved ``state`` after a restart; returns how many of ``stored`` it used.
+
+        ``stored`` are the trajectories kept on disk, in the order they were added. The first
+        ``state["trajectories"]`` of them rejoin the replay, then the saved state is loaded
+        over it. Any after those were stored after the save (a stop between storing a
+        trajectory and the next checkpoint): what to do with them is the caller's choice.
+        """
+        known = int(state["trajectories"])
+        if len(stored) < known:
+            raise ValueError(f"the saved learner had {known} trajectories, only {len(stored)} "
+                             "are stored: not this learner's trajectories")
+        for arrays in stored[:known]:
+            self.add_trajectory(arrays)
+        self.load_state_dict(state)  # also resets the counters the additions moved
+        return known
+
+    def save(self, path: str | os.PathLike, **extra: Any) -> None:
+        """Atomic checkpoint; loads with ``torch.load(..., weights_only=True)``. ``extra``
+        entries (tensors, plain containers, strings) are saved beside the learner's state."""
+        atomic_torch_save({**self.state_dict(), **extra}, Path(path))
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

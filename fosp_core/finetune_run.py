@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from fosp_core.collect import record_episode
-from fosp_core.finetune import EpisodeLog, Learner, PexPolicy
+from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy
 from fosp_core.stats import wilson_interval
 from fosp_core.train import run_dataset
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
+LEARNER_FILE = "learner.pt"
+PROGRESS_KEY = "finetune"  # the report so far, as JSON, inside LEARNER_FILE
 
 
 def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
@@ -116,22 +118,54 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[st
     return episode_rates(runs, stopped)
 
 
+class Tally:
+    """The fine-tuning trajectories so far, as the report's "during" row and log count them."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[dict, dict]] = []  # (arrays, chosen counts)
+        self.choices: list[tuple[dict, list[int]]] = []  # (arrays, per-action policy)
+        self.stopped: list[bool] = []
+        self.vetoed = dict.fromkeys(POLICIES, 0)
+        self.cost = self.steps = 0.0
+
+    def add(self, arrays: dict, meta: dict) -> None:
+        self.runs.append((arrays, meta["chosen"]))
+        self.choices.append((arrays, meta["policy"]))
+        self.stopped.append(meta["stopped_at"] is not None)
+        for name, count in meta["vetoed"].items():
+            self.vetoed[name] += count
+        self.cost += float(arrays["cost"].sum())
+        self.steps += len(arrays["cost"]) - 1
+
+    def row(self) -> dict[str, Any]:
+        return dict(episode_rates(self.runs, self.stopped),
+                    cost_regret=self.cost / self.steps if self.steps else 0.0,
+                    lead_in_offline_share=lead_in_offline_share(self.choices),
+                    vetoed_share={k: v / max(1.0, self.steps) for k, v in self.vetoed.items()})
+
+
 def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
              out: str | os.PathLike, data: str | os.PathLike | None = None, pex: bool = True,
              eval_episodes: int = 20, seed: int = 0, device: str = "cpu",
              progress: bool = True, overrides: dict | None = None,
-             deterministic: bool = False) -> dict:
+             deterministic: bool = False, resume: bool = False) -> dict:
     """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report.
 
     ``overrides`` change the run's config (nested, e.g. {"fosp": {"pex_temperature": 100}});
     ``out/config.yaml`` records the config used. The fine-tuning trajectories sample each
     policy's action and eq. 21's choice, as the paper does; ``deterministic`` takes the most
     likely of each instead (the ROS policy node's ``deterministic`` parameter): no exploration
-    noise on the robot, and the learner still gets a new trajectory per round."""
+    noise on the robot, and the learner still gets a new trajectory per round.
+
+    After every round ``out/learner.pt`` holds the learner, the acting policy's random state
+    and the report so far, so a stopped run loses at most its current round: ``resume``
+    continues it with the same arguments (``trajectories`` may grow) exactly where it stopped;
+    a trajectory stored but not yet trained on is trained on, not rolled out again. Without
+    ``resume`` an ``out`` that already holds a fine-tuning run is an error."""
     from tqdm import tqdm
 
     from fosp_core.config import save_yaml
-    from fosp_core.dataset import DatasetWriter
+    from fosp_core.dataset import DatasetWriter, load_dataset
     from fosp_core.envs.safereach import SafeReachEnv
 
     if trajectories < 1 or eval_episodes < 1 or grad_steps < 0:
@@ -139,6 +173,13 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
                          f"got {trajectories}, {eval_episodes} and {grad_steps}")
     run, out = Path(run), Path(out)
     data = run_dataset(run, data)
+    settings = {"run": str(run.resolve()), "data": str(Path(data).resolve()), "task": task,
+                "pex": pex, "grad_steps": grad_steps, "eval_episodes": eval_episodes,
+                "seed": seed, "deterministic": deterministic, "overrides": overrides or {}}
+    saved = _saved_progress(out, settings, trajectories) if resume else None
+    if saved is None and ((out / LEARNER_FILE).exists() or _stored(out)):
+        raise ValueError(f"{out}: already holds a fine-tuning run; continue it with --resume "
+                         "(the same arguments) or choose another --out")
     learner = Learner.from_run(run, data, pex=pex, device=device, seed=seed,
                                overrides=overrides)
     config = learner.agent.config
@@ -149,51 +190,92 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     policy = PexPolicy(config, learner.snapshot(), device=device, seed=seed)
     render = config.obs_mode == "image"
 
-    before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
-    log, during, choices, stopped = [], [], [], []
-    vetoed = {"offline": 0, "online": 0}
-    bar = tqdm(range(trajectories), desc=f"finetune {task}", unit="traj", disable=not progress)
-    total_cost = total_steps = 0.0
+    def save() -> None:  # after "before" and after every round
+        learner.save(out / LEARNER_FILE, policy_rng=policy.generator.get_state(),
+                     **{PROGRESS_KEY: json.dumps({"settings": settings, "before": before,
+                                                  "log": log})})
+
+    tally, log = Tally(), []
+    stored = []
+    if saved is None:
+        before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
+        save()
+    else:
+        state, progress = saved
+        before, log = progress["before"], progress["log"]
+        stored = load_dataset(out / "online_data", strict=True).trajectories
+        if not len(log) <= len(stored) <= len(log) + 1:
+            raise ValueError(f"{out}: {len(stored)} stored trajectories for {len(log)} rounds "
+                             "done; online_data was changed by hand")
+        learner.restore(state, [t.arrays for t in stored])
+        policy.load_weights(learner.snapshot())
+        policy.generator.set_state(state["policy_rng"])
+        for trajectory in stored[:len(log)]:
+            tally.add(trajectory.arrays, trajectory.meta)
+    bar = tqdm(range(len(log), trajectories), desc=f"finetune {task}", unit="traj",
+               initial=len(log), total=trajectories, disable=not progress)
     for i in bar:
-        arrays, meta, chosen = rollout(env, policy, seed * 1000 + i, deterministic, render)
-        writer.add(arrays, meta)  # on disk before it is trained on
+        if i < len(stored):  # stored before the stop, never trained on
+            arrays, meta = stored[i].arrays, stored[i].meta
+        else:
+            arrays, meta, _ = rollout(env, policy, seed * 1000 + i, deterministic, render)
+            writer.add(arrays, meta)  # on disk before it is trained on
         learner.add_trajectory(arrays)
         stats = learner.train(grad_steps)
         policy.load_weights(learner.snapshot())
-        during.append((arrays, chosen))
-        choices.append((arrays, meta["policy"]))
-        stopped.append(meta["stopped_at"] is not None)
-        for name, count in meta["vetoed"].items():
-            vetoed[name] += count
-        total_cost += float(arrays["cost"].sum())
-        total_steps += len(arrays["cost"]) - 1
+        tally.add(arrays, meta)
         entry = {"trajectory": i + 1, "success": bool(arrays["reward"].any()),
                  "violation": bool(arrays["cost"].any()),
-                 "cost_regret": total_cost / total_steps,
-                 "online_share": chosen["online"] / max(1, sum(chosen.values())),
-                 "stopped": stopped[-1], "train_s": stats["duration_s"]}
+                 "cost_regret": tally.cost / tally.steps,
+                 "online_share": meta["chosen"]["online"] / max(1, sum(meta["chosen"].values())),
+                 "stopped": tally.stopped[-1], "train_s": stats["duration_s"]}
         log.append(entry)
+        save()
         bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
                         online=f"{entry['online_share']:.2f}")
     after = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
     env.close()
-    learner.save(out / "learner.pt")
 
-    regret = log[-1]["cost_regret"] if log else 0.0
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,
               "pex": pex, "trajectories": trajectories, "grad_steps": grad_steps, "seed": seed,
               "deterministic": deterministic, "foresight_stop": config.fosp.foresight_stop,
               "foresight_veto": config.fosp.foresight_veto,
               "foresight_veto_latch": config.fosp.foresight_veto_latch,
-              "before": before,
-              "during": dict(episode_rates(during, stopped), cost_regret=regret,
-                             lead_in_offline_share=lead_in_offline_share(choices),
-                             vetoed_share={k: v / max(1.0, total_steps)
-                                           for k, v in vetoed.items()}),
-              "after": after, "log": log}
+              "before": before, "during": tally.row(), "after": after, "log": log}
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
     return report
+
+
+def _stored(out: Path) -> bool:
+    """Whether ``out`` holds stored fine-tuning trajectories."""
+    directory = out / "online_data"
+    return directory.is_dir() and any(directory.glob("traj_*.npz"))
+
+
+def _saved_progress(out: Path, settings: dict, trajectories: int) -> tuple[dict, dict]:
+    """The saved learner state and report so far of the run in ``out``, checked against the
+    arguments of the resume."""
+    import torch
+
+    path = out / LEARNER_FILE
+    if not path.is_file():
+        raise ValueError(f"{out}: nothing to resume (no {LEARNER_FILE}; it is written once "
+                         "the evaluation before fine-tuning is done)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if PROGRESS_KEY not in state:
+        raise ValueError(f"{path}: not written by fosp finetune, cannot be resumed")
+    progress = json.loads(state[PROGRESS_KEY])
+    was = progress["settings"]
+    changed = [f"{key} was {was.get(key)!r}, now {value!r}"
+               for key, value in settings.items() if was.get(key) != value]
+    if changed:
+        raise ValueError("--resume continues a run with its own arguments; changed: "
+                         + "; ".join(changed))
+    if trajectories < len(progress["log"]):
+        raise ValueError(f"{out}: {len(progress['log'])} trajectories are done already, "
+                         f"more than --trajectories {trajectories}")
+    return state, progress
 
 
 def _write_json(obj: dict, path: Path) -> None:

@@ -94,10 +94,7 @@ class LearnerNode(Node):
         known = 0
         if checkpoint.is_file():
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            known = int(state["trajectories"])
-            for trajectory in stored[:known]:  # the saved state then resets the counters
-                self.learner.add_trajectory(trajectory.arrays)
-            self.learner.load_state_dict(state)
+            known = self.learner.restore(state, [t.arrays for t in stored])
         for trajectory in stored[known:]:
             self.learner.add_trajectory(trajectory.arrays)
 

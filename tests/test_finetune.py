@@ -366,6 +366,62 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     assert "safereach-more-obstacles" in table and f"  {violating}/2 ({violating})," in table
 
 
+def test_finetune_resume_continues_exactly_where_it_stopped(pretrained, tmp_path, capsys):
+    # Sampled acting (the default): the resume must also restore the policy's random state.
+    import shutil
+
+    from fosp_core.cli import main
+    from fosp_core.finetune_run import finetune
+
+    run, data = pretrained
+    task = "safereach-target-shape"
+
+    def fine_tune(out, trajectories, resume=False):
+        return finetune(run, task, trajectories, 2, out, data=data, eval_episodes=1,
+                        progress=False, resume=resume)
+
+    whole = fine_tune(tmp_path / "whole", 3)
+    fine_tune(tmp_path / "stopped", 1)  # as if stopped after its first round
+    resumed = fine_tune(tmp_path / "stopped", 3, resume=True)
+    # A stop between storing a trajectory and its round: the stored one is trained on.
+    fine_tune(tmp_path / "crashed", 1)
+    shutil.copy(tmp_path / "whole" / "online_data" / "traj_000001.npz",
+                tmp_path / "crashed" / "online_data")
+    recovered = fine_tune(tmp_path / "crashed", 3, resume=True)
+
+    def without_timing(report):
+        return [{k: v for k, v in entry.items() if k != "train_s"} for entry in report["log"]]
+
+    expected = load_dataset(tmp_path / "whole" / "online_data", strict=True).trajectories
+    final = torch.load(tmp_path / "whole" / "learner.pt", weights_only=True)
+    assert without_timing(resumed) == without_timing(whole)
+    assert resumed["before"] == whole["before"] and resumed["during"] == whole["during"]
+    stored = load_dataset(tmp_path / "stopped" / "online_data", strict=True).trajectories
+    for a, b in zip(stored, expected, strict=True):
+        np.testing.assert_array_equal(a.arrays["action"], b.arrays["action"])
+    state = torch.load(tmp_path / "stopped" / "learner.pt", weights_only=True)
+    assert state["steps"] == final["steps"] == 6
+    for key, value in final["agent"]["modules"].items():
+        assert torch.equal(state["agent"]["modules"][key], value), key
+    # The crashed run trains on the stored trajectory instead of rolling one out, so its
+    # random state departs from the whole run's after that (sampled acting draws from it).
+    assert without_timing(recovered)[:2] == without_timing(whole)[:2]
+    assert len(load_dataset(tmp_path / "crashed" / "online_data").trajectories) == 3
+    assert torch.load(tmp_path / "crashed" / "learner.pt", weights_only=True)["steps"] == 6
+
+    # Running again into a used --out, resuming with other arguments or with nothing saved.
+    args = ["finetune", "--run", str(run), "--data", str(data), "--task", task,
+            "--grad-steps", "2", "--eval-episodes", "1", "--trajectories", "3"]
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 2
+    assert "already holds a fine-tuning run; continue it with --resume" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "whole"), "--resume", "--seed", "1"]) == 2
+    assert "changed: seed was 0, now 1" in capsys.readouterr().err
+    assert main(args[:-1] + ["2", "--out", str(tmp_path / "whole"), "--resume"]) == 2
+    assert "3 trajectories are done already" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
 def test_lead_in_offline_share_counts_the_actions_up_to_the_first_cost():
     from fosp_core.finetune_run import lead_in_offline_share
 

@@ -234,3 +234,39 @@ def test_steps_the_shield_held_are_stored_as_what_the_arm_did(tiny_run):
     assert np.abs(arrays["pose"][1:, :3] - arrays["pose"][1, :3]).max() < 0.005
     assert meta["shield_held"] == 8, meta
     assert "shield_held=8" in next(s for s in status if s.startswith("episode 1:"))
+
+
+def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny_run, tmp_path):
+    # A stop between storing a trajectory and the next checkpoint: two stored, one saved.
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from fosp_core.dataset import DatasetWriter
+    from fosp_ros.learner import LearnerNode
+
+    run, out = tiny_run / "run", tmp_path / "online"
+    stored = load_dataset(tiny_run / "data", strict=True).trajectories[:2]
+    writer = DatasetWriter(out / "online_data")
+    before = Learner.from_run(run, tiny_run / "data", seed=3)
+    writer.add(stored[0].arrays, stored[0].meta)
+    before.add_trajectory(stored[0].arrays)
+    before.train(2)
+    before.save(out / "learner.pt")
+    writer.add(stored[1].arrays, stored[1].meta)
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=new_domain_id())
+    node = LearnerNode(context=context, parameter_overrides=[
+        Parameter("run", value=str(run)), Parameter("out", value=str(out)),
+        Parameter("auto_finetune", value=False)])
+    try:
+        learner = node.learner
+        assert (learner.trajectories, learner.steps) == (2, 2)
+        assert len(learner.replay) == 4 + 2  # the offline dataset and both stored
+        saved = before.snapshot()["agent"]
+        for key, value in learner.snapshot()["agent"].items():
+            assert torch.equal(value, saved[key]), key
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
