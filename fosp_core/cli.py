@@ -104,7 +104,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
-                      device=args.device, step=args.step)
+                      device=args.device, step=args.step, progress=True)
     if args.json:
         print(json.dumps(result))
     else:

@@ -109,9 +109,14 @@ def lead_in_offline_share(episodes: list[tuple[dict, list[int]]],
     return offline / total if total else float("nan")
 
 
-def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[str, float]:
+def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
+                    progress: str = "") -> dict[str, float]:
+    """Deterministic episodes ``seed``, ``seed + 1``, ...; ``progress`` names a progress bar."""
+    from tqdm import tqdm
+
     runs, stopped = [], []
-    for k in range(episodes):
+    for k in tqdm(range(episodes), desc=progress, unit="ep", disable=not progress,
+                  leave=False):
         arrays, meta, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
         runs.append((arrays, chosen))
         stopped.append(meta["stopped_at"] is not None)
@@ -119,7 +124,8 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int) -> dict[st
 
 
 class Tally:
-    """The fine-tuning trajectories so far, as the report's "during" row and log count them."""
+    """The fine-tuning trajectories so far, counted for the report's "during" row and log, from
+    what their meta keeps (``EpisodeLog.meta``; in the twin and through ROS alike)."""
 
     def __init__(self) -> None:
         self.runs: list[tuple[dict, dict]] = []  # (arrays, chosen counts)
@@ -128,14 +134,21 @@ class Tally:
         self.vetoed = dict.fromkeys(POLICIES, 0)
         self.cost = self.steps = 0.0
 
-    def add(self, arrays: dict, meta: dict) -> None:
-        self.runs.append((arrays, meta["chosen"]))
-        self.choices.append((arrays, meta["policy"]))
-        self.stopped.append(meta["stopped_at"] is not None)
-        for name, count in meta["vetoed"].items():
+    def add(self, arrays: dict, meta: dict) -> dict[str, Any]:
+        """Count one trajectory; returns its log entry."""
+        chosen = meta.get("chosen") or dict.fromkeys(POLICIES, 0)
+        self.runs.append((arrays, chosen))
+        self.choices.append((arrays, meta.get("policy", [])))
+        self.stopped.append(meta.get("stopped_at") is not None)
+        for name, count in meta.get("vetoed", {}).items():
             self.vetoed[name] += count
         self.cost += float(arrays["cost"].sum())
         self.steps += len(arrays["cost"]) - 1
+        return {"trajectory": len(self.runs), "success": bool(arrays["reward"].any()),
+                "violation": bool(arrays["cost"].any()),
+                "cost_regret": self.cost / max(1.0, self.steps),
+                "online_share": chosen["online"] / max(1, sum(chosen.values())),
+                "stopped": self.stopped[-1]}
 
     def row(self) -> dict[str, Any]:
         return dict(episode_rates(self.runs, self.stopped),
@@ -198,7 +211,8 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     tally, log = Tally(), []
     stored = []
     if saved is None:
-        before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
+        before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed,
+                                 progress="before fine-tuning" if progress else "")
         save()
     else:
         state, progress = saved
@@ -223,17 +237,13 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         learner.add_trajectory(arrays)
         stats = learner.train(grad_steps)
         policy.load_weights(learner.snapshot())
-        tally.add(arrays, meta)
-        entry = {"trajectory": i + 1, "success": bool(arrays["reward"].any()),
-                 "violation": bool(arrays["cost"].any()),
-                 "cost_regret": tally.cost / tally.steps,
-                 "online_share": meta["chosen"]["online"] / max(1, sum(meta["chosen"].values())),
-                 "stopped": tally.stopped[-1], "train_s": stats["duration_s"]}
+        entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"])
         log.append(entry)
         save()
         bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
                         online=f"{entry['online_share']:.2f}")
-    after = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed)
+    after = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed,
+                            progress="after fine-tuning" if progress else "")
     env.close()
 
     report = {"run": str(run), "task": task, "algo": config.algo, "obs_mode": config.obs_mode,

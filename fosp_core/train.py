@@ -353,6 +353,7 @@ def evaluate(
     frame_every: int = 8,
     device: str = "cpu",
     step: int | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Run the deterministic policy for ``episodes`` episodes of SafeReachEnv.
 
@@ -360,6 +361,8 @@ def evaluate(
     definitions), each rate with its 95% Wilson interval. Episode k is reset with seed
     ``seed + k``. Writes ``rollout.png``. ``step`` evaluates the weights kept at that step.
     """
+    from tqdm import tqdm
+
     from fosp_core.envs.safereach import SafeReachEnv
 
     if episodes < 1:
@@ -369,7 +372,8 @@ def evaluate(
     rewards, costs, successes, violations = [], [], [], []
     frames: list[tuple[int, np.ndarray]] = []
     try:
-        for episode in range(episodes):
+        for episode in tqdm(range(episodes), desc=f"eval {task}", unit="ep",
+                            disable=not progress, leave=False):
             obs, _ = env.reset(seed=seed + episode)
             agent.reset()
             reward_sum = cost_sum = 0.0

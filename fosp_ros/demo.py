@@ -27,10 +27,9 @@ from fosp_core.envs.safereach import SafeReachEnv
 from fosp_core.finetune import PexPolicy, saved_acting_weights
 from fosp_core.finetune_run import (
     EVAL_SEED_OFFSET,
+    Tally,
     _write_json,
-    episode_rates,
     evaluate_policy,
-    lead_in_offline_share,
     plot_finetune,
 )
 from fosp_core.train import load_run_config
@@ -48,7 +47,7 @@ def _ros_value(value) -> str:
 def _evaluate(policy: PexPolicy, env_config, episodes: int, seed: int) -> dict:
     env = SafeReachEnv(config=env_config)
     try:
-        return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed)
+        return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed, progress="eval")
     finally:
         env.close()
 
@@ -59,22 +58,9 @@ def _final_policy(run: Path, learner_file: Path, seed: int) -> PexPolicy:
 
 
 def _during(online: Path) -> tuple[dict, list[dict]]:
-    trajectories = load_dataset(online).trajectories
-    log, total_cost, total_steps = [], 0.0, 0
-    for i, traj in enumerate(trajectories):
-        chosen = traj.meta.get("chosen", {"offline": 0, "online": 0})
-        total_cost += traj.cost_return
-        total_steps += traj.length - 1
-        log.append({"trajectory": i + 1, "success": traj.success, "violation": traj.violation,
-                    "cost_regret": total_cost / max(1, total_steps),
-                    "online_share": chosen["online"] / max(1, sum(chosen.values()))})
-    empty = {"offline": 0, "online": 0}
-    during = episode_rates([(t.arrays, t.meta.get("chosen", empty)) for t in trajectories],
-                           [t.meta.get("stopped_at") is not None for t in trajectories])
-    during["cost_regret"] = log[-1]["cost_regret"] if log else 0.0
-    during["lead_in_offline_share"] = lead_in_offline_share(
-        [(t.arrays, t.meta.get("policy", [])) for t in trajectories])
-    return during, log
+    tally = Tally()
+    log = [tally.add(t.arrays, t.meta) for t in load_dataset(online).trajectories]
+    return tally.row(), log
 
 
 def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
