@@ -385,10 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:  # dataset errors name the file; show them without a traceback
         from fosp_core.dataset import DatasetError
+        from fosp_core.train import Interrupted
 
         if isinstance(err, DatasetError):
             print(f"fosp: error: {err}", file=sys.stderr)
             return 2
+        if isinstance(err, Interrupted):
+            print(f"fosp: {err}", file=sys.stderr)
+            return 130  # as a shell reports a job stopped by SIGINT
         raise
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from fosp_core.collect import record_episode
 from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy
 from fosp_core.stats import wilson_interval
-from fosp_core.train import run_dataset
+from fosp_core.train import Interrupted, run_dataset, stop_on_signal
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
@@ -228,20 +228,29 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
             tally.add(trajectory.arrays, trajectory.meta)
     bar = tqdm(range(len(log), trajectories), desc=f"finetune {task}", unit="traj",
                initial=len(log), total=trajectories, disable=not progress)
-    for i in bar:
-        if i < len(stored):  # stored before the stop, never trained on
-            arrays, meta = stored[i].arrays, stored[i].meta
-        else:
-            arrays, meta, _ = rollout(env, policy, seed * 1000 + i, deterministic, render)
-            writer.add(arrays, meta)  # on disk before it is trained on
-        learner.add_trajectory(arrays)
-        stats = learner.train(grad_steps)
-        policy.load_weights(learner.snapshot())
-        entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"])
-        log.append(entry)
-        save()
-        bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
-                        online=f"{entry['online_share']:.2f}")
+    with stop_on_signal() as stop:  # Ctrl-C: stop at the end of the trajectory or step
+        for i in bar:
+            if stop.is_set():
+                break
+            if i < len(stored):  # stored before the stop, never trained on
+                arrays, meta = stored[i].arrays, stored[i].meta
+            else:
+                arrays, meta, _ = rollout(env, policy, seed * 1000 + i, deterministic, render)
+                writer.add(arrays, meta)  # on disk before it is trained on
+            learner.add_trajectory(arrays)
+            stats = learner.train(grad_steps, stop=stop)
+            if stop.is_set():  # a partial round is not saved: the resume trains it again
+                break
+            policy.load_weights(learner.snapshot())
+            entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"])
+            log.append(entry)
+            save()
+            bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
+                            online=f"{entry['online_share']:.2f}")
+    if stop.is_set():
+        env.close()
+        raise Interrupted(f"fine-tuning stopped after {len(log)} of {trajectories} rounds; "
+                          f"{out} holds them, continue with --resume")
     after = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed,
                             progress="after fine-tuning" if progress else "")
     env.close()

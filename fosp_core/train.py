@@ -21,9 +21,13 @@ optimisers) but cannot be resumed as a pretraining run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,36 @@ CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
 DATASET_NAME = "dataset.txt"  # path of the dataset the run was trained on
 KEPT_DIR = "checkpoints"  # weights kept every keep_every steps (fosp eval --step)
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM, after saving a checkpoint to resume from."""
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """An Event that SIGINT and SIGTERM set instead of interrupting, so that a training loop
+    can stop between two steps with a checkpoint of a whole step. A second SIGINT interrupts
+    at once (KeyboardInterrupt). Outside the main thread, where Python cannot handle signals,
+    the Event is never set and the signals act as usual."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_signal(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step and saving (Ctrl-C again: at once, unsaved)",
+              file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,8 +297,15 @@ def pretrain(
     metrics: dict[str, float] = {}
     bar = tqdm(total=steps, initial=step, disable=not progress or not main_rank,
                desc="pretrain", unit="step")
+    signals = contextlib.ExitStack()
+    # Under torchrun every rank would have to stop at the same step: signals act as usual.
+    stop = threading.Event() if parallel else signals.enter_context(stop_on_signal())
     try:
         while step < steps:
+            if stop.is_set():
+                save_checkpoint(ckpt_path, step, agent, replay)
+                raise Interrupted(f"pretraining stopped at step {step}; checkpoint saved in "
+                                  f"{out}, continue with --resume")
             metrics = agent.train_step(replay.sample())
             if parallel:  # multipliers and return ranges come from each rank's batch
                 distributed.average_buffers(agent)
@@ -284,6 +325,7 @@ def pretrain(
         if parallel:
             _check_replicas(agent, out, main_rank)
     finally:
+        signals.close()
         bar.close()
         if writer is not None:
             writer.close()

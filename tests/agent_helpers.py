@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +67,11 @@ def write_dataset(directory: Path, episodes: int = 6, steps: int = 20) -> Path:
                             "success": bool(arrays["reward"].any()),
                             "violation": bool(arrays["cost"].any()), "layout": {}})
     return directory
+
+
+def fosp_process(*args: str) -> subprocess.Popen:
+    """``fosp ARGS`` in a child process (one torch thread), its stdout and stderr piped."""
+    return subprocess.Popen([sys.executable, "-m", "fosp_core.cli", *args],
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
