@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,17 @@ def fosp_process(*args: str) -> subprocess.Popen:
                             env=dict(os.environ, OMP_NUM_THREADS="1"), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=Path(__file__).resolve().parents[1])
+
+
+def interrupt(proc: subprocess.Popen, ready, timeout: float = 120.0) -> str:
+    """Ctrl-C to ``proc`` once ``ready()`` holds; asserts it stopped as the CLI promises (exit
+    code 130, no traceback) and returns its stderr."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    return err

@@ -15,7 +15,13 @@ from fosp_core.agent.replay import SequenceReplay, hold_rows
 from fosp_core.dataset import load_dataset
 from fosp_core.finetune import Learner, PexPolicy, expand_policy
 from fosp_core.train import pretrain
-from tests.agent_helpers import fosp_process, make_trajectory, tiny_config, write_dataset
+from tests.agent_helpers import (
+    fosp_process,
+    interrupt,
+    make_trajectory,
+    tiny_config,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -424,23 +430,13 @@ def test_finetune_resume_continues_exactly_where_it_stopped(pretrained, tmp_path
 
 
 def test_ctrl_c_stops_finetuning_between_rounds_and_resume_finishes_it(pretrained, tmp_path):
-    import signal
-    import time
-
     run, data = pretrained
     out = tmp_path / "ft"
     args = ["finetune", "--run", str(run), "--data", str(data), "--task",
             "safereach-target-shape", "--grad-steps", "20", "--eval-episodes", "1",
             "--out", str(out)]
-    proc = fosp_process(*args, "--trajectories", "1000")
-    deadline = time.monotonic() + 120
-    while len(list((out / "online_data").glob("traj_*.npz"))) < 2:  # in its second round
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    err = interrupt(fosp_process(*args, "--trajectories", "1000"),  # in its second round:
+                    lambda: len(list((out / "online_data").glob("traj_*.npz"))) >= 2)
     rounds = int(err.split("fine-tuning stopped after ")[1].split(" of 1000")[0])
     assert rounds >= 1 and "continue with --resume" in err
     stored = len(list((out / "online_data").glob("traj_*.npz")))

@@ -15,7 +15,7 @@ from fosp_core.cli import main
 from fosp_core.config import save_yaml
 from fosp_core.dataset import load_dataset
 from fosp_core.train import CHECKPOINT_NAME, CONFIG_NAME, evaluate, load_agent, pretrain
-from tests.agent_helpers import fosp_process, tiny_config, write_dataset
+from tests.agent_helpers import fosp_process, interrupt, tiny_config, write_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -239,22 +239,12 @@ def test_pretrain_set_overrides_the_preset() -> None:
 
 
 def test_ctrl_c_stops_pretraining_with_a_checkpoint_to_resume(data_dir, tmp_path):
-    import signal
-    import time
-
     config = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(), config)
     out = tmp_path / "run"
     args = ["pretrain", "--data", str(data_dir), "--config", str(config), "--out", str(out)]
-    proc = fosp_process(*args, "--steps", "1000000", "--ckpt-every", "20")
-    deadline = time.monotonic() + 120
-    while not (out / CHECKPOINT_NAME).exists():  # the loop is running: step 20 was saved
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    err = interrupt(fosp_process(*args, "--steps", "1000000", "--ckpt-every", "20"),
+                    (out / CHECKPOINT_NAME).exists)  # the loop runs: step 20 was saved
     step = int(err.split("pretraining stopped at step ")[1].split(";")[0])
     assert step >= 20 and "continue with --resume" in err
     # The checkpoint is of the step it stopped at, not of the last periodic save.
