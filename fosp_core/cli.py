@@ -26,21 +26,23 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _dataset_info(args: argparse.Namespace) -> int:
-    from fosp_core.dataset import format_summary, load_dataset, plot_returns, summarize
+    from fosp_core.dataset import format_summary, load_dataset, plot_paths, plot_returns, summarize
 
     dataset = load_dataset(args.dir)
     summary = summarize(dataset)
-    if args.plot:
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot_returns(dataset, args.plot)
+    for path, plot in ((args.plot, plot_returns), (args.paths, plot_paths)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            plot(dataset, path)
     if args.json:
         summary = dict(summary, errors=[[str(p), msg] for p, msg in dataset.errors])
         print(json.dumps(summary, indent=2))
     else:
         print(f"dataset {args.dir}")
         print(format_summary(summary, dataset.errors))
-        if args.plot:
-            print(f"plot: {args.plot}")
+        for path in (args.plot, args.paths):
+            if path:
+                print(f"plot: {path}")
     return 0
 
 
@@ -252,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dir")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.add_argument("--plot", metavar="PNG", help="reward return vs cost return per trajectory")
+    q.add_argument("--paths", metavar="PNG", help="top view of the gripper paths, coloured by "
+                   "outcome, with where each violation began")
     q.set_defaults(func=_dataset_info)
     # Defaults mirror fosp_core.bag.BagTopics (not imported here: --help stays instant).
     q = dsub.add_parser("from-bag", help="convert a rosbag2 teleop recording (MCAP or SQLite3)")

@@ -645,11 +645,16 @@ def _outcome(record: Trajectory | Mapping[str, Any]) -> tuple[str, bool, bool, f
     )
 
 
+def outcome_key(success: bool, violation: bool) -> str:
+    """One of ``OUTCOME_KEYS``."""
+    return f"{'unsafe' if violation else 'safe'}_{'success' if success else 'fail'}"
+
+
 def _stats(rows: list[tuple[str, bool, bool, float, float]]) -> dict[str, Any]:
     n = len(rows)
     outcomes = dict.fromkeys(OUTCOME_KEYS, 0)
     for _, success, violation, _, _ in rows:
-        outcomes[f"{'unsafe' if violation else 'safe'}_{'success' if success else 'fail'}"] += 1
+        outcomes[outcome_key(success, violation)] += 1
     if n == 0:
         return {"episodes": 0, "success_rate": 0.0, "violation_rate": 0.0,
                 "reward_return": 0.0, "cost_return": 0.0, "outcomes": outcomes}
@@ -741,3 +746,49 @@ def plot_returns(records: Iterable[Trajectory | Mapping[str, Any]],
     fig.tight_layout()
 
     _atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
+
+
+PATH_COLOURS = {"safe_success": "tab:green", "safe_fail": "tab:gray",
+                "unsafe_success": "tab:orange", "unsafe_fail": "tab:red"}
+
+
+def plot_paths(records: Iterable[Trajectory], png_path: str | os.PathLike[str]
+               ) -> dict[str, int]:
+    """Top view of every trajectory's gripper path (``pose`` x, y), one colour per outcome,
+    with a cross where each violation began and a circle where the target was first reached:
+    where demonstrations (or fine-tuning trajectories) go and where they collide. Returns the
+    paths drawn per outcome."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    if isinstance(records, Dataset):
+        records = records.trajectories
+    fig = Figure(figsize=(8.0, 6.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    counts = dict.fromkeys(OUTCOME_KEYS, 0)
+    for t in records:
+        x, y = t.arrays["pose"][:, 0], t.arrays["pose"][:, 1]
+        key = outcome_key(t.success, t.violation)
+        counts[key] += 1
+        ax.plot(x, y, color=PATH_COLOURS[key], lw=0.8, alpha=0.5)
+        for label, marker in (("cost", "x"), ("reward", "o")):
+            hits = np.flatnonzero(t.arrays[label] > 0)
+            if hits.size:  # the first row that earned a cost / the reward
+                ax.plot(x[hits[0]], y[hits[0]], marker=marker, ms=5, ls="none", mfc="none",
+                        color="black" if label == "cost" else "tab:green")
+    handles = [Line2D([], [], color=PATH_COLOURS[k], label=f"{k} ({n})")
+               for k, n in counts.items() if n]
+    handles += [Line2D([], [], marker="x", ls="none", color="black", label="first cost"),
+                Line2D([], [], marker="o", ls="none", mfc="none", color="tab:green",
+                       label="target first reached")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title(f"Gripper paths, top view ({sum(counts.values())} episodes)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    _atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
+    return counts

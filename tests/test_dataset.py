@@ -455,6 +455,22 @@ def test_plot_returns_writes_png(tmp_path: Path) -> None:
     assert empty.read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_plot_paths_draws_each_trajectory_by_outcome(tmp_path: Path, capsys) -> None:
+    from fosp_core.cli import main
+    from fosp_core.dataset import plot_paths
+
+    writer = DatasetWriter(tmp_path / "d")
+    for seed, reward_at, cost_at in ((0, 2, None), (1, 3, 1), (2, None, 2), (3, None, None),
+                                     (4, 4, None)):
+        writer.add(make_traj(seed=seed, reward_at=reward_at, cost_at=cost_at), make_meta())
+    png = tmp_path / "plots" / "paths.png"
+    counts = plot_paths(load_dataset(tmp_path / "d"), tmp_path / "paths.png")
+    assert counts == {"safe_success": 2, "safe_fail": 1, "unsafe_success": 1, "unsafe_fail": 1}
+    assert main(["dataset", "info", str(tmp_path / "d"), "--paths", str(png)]) == 0
+    assert png.read_bytes().startswith(PNG_SIGNATURE) and f"plot: {png}" in capsys.readouterr().out
+    assert [p.name for p in png.parent.iterdir()] == ["paths.png"]  # no temp file left
+
+
 def test_module_constants() -> None:
     assert ds.TRAJECTORY_KEYS == ("image", "pose", "action", "reward", "cost", "state")
     assert issubclass(DatasetError, Exception)
