@@ -178,7 +178,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     from tqdm import tqdm
 
     from fosp_core.config import save_yaml
-    from fosp_core.dataset import DatasetWriter, load_dataset
+    from fosp_core.dataset import DatasetWriter
     from fosp_core.envs.safereach import SafeReachEnv
 
     if trajectories < 1 or eval_episodes < 1 or grad_steps < 0:
@@ -215,17 +215,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
                                  progress="before fine-tuning" if progress else "")
         save()
     else:
-        state, progress = saved
-        before, log = progress["before"], progress["log"]
-        stored = load_dataset(out / "online_data", strict=True).trajectories
-        if not len(log) <= len(stored) <= len(log) + 1:
-            raise ValueError(f"{out}: {len(stored)} stored trajectories for {len(log)} rounds "
-                             "done; online_data was changed by hand")
-        learner.restore(state, [t.arrays for t in stored])
-        policy.load_weights(learner.snapshot())
-        policy.generator.set_state(state["policy_rng"])
-        for trajectory in stored[:len(log)]:
-            tally.add(trajectory.arrays, trajectory.meta)
+        before, log, stored = _restore(out, *saved, learner, policy, tally)
     bar = tqdm(range(len(log), trajectories), desc=f"finetune {task}", unit="traj",
                initial=len(log), total=trajectories, disable=not progress)
     with stop_on_signal() as stop:  # Ctrl-C: stop at the end of the trajectory or step
@@ -264,6 +254,25 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
     return report
+
+
+def _restore(out: Path, state: dict, progress: dict, learner: Learner, policy: PexPolicy,
+             tally: Tally) -> tuple[dict, list[dict], list]:
+    """Bring a fresh learner, policy and tally back to the saved state of the run in ``out``;
+    returns its "before" row, its log and the stored trajectories."""
+    from fosp_core.dataset import load_dataset
+
+    log = progress["log"]
+    stored = load_dataset(out / "online_data", strict=True).trajectories
+    if not len(log) <= len(stored) <= len(log) + 1:
+        raise ValueError(f"{out}: {len(stored)} stored trajectories for {len(log)} rounds "
+                         "done; online_data was changed by hand")
+    learner.restore(state, [t.arrays for t in stored])
+    policy.load_weights(learner.snapshot())
+    policy.generator.set_state(state["policy_rng"])
+    for trajectory in stored[:len(log)]:
+        tally.add(trajectory.arrays, trajectory.meta)
+    return progress["before"], log, stored
 
 
 def _stored(out: Path) -> bool:
