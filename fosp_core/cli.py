@@ -102,11 +102,19 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from fosp_core.finetune_run import evaluate_finetuned, is_finetuned
     from fosp_core.train import evaluate
 
     _check_device(args.device)
-    result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
-                      device=args.device, step=args.step, progress=True)
+    if is_finetuned(args.run):
+        if args.step is not None:
+            raise ValueError("--step picks weights kept in pretraining; a fine-tuned learner "
+                             "keeps only its latest")
+        result = evaluate_finetuned(args.run, args.task, args.episodes, seed=args.seed,
+                                    device=args.device, progress=True)
+    else:
+        result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
+                          device=args.device, step=args.step, progress=True)
     if args.json:
         print(json.dumps(result))
     else:
@@ -347,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("eval", help="evaluate a trained run in the simulated SafeReach")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", required=True,
+                   help="run directory; or a fine-tuned one (fosp finetune's --out, the ROS "
+                        "learner's RUN/online): its policy with expansion, on the layouts of "
+                        "the report's 'after' row (seed offset 100000)")
     p.add_argument("--task", default="safereach", choices=sorted(TASKS))
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)

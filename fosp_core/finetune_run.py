@@ -123,6 +123,37 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
     return episode_rates(runs, stopped)
 
 
+def is_finetuned(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a fine-tuned learner (the ``out`` of ``fosp finetune``, or
+    the ROS learner's ``RUN/online``) rather than a pretrained run."""
+    from fosp_core.train import CHECKPOINT_NAME
+
+    directory = Path(directory)
+    return (directory / LEARNER_FILE).is_file() and not (directory / CHECKPOINT_NAME).is_file()
+
+
+def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, seed: int = 0,
+                       device: str = "cpu", progress: bool = False) -> dict[str, float]:
+    """The fine-tuned policy in ``directory`` (its latest acting weights, with expansion when
+    it has a frozen offline actor) over ``episodes`` deterministic episodes, on the layouts of
+    the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout."""
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.finetune import saved_acting_weights
+    from fosp_core.train import load_run_config
+
+    if episodes < 1:
+        raise ValueError(f"need at least one evaluation episode, got {episodes}")
+    directory = Path(directory)
+    config = load_run_config(directory)
+    policy = PexPolicy(config, saved_acting_weights(directory / LEARNER_FILE), device, seed)
+    env = SafeReachEnv(task=task, obs_mode=config.obs_mode)
+    try:
+        return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed,
+                               progress=f"eval {task}" if progress else "")
+    finally:
+        env.close()
+
+
 class Tally:
     """The fine-tuning trajectories so far, counted for the report's "during" row and log, from
     what their meta keeps (``EpisodeLog.meta``; in the twin and through ROS alike)."""

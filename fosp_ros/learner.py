@@ -32,7 +32,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.config import dotted_overrides
+from fosp_core.config import dotted_overrides, save_yaml
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, weights_to_bytes
 from fosp_core.train import run_dataset
@@ -66,6 +66,8 @@ class LearnerNode(Node):
         self.learner = Learner.from_run(run, data, pex=p["pex"], device=p["device"],
                                         seed=p["seed"], overrides=overrides)
         self.writer = DatasetWriter(self.out / "online_data")
+        # The config fine-tuned with (the run's, plus 'set'): `fosp eval --run OUT` reads it.
+        save_yaml(self.learner.agent.config, self.out / "config.yaml")
         self._restore()
 
         self.weights_pub = self.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)

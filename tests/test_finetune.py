@@ -338,8 +338,6 @@ def test_resume_gives_the_same_next_losses(tmp_path):
 
 
 def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
-    import json
-
     from fosp_core.cli import main
 
     run, _data = pretrained  # the run remembers its dataset (dataset.txt)
@@ -371,6 +369,16 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     violating = round(report["during"]["violation_rate"] * 2)
     table = capsys.readouterr().out
     assert "safereach-more-obstacles" in table and f"  {violating}/2 ({violating})," in table
+    # `fosp eval` on the output evaluates the fine-tuned policy: on the after row's layouts
+    # it gives that row.
+    assert main(["eval", "--run", str(out), "--task", "safereach-more-obstacles",
+                 "--episodes", "1", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
+                "online_share"):
+        assert evaluated[key] == pytest.approx(report["after"][key]), key
+    assert main(["eval", "--run", str(out), "--step", "3"]) == 2
+    assert "a fine-tuned learner keeps only its latest" in capsys.readouterr().err
 
 
 def test_finetune_resume_continues_exactly_where_it_stopped(pretrained, tmp_path, capsys):

@@ -242,6 +242,8 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
     from rclpy.parameter import Parameter
 
     from fosp_core.dataset import DatasetWriter
+    from fosp_core.finetune_run import is_finetuned
+    from fosp_core.train import load_run_config
     from fosp_ros.learner import LearnerNode
 
     run, out = tiny_run / "run", tmp_path / "online"
@@ -262,6 +264,8 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
     try:
         learner = node.learner
         assert (learner.trajectories, learner.steps) == (2, 2)
+        assert is_finetuned(out)  # with its config.yaml, `fosp eval --run OUT` evaluates it
+        assert load_run_config(out) == learner.agent.config
         assert len(learner.replay) == 4 + 2  # the offline dataset and both stored
         saved = before.snapshot()["agent"]
         for key, value in learner.snapshot()["agent"].items():
