@@ -108,10 +108,12 @@ def _eval(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if is_finetuned(args.run):
         if args.step is not None:
-            raise ValueError("--step picks weights kept in pretraining; a fine-tuned learner "
-                             "keeps only its latest")
+            raise ValueError("--step picks weights kept in pretraining; a fine-tuned run "
+                             "keeps rounds (--round)")
         result = evaluate_finetuned(args.run, args.task, args.episodes, seed=args.seed,
-                                    device=args.device, progress=True)
+                                    device=args.device, progress=True, round_=args.round)
+    elif args.round is not None:
+        raise ValueError(f"--round needs a fine-tuned run; {args.run} is a pretrained one")
     else:
         result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
                           device=args.device, step=args.step, progress=True)
@@ -136,7 +138,8 @@ def _finetune(args: argparse.Namespace) -> int:
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
                       seed=args.seed, device=args.device, overrides=dotted_overrides(args.set),
-                      deterministic=args.deterministic, resume=args.resume)
+                      deterministic=args.deterministic, resume=args.resume,
+                      keep_every=args.keep_every)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
     return 0
@@ -366,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--step", type=int, help="evaluate the weights kept at this step "
                    "(pretrain --keep-every) instead of the latest checkpoint")
+    p.add_argument("--round", type=int, help="a fine-tuned run: the weights kept after this "
+                   "round (finetune --keep-every) instead of the latest")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("finetune", help="safe fine-tuning in the simulated twin (PEX)")
@@ -376,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped run in --out, with the same arguments "
                         "(--trajectories may grow); it is saved after every round")
+    p.add_argument("--keep-every", type=int, default=0, metavar="K",
+                   help="also keep the acting weights after every K-th round in OUT/rounds/, "
+                        "for fosp eval --run OUT --round N")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "

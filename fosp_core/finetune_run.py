@@ -30,11 +30,12 @@ import numpy as np
 from fosp_core.collect import record_episode
 from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy
 from fosp_core.stats import wilson_interval
-from fosp_core.train import Interrupted, run_dataset, stop_on_signal
+from fosp_core.train import Interrupted, atomic_torch_save, run_dataset, stop_on_signal
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
 LEARNER_FILE = "learner.pt"
+KEPT_ROUNDS_DIR = "rounds"  # with keep_every: the acting weights after every K-th round
 PROGRESS_KEY = "finetune"  # the report so far, as JSON, inside LEARNER_FILE
 
 
@@ -132,11 +133,19 @@ def is_finetuned(directory: str | os.PathLike) -> bool:
     return (directory / LEARNER_FILE).is_file() and not (directory / CHECKPOINT_NAME).is_file()
 
 
+def kept_round_path(directory: str | os.PathLike, round_: int) -> Path:
+    return Path(directory) / KEPT_ROUNDS_DIR / f"round_{round_:04d}.pt"
+
+
 def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, seed: int = 0,
-                       device: str = "cpu", progress: bool = False) -> dict[str, float]:
+                       device: str = "cpu", progress: bool = False,
+                       round_: int | None = None) -> dict[str, float]:
     """The fine-tuned policy in ``directory`` (its latest acting weights, with expansion when
     it has a frozen offline actor) over ``episodes`` deterministic episodes, on the layouts of
-    the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout."""
+    the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout.
+    ``round_`` takes the weights kept after that round instead (``keep_every``)."""
+    import torch
+
     from fosp_core.envs.safereach import SafeReachEnv
     from fosp_core.finetune import saved_acting_weights
     from fosp_core.train import load_run_config
@@ -145,7 +154,17 @@ def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, s
         raise ValueError(f"need at least one evaluation episode, got {episodes}")
     directory = Path(directory)
     config = load_run_config(directory)
-    policy = PexPolicy(config, saved_acting_weights(directory / LEARNER_FILE), device, seed)
+    if round_ is None:
+        weights = saved_acting_weights(directory / LEARNER_FILE)
+    else:
+        path = kept_round_path(directory, round_)
+        if not path.is_file():
+            kept = sorted(int(p.stem[len("round_"):])
+                          for p in (directory / KEPT_ROUNDS_DIR).glob("round_*.pt"))
+            raise FileNotFoundError(f"{directory}: no weights kept after round {round_} "
+                                    f"(kept: {kept or 'none; fosp finetune --keep-every K'})")
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    policy = PexPolicy(config, weights, device, seed)
     env = SafeReachEnv(task=task, obs_mode=config.obs_mode)
     try:
         return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed,
@@ -192,7 +211,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
              out: str | os.PathLike, data: str | os.PathLike | None = None, pex: bool = True,
              eval_episodes: int = 20, seed: int = 0, device: str = "cpu",
              progress: bool = True, overrides: dict | None = None,
-             deterministic: bool = False, resume: bool = False) -> dict:
+             deterministic: bool = False, resume: bool = False, keep_every: int = 0) -> dict:
     """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report.
 
     ``overrides`` change the run's config (nested, e.g. {"fosp": {"pex_temperature": 100}});
@@ -205,16 +224,21 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     and the report so far, so a stopped run loses at most its current round: ``resume``
     continues it with the same arguments (``trajectories`` may grow) exactly where it stopped;
     a trajectory stored but not yet trained on is trained on, not rolled out again. Without
-    ``resume`` an ``out`` that already holds a fine-tuning run is an error."""
+    ``resume`` an ``out`` that already holds a fine-tuning run is an error.
+
+    ``keep_every`` > 0 also keeps the acting weights after every such round in
+    ``out/rounds/`` (``fosp eval --run OUT --round N``): fine-tuning need not end on its best
+    policy, and this shows where it went."""
     from tqdm import tqdm
 
     from fosp_core.config import save_yaml
     from fosp_core.dataset import DatasetWriter
     from fosp_core.envs.safereach import SafeReachEnv
 
-    if trajectories < 1 or eval_episodes < 1 or grad_steps < 0:
-        raise ValueError(f"need trajectories >= 1, eval episodes >= 1 and gradient steps >= 0, "
-                         f"got {trajectories}, {eval_episodes} and {grad_steps}")
+    if trajectories < 1 or eval_episodes < 1 or grad_steps < 0 or keep_every < 0:
+        raise ValueError(f"need trajectories >= 1, eval episodes >= 1, gradient steps >= 0 "
+                         f"and keep_every >= 0, got {trajectories}, {eval_episodes}, "
+                         f"{grad_steps} and {keep_every}")
     run, out = Path(run), Path(out)
     data = run_dataset(run, data)
     settings = {"run": str(run.resolve()), "data": str(Path(data).resolve()), "task": task,
@@ -266,6 +290,10 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
             entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"])
             log.append(entry)
             save()
+            if keep_every > 0 and len(log) % keep_every == 0:
+                path = kept_round_path(out, len(log))
+                path.parent.mkdir(exist_ok=True)
+                atomic_torch_save(learner.snapshot(), path)
             bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
                             online=f"{entry['online_share']:.2f}")
     if stop.is_set():

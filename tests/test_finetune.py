@@ -344,7 +344,7 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     out = tmp_path / "ft"
     assert main(["finetune", "--run", str(run), "--task", "safereach-more-obstacles",
                  "--trajectories", "2", "--grad-steps", "2", "--eval-episodes", "1",
-                 "--out", str(out)]) == 0
+                 "--keep-every", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for row in ("before", "during", "after", "cost regret"):
         assert row in text
@@ -370,15 +370,23 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "safereach-more-obstacles" in table and f"  {violating}/2 ({violating})," in table
     # `fosp eval` on the output evaluates the fine-tuned policy: on the after row's layouts
-    # it gives that row.
-    assert main(["eval", "--run", str(out), "--task", "safereach-more-obstacles",
-                 "--episodes", "1", "--json"]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
-    for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
-                "online_share"):
-        assert evaluated[key] == pytest.approx(report["after"][key]), key
+    # it gives that row, and so do the weights kept after the last round.
+    for kept in ([], ["--round", "2"]):
+        assert main(["eval", "--run", str(out), "--task", "safereach-more-obstacles",
+                     "--episodes", "1", "--json", *kept]) == 0
+        evaluated = json.loads(capsys.readouterr().out)
+        for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
+                    "online_share"):
+            assert evaluated[key] == pytest.approx(report["after"][key]), (kept, key)
+    first = torch.load(out / "rounds" / "round_0001.pt", weights_only=True)["agent"]
+    last = torch.load(out / "rounds" / "round_0002.pt", weights_only=True)["agent"]
+    assert any(not torch.equal(first[k], last[k]) for k in first)  # round 2 trained on
+    assert main(["eval", "--run", str(out), "--round", "5"]) == 2
+    assert "no weights kept after round 5 (kept: [1, 2])" in capsys.readouterr().err
     assert main(["eval", "--run", str(out), "--step", "3"]) == 2
-    assert "a fine-tuned learner keeps only its latest" in capsys.readouterr().err
+    assert "a fine-tuned run keeps rounds (--round)" in capsys.readouterr().err
+    assert main(["eval", "--run", str(run), "--round", "1"]) == 2
+    assert "--round needs a fine-tuned run" in capsys.readouterr().err
 
 
 def test_finetune_resume_continues_exactly_where_it_stopped(pretrained, tmp_path, capsys):
