@@ -739,12 +739,18 @@ def plot_returns(records: Iterable[Trajectory | Mapping[str, Any]],
                    label=f"{behaviour} ({len(xs)})")
     if rows:
         ax.legend(loc="best", fontsize="small")
-    ax.set_xlabel("reward return")
-    ax.set_ylabel("cost return")
-    ax.set_title(f"Dataset distribution ({len(rows)} episodes)")
+    _finish_plot(fig, ax, "reward return", "cost return",
+                 f"Dataset distribution ({len(rows)} episodes)", png_path)
+
+
+def _finish_plot(fig, ax, xlabel: str, ylabel: str, title: str,
+                 png_path: str | os.PathLike[str]) -> None:
+    """Labels, grid and layout, then the PNG, written atomically."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-
     _atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
 
 
@@ -785,10 +791,6 @@ def plot_paths(records: Iterable[Trajectory], png_path: str | os.PathLike[str]
                        label="target first reached")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    ax.set_title(f"Gripper paths, top view ({sum(counts.values())} episodes)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    _atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
+    _finish_plot(fig, ax, "x (m)", "y (m)",
+                 f"Gripper paths, top view ({sum(counts.values())} episodes)", png_path)
     return counts
