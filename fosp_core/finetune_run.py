@@ -351,7 +351,8 @@ def _saved_progress(out: Path, settings: dict, trajectories: int) -> tuple[dict,
                          "the evaluation before fine-tuning is done)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if PROGRESS_KEY not in state:
-        raise ValueError(f"{path}: not written by fosp finetune, cannot be resumed")
+        raise ValueError(f"{path}: holds no fine-tuning progress (the ROS learner's, or an "
+                         "older fosp finetune's), cannot be resumed")
     progress = json.loads(state[PROGRESS_KEY])
     was = progress["settings"]
     changed = [f"{key} was {was.get(key)!r}, now {value!r}"
