@@ -137,21 +137,15 @@ def kept_round_path(directory: str | os.PathLike, round_: int) -> Path:
     return Path(directory) / KEPT_ROUNDS_DIR / f"round_{round_:04d}.pt"
 
 
-def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, seed: int = 0,
-                       device: str = "cpu", progress: bool = False,
-                       round_: int | None = None) -> dict[str, float]:
-    """The fine-tuned policy in ``directory`` (its latest acting weights, with expansion when
-    it has a frozen offline actor) over ``episodes`` deterministic episodes, on the layouts of
-    the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout.
-    ``round_`` takes the weights kept after that round instead (``keep_every``)."""
+def finetuned_policy(directory: str | os.PathLike, device: str = "cpu", seed: int = 0,
+                     round_: int | None = None) -> PexPolicy:
+    """The acting policy of a fine-tuned ``directory``: its config and the latest weights
+    of its learner (what the ROS policy node would load), or those kept after ``round_``."""
     import torch
 
-    from fosp_core.envs.safereach import SafeReachEnv
     from fosp_core.finetune import saved_acting_weights
     from fosp_core.train import load_run_config
 
-    if episodes < 1:
-        raise ValueError(f"need at least one evaluation episode, got {episodes}")
     directory = Path(directory)
     config = load_run_config(directory)
     if round_ is None:
@@ -164,8 +158,22 @@ def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, s
             raise FileNotFoundError(f"{directory}: no weights kept after round {round_} "
                                     f"(kept: {kept or 'none; fosp finetune --keep-every K'})")
         weights = torch.load(path, map_location="cpu", weights_only=True)
-    policy = PexPolicy(config, weights, device, seed)
-    env = SafeReachEnv(task=task, obs_mode=config.obs_mode)
+    return PexPolicy(config, weights, device, seed)
+
+
+def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, seed: int = 0,
+                       device: str = "cpu", progress: bool = False,
+                       round_: int | None = None) -> dict[str, float]:
+    """The fine-tuned policy in ``directory`` (its latest acting weights, with expansion when
+    it has a frozen offline actor) over ``episodes`` deterministic episodes, on the layouts of
+    the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout.
+    ``round_`` takes the weights kept after that round instead (``keep_every``)."""
+    from fosp_core.envs.safereach import SafeReachEnv
+
+    if episodes < 1:
+        raise ValueError(f"need at least one evaluation episode, got {episodes}")
+    policy = finetuned_policy(directory, device, seed, round_)
+    env = SafeReachEnv(task=task, obs_mode=policy.config.obs_mode)
     try:
         return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed,
                                progress=f"eval {task}" if progress else "")

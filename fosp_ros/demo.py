@@ -24,12 +24,13 @@ from pathlib import Path
 
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.finetune import PexPolicy, saved_acting_weights
+from fosp_core.finetune import PexPolicy
 from fosp_core.finetune_run import (
     EVAL_SEED_OFFSET,
     Tally,
     _write_json,
     evaluate_policy,
+    finetuned_policy,
     plot_finetune,
 )
 from fosp_core.train import load_run_config
@@ -50,11 +51,6 @@ def _evaluate(policy: PexPolicy, env_config, episodes: int, seed: int) -> dict:
         return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed, progress="eval")
     finally:
         env.close()
-
-
-def _final_policy(run: Path, learner_file: Path, seed: int) -> PexPolicy:
-    """The learner node's last state as an acting policy (what the policy node would load)."""
-    return PexPolicy(load_run_config(run), saved_acting_weights(learner_file), seed=seed)
 
 
 def _during(online: Path) -> tuple[dict, list[dict]]:
@@ -142,8 +138,9 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         log_file.close()
 
     print(f"[3/4] after fine-tuning: {eval_episodes} evaluation episodes", flush=True)
-    after = _evaluate(_final_policy(run, out / "online" / "learner.pt", seed), env_config,
-                      eval_episodes, seed)
+    # The learner writes its config beside its weights (the run's, plus its 'set').
+    after = _evaluate(finetuned_policy(out / "online", seed=seed), env_config, eval_episodes,
+                      seed)
     during, log = _during(out / "online" / "online_data")
     config_used = load_run_config(run)
     report = {"run": str(run), "task": task, "algo": config_used.algo,
