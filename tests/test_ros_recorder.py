@@ -86,8 +86,14 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         assert np.allclose(arrays["action"][1:], right)
         assert arrays["pose"][-1, 1] - arrays["pose"][0, 1] > 0.05
         assert arrays["image"].shape[1:] == (64, 64, 3) and arrays["image"].std() > 0
-        # state and pose arrive on separate topics: they may be one 2 cm step apart
-        np.testing.assert_allclose(arrays["state"][:, :3], arrays["pose"][:, :3], atol=0.025)
+        # state and pose arrive on separate topics, so a row may pair them a step or two apart
+        # (CI once saw the state two steps behind). Every recorded state must still be a pose
+        # the arm had within a few rows, and the state must follow the arm sideways.
+        state, pose = arrays["state"][:, :3], arrays["pose"][:, :3]
+        for i, position in enumerate(state):
+            nearby = pose[max(0, i - 3):i + 4]
+            assert np.abs(nearby - position).max(axis=1).min() < 0.002, (i, position, nearby)
+        assert state[-1, 1] - state[0, 1] > 0.05
 
         # Second episode, with the shield stopped: the operator pushes left, the arm holds,
         # and the recorder stores what the arm did (zeros), not what was asked.
