@@ -66,6 +66,23 @@ def test_checkpoint_round_trip_restores_optimizer_state(data_dir, tmp_path):
                 assert torch.equal(value, other[index][key]), (name, index, key)
 
 
+def test_learning_rates_of_the_config_win_over_the_ones_saved_with_the_optimizers(data_dir,
+                                                                                   tmp_path):
+    """`--set actor_critic.actor_lr=...` on a saved run (finetune, extract) must take effect."""
+    config = tiny_config()
+    run = tmp_path / "run"
+    pretrain(data_dir, run, config, steps=1, ckpt_every=1, progress=False)
+    agent, _ = load_agent(run, overrides={"model": {"lr": 1e-6},
+                                          "actor_critic": {"actor_lr": 2e-6, "critic_lr": 3e-6}})
+    lrs = {name: opt.param_groups[0]["lr"] for name, opt in agent.optimizers().items()}
+    assert lrs["model"] == 1e-6 and lrs["actor"] == 2e-6 and lrs["critic"] == 3e-6
+    assert lrs["ref"] == config.actor_critic.ref_lr
+    # ... and the moments still come from the checkpoint.
+    saved = torch.load(run / CHECKPOINT_NAME, weights_only=True)["agent"]["optimizers"]
+    assert torch.equal(agent.model_opt.state_dict()["state"][0]["exp_avg"],
+                       saved["model"]["state"][0]["exp_avg"])
+
+
 def test_resume_gives_exactly_the_next_loss_of_an_uninterrupted_run(data_dir, tmp_path):
     config = tiny_config()
     straight = pretrain(data_dir, tmp_path / "a", config, steps=4, ckpt_every=3, progress=False)

@@ -135,7 +135,14 @@ class Agent(nn.Module):
         # Exported weights (train.export_run) carry no optimiser state: optimisers start fresh.
         for name, opt in self.optimizers().items():
             if name in state["optimizers"]:
+                configured = [{k: v for k, v in group.items() if k != "params"}
+                              for group in opt.param_groups]
                 opt.load_state_dict(state["optimizers"][name])
+                # The saved state brings Adam's moments; the config keeps its say on the
+                # hyperparameters, so `--set actor_critic.actor_lr=...` on a loaded run takes
+                # effect (load_state_dict alone would restore the learning rate it was saved with).
+                for group, hyper in zip(opt.param_groups, configured):
+                    group.update(hyper)
         return result
 
     # ---------------------------------------------------------------------------------------
