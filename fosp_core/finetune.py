@@ -51,6 +51,11 @@ from fosp_core.train import atomic_torch_save
 
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
 
+# The training statistics a round reports in short (the ROS service's answer, fosp finetune's
+# log); TensorBoard gets all of them.
+ROUND_SUMMARY = ("model/loss", "ac/critic_loss", "ac/actor_loss", "ac/lagrange", "ac/ref_mean",
+                 "ac/v_cost", "ac/awr_weight")
+
 
 def expand_policy(agent: Agent) -> ActorHead:
     """Algorithm 1 line 12: returns the frozen offline actor; the agent gets a new one.
@@ -228,6 +233,38 @@ class Learner:
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def round_summary(stats: dict[str, float]) -> dict[str, float]:
+    """The ``ROUND_SUMMARY`` entries of a round's statistics, by their short names."""
+    return {key.split("/")[-1]: stats[key] for key in ROUND_SUMMARY if key in stats}
+
+
+class RoundLog:
+    """TensorBoard scalars of every fine-tuning round in ``directory/tb``.
+
+    The x axis is the learner's total gradient steps, so a restarted learner continues its
+    curves. ``step`` is where the learner starts: events that a killed process wrote after
+    that (its rounds after the last checkpoint) are hidden from TensorBoard.
+    Training statistics go under ``finetune/``, a rollout's outcome under ``trajectory/``.
+    """
+
+    def __init__(self, directory: str | os.PathLike, step: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(Path(directory) / "tb"), purge_step=step + 1)
+
+    def add(self, step: int, stats: dict[str, float],
+            outcome: dict[str, Any] | None = None) -> None:
+        for key, value in stats.items():
+            self.writer.add_scalar(f"finetune/{key}", value, step)
+        for key, value in (outcome or {}).items():
+            if isinstance(value, (bool, int, float)):
+                self.writer.add_scalar(f"trajectory/{key}", float(value), step)
+        self.writer.flush()  # a round is minutes apart: show it now, lose nothing on a kill
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 @dataclass

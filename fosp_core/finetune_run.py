@@ -20,6 +20,7 @@ Rates come with 95% Wilson intervals: over 20 episodes they are about +-20 point
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fosp_core.collect import record_episode
-from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy
+from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy, RoundLog, round_summary
 from fosp_core.stats import wilson_interval
 from fosp_core.train import Interrupted, atomic_torch_save, run_dataset, stop_on_signal
 
@@ -281,7 +282,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         before, log, stored = _restore(out, *saved, learner, policy, tally)
     bar = tqdm(range(len(log), trajectories), desc=f"finetune {task}", unit="traj",
                initial=len(log), total=trajectories, disable=not progress)
-    with stop_on_signal() as stop:  # Ctrl-C: stop at the end of the trajectory or step
+    curves = RoundLog(out, learner.steps)
+    # Ctrl-C: stop at the end of the trajectory or step
+    with stop_on_signal() as stop, contextlib.closing(curves):
         for i in bar:
             if stop.is_set():
                 break
@@ -295,7 +298,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
             if stop.is_set():  # a partial round is not saved: the resume trains it again
                 break
             policy.load_weights(learner.snapshot())
-            entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"])
+            entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"],
+                         train=round_summary(stats))
+            curves.add(learner.steps, stats, entry)
             log.append(entry)
             save()
             if keep_every > 0 and len(log) % keep_every == 0:

@@ -291,8 +291,9 @@ def pretrain(
         agent.actor_critic.grad_sync = distributed.average_gradients
         distributed.broadcast_from_rank0(agent)
 
-    # purge_step drops events a killed run logged after its last checkpoint.
-    writer = (SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+    # purge_step hides events a killed run logged after its last checkpoint (TensorBoard
+    # drops those at purge_step and later; the checkpoint's own step was logged before it).
+    writer = (SummaryWriter(str(out / "tb"), purge_step=step + 1 if resume else None)
               if main_rank else None)
     metrics: dict[str, float] = {}
     bar = tqdm(total=steps, initial=step, disable=not progress or not main_rank,

@@ -34,12 +34,10 @@ from std_srvs.srv import Trigger
 
 from fosp_core.config import dotted_overrides, save_yaml
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
-from fosp_core.finetune import Learner, weights_to_bytes
+from fosp_core.finetune import Learner, RoundLog, round_summary, weights_to_bytes
 from fosp_core.train import run_dataset
 from fosp_ros.policy import LATCHED
 from fosp_ros.runtime import run_nodes
-
-SHOWN = ("model/loss", "ac/critic_loss", "ac/actor_loss", "ac/lagrange", "ac/ref_mean")
 
 
 class LearnerNode(Node):
@@ -69,6 +67,7 @@ class LearnerNode(Node):
         # The config fine-tuned with (the run's, plus 'set'): `fosp eval --run OUT` reads it.
         save_yaml(self.learner.agent.config, self.out / "config.yaml")
         self._restore()
+        self.curves = RoundLog(self.out, self.learner.steps)  # OUT/tb
 
         self.weights_pub = self.create_publisher(UInt8MultiArray, "/fosp/weights", LATCHED)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -120,7 +119,7 @@ class LearnerNode(Node):
         response.success = "error" not in stats
         response.message = stats.get("error") or (
             f"steps={int(stats['steps'])} duration_s={stats['duration_s']:.2f} "
-            + " ".join(f"{k.split('/')[-1]}={stats[k]:.4g}" for k in SHOWN if k in stats)
+            + " ".join(f"{k}={v:.4g}" for k, v in round_summary(stats).items())
             + f" total_steps={self.learner.steps} trajectories={self.learner.trajectories}")
         return response
 
@@ -132,6 +131,7 @@ class LearnerNode(Node):
             try:
                 stats = self.learner.train(self.grad_steps, stop=self._stopping)
                 self.learner.save(self.out / "learner.pt")
+                self.curves.add(self.learner.steps, stats)
                 self._publish_weights()
                 self.rounds_done += 1
             except Exception as err:  # report to the caller; the node keeps serving
@@ -150,6 +150,7 @@ class LearnerNode(Node):
         self._rounds.put(None)
         self._worker.join(timeout=30.0)
         self.learner.save(self.out / "learner.pt")
+        self.curves.close()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -91,3 +91,12 @@ def interrupt(proc: subprocess.Popen, ready, timeout: float = 120.0) -> str:
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     return err
+
+
+def tb_scalars(directory: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one TensorBoard scalar, as TensorBoard shows it (purged events hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]

@@ -1,5 +1,6 @@
 """The safereach graph over DDS: policy -> shield -> twin -> learner -> new weights."""
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from fosp_core.dataset import load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, weights_from_bytes, weights_to_bytes
 from fosp_core.train import pretrain
 from fosp_ros.policy import LATCHED
-from tests.agent_helpers import tiny_config, write_dataset
+from tests.agent_helpers import tb_scalars, tiny_config, write_dataset
 from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 
@@ -87,6 +88,11 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         reply = client.call(Trigger, "/fosp/finetune", timeout=60)
         assert reply.success, reply.message
         assert "steps=2" in reply.message and "loss=" in reply.message
+        # ... and the learner's curves hold that round (OUT/tb, x = total gradient steps).
+        total = int(re.search(r"total_steps=(\d+)", reply.message).group(1))
+        lagrange = float(re.search(r" lagrange=(\S+)", reply.message).group(1))
+        curve = dict(tb_scalars(run / "online" / "tb", "finetune/ac/lagrange"))
+        assert curve[total] == pytest.approx(lagrange, rel=1e-3)
         # New weights reach the policy (after the automatic and the requested rounds).
         wait_for(lambda: any("weights of learner step" in s and "step 0 " not in s
                              for s in status), 30, "new weights at the policy")

@@ -15,7 +15,7 @@ from fosp_core.cli import main
 from fosp_core.config import save_yaml
 from fosp_core.dataset import load_dataset
 from fosp_core.train import CHECKPOINT_NAME, CONFIG_NAME, evaluate, load_agent, pretrain
-from tests.agent_helpers import fosp_process, interrupt, tiny_config, write_dataset
+from tests.agent_helpers import fosp_process, interrupt, tb_scalars, tiny_config, write_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -93,6 +93,10 @@ def test_resume_gives_exactly_the_next_loss_of_an_uninterrupted_run(data_dir, tm
     resumed = pretrain(data_dir, tmp_path / "b", config, steps=4, resume=True, progress=False)
     assert resumed["model/loss"] == straight["model/loss"]
     assert resumed == straight
+    # The curve goes on where it stopped, the checkpoint's step included.
+    curve = tb_scalars(tmp_path / "b" / "tb", "model/loss")
+    assert curve == tb_scalars(tmp_path / "a" / "tb", "model/loss")
+    assert [step for step, _ in curve] == [1, 2, 3, 4]
 
 
 def test_existing_run_is_not_overwritten_without_resume(data_dir, tmp_path):
