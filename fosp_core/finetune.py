@@ -70,8 +70,8 @@ def expand_policy(agent: Agent) -> ActorHead:
         ac.actor = copy.deepcopy(offline).requires_grad_(True).train()
     else:
         ac.actor = build_actor(agent.config, agent.world_model.feat_dim).to(agent.device)
-    cfg = agent.config.actor_critic
-    ac.actor_opt = torch.optim.Adam(ac.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
+    ac.actor_opt = torch.optim.Adam(ac.actor.parameters(), lr=agent.config.fosp.online_actor_lr,
+                                    eps=agent.config.actor_critic.eps)
     ac.online = True
     return offline
 
@@ -123,6 +123,9 @@ class Learner:
         self.agent, self.replay, self.pex = agent, replay, pex
         self.offline_actor = expand_policy(agent) if pex else None
         agent.actor_critic.online = agent.config.algo in FOSP_ALGOS
+        if not pex:  # the offline actor goes on with its own optimizer, at the online rate
+            for group in agent.actor_critic.actor_opt.param_groups:
+                group["lr"] = agent.config.fosp.online_actor_lr
         self.steps = 0
         self.trajectories = 0
         self._lock = threading.Lock()

@@ -89,6 +89,34 @@ def test_new_policy_can_start_as_a_copy():
         config.__post_init__()
 
 
+@pytest.mark.parametrize("pex", [True, False])
+def test_the_finetuned_actor_learns_at_the_online_rate(pretrained, pex):
+    run, data = pretrained
+    lr = 1e-3  # the run's offline actor_lr is another
+    learner = Learner.from_run(run, data, pex=pex, overrides={
+        "fosp": {"online_actor_lr": lr, "online_actor_init": "copy"}})
+    assert learner.agent.config.actor_critic.actor_lr != lr
+    opt = learner.agent.actor_critic.actor_opt
+    assert [group["lr"] for group in opt.param_groups] == [lr]
+    if pex:
+        # Adam's first step moves each weight by -lr * g / (|g| + eps), g its clipped gradient
+        # (left in .grad): the bias corrections make m = g and v = g^2.
+        eps = learner.agent.config.actor_critic.eps
+        before = [p.detach().clone() for p in learner.agent.actor_critic.actor.parameters()]
+        learner.train(1)
+        for p, b in zip(learner.agent.actor_critic.actor.parameters(), before):
+            expected = -lr * p.grad / (p.grad.abs() + eps)
+            torch.testing.assert_close(p.detach() - b, expected, rtol=1e-3, atol=1e-7)
+    # A restart keeps the online rate (the optimizer state saved with it holds one too).
+    again = Learner.from_run(run, data, pex=pex, overrides={
+        "fosp": {"online_actor_lr": lr, "online_actor_init": "copy"}})
+    again.load_state_dict(learner.state_dict())
+    assert [group["lr"] for group in again.agent.actor_critic.actor_opt.param_groups] == [lr]
+    with pytest.raises(ValueError, match="online_actor_lr must be a finite number > 0"):
+        learner.agent.config.fosp.online_actor_lr = 0.0
+        learner.agent.config.__post_init__()
+
+
 def _actor_after_one_step(online: bool, loss: str) -> list[torch.Tensor]:
     config = tiny_config()
     config.fosp.online_actor_loss = loss

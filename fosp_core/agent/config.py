@@ -174,6 +174,12 @@ class FospConfig:
     # ``fosp extract --weights safe-success`` offline), so each safe success the robot adds
     # is imitated and each violation is not, whatever the critics make of it.
     online_actor_loss: str = "eq23"
+    # The learning rate of the actor being fine-tuned (the new one with expansion, the offline
+    # one without): Table 4's l_ac. The ``cpu`` preset trains offline at ten times that, to
+    # finish on a CPU; online at that rate, the shipped state-mode model's policy swung from
+    # 1% to 39% violating episodes within five rounds (PEX, ``target-shape``), and at this one
+    # it stayed at 1-8% from round 10 on (README, "The shipped model, fine-tuned").
+    online_actor_lr: float = 3e-5
     # With 'safe_success' only: the weight of each row of a safe successful fine-tuning
     # trajectory, where a demonstration's row weighs 1. Sampling stays uniform over the one
     # replay (the critics and the world model see every row alike); only the new actor's
@@ -255,6 +261,9 @@ class AgentConfig:
             value = getattr(self.fosp, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"fosp.{name} must be a finite number >= 0, got {value!r}")
+        if not (math.isfinite(self.fosp.online_actor_lr) and self.fosp.online_actor_lr > 0):
+            raise ValueError("fosp.online_actor_lr must be a finite number > 0, "
+                             f"got {self.fosp.online_actor_lr!r}")
         if self.fosp.online_hold_weight > 0 and self.fosp.online_actor_loss != "safe_success":
             raise ValueError("fosp.online_hold_weight needs fosp.online_actor_loss "
                              f"'safe_success', got {self.fosp.online_actor_loss!r}")
