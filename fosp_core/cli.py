@@ -122,7 +122,8 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         s_low, s_high = result["success_ci"]
         v_low, v_high = result["violation_ci"]
-        print(f"{args.run} on {args.task}, {result['episodes']} episodes: "
+        print(f"{args.run} on {args.task}, {result['episodes']} episodes "
+              f"({result['layouts']} distinct layouts): "
               f"success {result['success_rate']:.0%} (95% CI {s_low:.0%}-{s_high:.0%}), "
               f"violation {result['violation_rate']:.0%} (95% CI {v_low:.0%}-{v_high:.0%}), "
               f"reward return {result['reward_return']:.2f}, "

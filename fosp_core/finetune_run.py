@@ -113,16 +113,18 @@ def lead_in_offline_share(episodes: list[tuple[dict, list[int]]],
 
 def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
                     progress: str = "") -> dict[str, float]:
-    """Deterministic episodes ``seed``, ``seed + 1``, ...; ``progress`` names a progress bar."""
+    """Deterministic episodes ``seed``, ``seed + 1``, ...; ``progress`` names a progress bar.
+    ``layouts`` counts the distinct layouts among them (see ``train.evaluate``)."""
     from tqdm import tqdm
 
-    runs, stopped = [], []
+    runs, stopped, layouts = [], [], set()
     for k in tqdm(range(episodes), desc=progress, unit="ep", disable=not progress,
                   leave=False):
         arrays, meta, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
         runs.append((arrays, chosen))
         stopped.append(meta["stopped_at"] is not None)
-    return episode_rates(runs, stopped)
+        layouts.add(env.layout.key)
+    return dict(episode_rates(runs, stopped), layouts=len(layouts))
 
 
 def is_finetuned(directory: str | os.PathLike) -> bool:

@@ -401,8 +401,9 @@ def evaluate(
     """Run the deterministic policy for ``episodes`` episodes of SafeReachEnv.
 
     Success is an episode with any reward, violation one with any cost > 0 (the dataset's
-    definitions), each rate with its 95% Wilson interval. Episode k is reset with seed
-    ``seed + k``. Writes ``rollout.png``. ``step`` evaluates the weights kept at that step.
+    definitions), each rate with its 95% Wilson interval; ``layouts`` counts the distinct
+    layouts among the episodes. Episode k is reset with seed ``seed + k``. Writes
+    ``rollout.png``. ``step`` evaluates the weights kept at that step.
     """
     from tqdm import tqdm
 
@@ -413,11 +414,13 @@ def evaluate(
     agent, step = load_agent(run_dir, device, step=step)
     env = SafeReachEnv(task=task, obs_mode=agent.config.obs_mode)
     rewards, costs, successes, violations = [], [], [], []
+    layouts = set()
     frames: list[tuple[int, np.ndarray]] = []
     try:
         for episode in tqdm(range(episodes), desc=f"eval {task}", unit="ep",
                             disable=not progress, leave=False):
             obs, _ = env.reset(seed=seed + episode)
+            layouts.add(env.layout.key)
             agent.reset()
             reward_sum = cost_sum = 0.0
             hit = violated = False
@@ -446,6 +449,9 @@ def evaluate(
         "violation_ci": list(wilson_interval(sum(violations), episodes)),
         "reward_return": float(np.mean(rewards)),
         "cost_return": float(np.mean(costs)),
+        # Acting deterministically, a policy repeats itself on a repeated layout: the rates
+        # weigh this many distinct layouts, and the intervals assume independent episodes.
+        "layouts": len(layouts),
     }
     if frames:
         title = f"{task} step {step}: " + json.dumps(

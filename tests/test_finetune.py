@@ -412,7 +412,7 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
                      "--episodes", "1", "--json", *kept]) == 0
         evaluated = json.loads(capsys.readouterr().out)
         for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
-                    "online_share"):
+                    "online_share", "layouts"):
             assert evaluated[key] == pytest.approx(report["after"][key]), (kept, key)
     first = torch.load(out / "rounds" / "round_0001.pt", weights_only=True)["agent"]
     last = torch.load(out / "rounds" / "round_0002.pt", weights_only=True)["agent"]

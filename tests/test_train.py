@@ -132,6 +132,22 @@ def test_evaluate_runs_the_agent_in_the_env_and_writes_a_strip(data_dir, tmp_pat
     assert (run / "rollout.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_evaluate_counts_the_distinct_layouts_its_episodes_drew(data_dir, tmp_path):
+    from fosp_core.envs.safereach import SafeReachEnv
+
+    run = tmp_path / "run"
+    pretrain(data_dir, run, tiny_config(), steps=1, progress=False)
+    result = evaluate(run, task="safereach", episodes=12, seed=0)
+    env = SafeReachEnv(task="safereach", obs_mode="state")
+    keys = []
+    for k in range(12):
+        env.reset(seed=k)
+        keys.append(env.layout.key)
+    env.close()
+    # The twin's layouts come from a small set: 12 episodes already repeat some.
+    assert result["layouts"] == len(set(keys)) < 12
+
+
 def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
     run = tmp_path / "cli-run"
     config_file = tmp_path / "tiny.yaml"
@@ -147,7 +163,7 @@ def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
     assert main(["eval", "--run", str(run), "--episodes", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"episodes", "success_rate", "violation_rate", "reward_return",
-                           "cost_return", "success_ci", "violation_ci"}
+                           "cost_return", "success_ci", "violation_ci", "layouts"}
     # one episode: the interval of 0/1 is [0, 0.79], of 1/1 [0.21, 1]
     for name in ("success", "violation"):
         expected = [0.2065, 1.0] if result[f"{name}_rate"] == 1.0 else [0.0, 0.7935]

@@ -115,6 +115,11 @@ class Layout:
     target_xy: tuple[float, float]
     obstacle_xy: list[tuple[float, float]]
 
+    @property
+    def key(self) -> tuple[int, tuple[int, ...]]:
+        """Equal for equal layouts of one task: the twin draws from a small set of them."""
+        return self.target_index, tuple(sorted(self.obstacle_indices))
+
     def to_dict(self) -> dict:
         return {
             "target_index": self.target_index,
