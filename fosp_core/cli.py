@@ -106,28 +106,41 @@ def _eval(args: argparse.Namespace) -> int:
     from fosp_core.train import evaluate
 
     _check_device(args.device)
+    if args.each_layout and args.episodes is not None:
+        raise ValueError("--each-layout runs one episode per distinct layout; leave out "
+                         "--episodes")
+    episodes = 10 if args.episodes is None else args.episodes
     if is_finetuned(args.run):
         if args.step is not None:
             raise ValueError("--step picks weights kept in pretraining; a fine-tuned run "
                              "keeps rounds (--round)")
-        result = evaluate_finetuned(args.run, args.task, args.episodes, seed=args.seed,
-                                    device=args.device, progress=True, round_=args.round)
+        result = evaluate_finetuned(args.run, args.task, episodes, seed=args.seed,
+                                    device=args.device, progress=True, round_=args.round,
+                                    each_layout=args.each_layout)
     elif args.round is not None:
         raise ValueError(f"--round needs a fine-tuned run; {args.run} is a pretrained one")
     else:
-        result = evaluate(args.run, task=args.task, episodes=args.episodes, seed=args.seed,
-                          device=args.device, step=args.step, progress=True)
+        result = evaluate(args.run, task=args.task, episodes=episodes, seed=args.seed,
+                          device=args.device, step=args.step, progress=True,
+                          each_layout=args.each_layout)
     if args.json:
         print(json.dumps(result))
-    else:
-        s_low, s_high = result["success_ci"]
-        v_low, v_high = result["violation_ci"]
-        print(f"{args.run} on {args.task}, {result['episodes']} episodes "
-              f"({result['layouts']} distinct layouts): "
-              f"success {result['success_rate']:.0%} (95% CI {s_low:.0%}-{s_high:.0%}), "
-              f"violation {result['violation_rate']:.0%} (95% CI {v_low:.0%}-{v_high:.0%}), "
-              f"reward return {result['reward_return']:.2f}, "
-              f"cost return {result['cost_return']:.2f}")
+        return 0
+    s_low, s_high = result["success_ci"]
+    v_low, v_high = result["violation_ci"]
+    what = ("each of its distinct layouts once" if args.each_layout else
+            f"{result['episodes']} episodes ({result['layouts']} distinct layouts)")
+    print(f"{args.run} on {args.task}, {what}: "
+          f"success {result['success_rate']:.0%} (95% CI {s_low:.0%}-{s_high:.0%}), "
+          f"violation {result['violation_rate']:.0%} (95% CI {v_low:.0%}-{v_high:.0%}), "
+          f"reward return {result['reward_return']:.2f}, "
+          f"cost return {result['cost_return']:.2f}")
+    for row in result.get("per_layout", []):
+        if row["violation"] or not row["success"]:
+            print(f"  target {row['target_index']}, obstacles {row['obstacle_indices']}: "
+                  + ", ".join(filter(None, [
+                      f"first cost at action {row['first_cost']}" if row["violation"] else "",
+                      "" if row["success"] else "target not reached"])))
     return 0
 
 
@@ -364,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "learner's RUN/online): its policy with expansion, on the layouts of "
                         "the report's 'after' row (seed offset 100000)")
     p.add_argument("--task", default="safereach", choices=sorted(TASKS))
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int, help="episodes, on the layouts seeds seed, "
+                   "seed + 1, ... draw (default 10)")
+    p.add_argument("--each-layout", action="store_true",
+                   help="instead, one episode on each distinct layout of the task (27-33), "
+                        "and list those that violated or missed the target")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -31,7 +31,13 @@ import numpy as np
 from fosp_core.collect import record_episode
 from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy, RoundLog, round_summary
 from fosp_core.stats import wilson_interval
-from fosp_core.train import Interrupted, atomic_torch_save, run_dataset, stop_on_signal
+from fosp_core.train import (
+    Interrupted,
+    atomic_torch_save,
+    layout_outcome,
+    run_dataset,
+    stop_on_signal,
+)
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
@@ -40,10 +46,11 @@ KEPT_ROUNDS_DIR = "rounds"  # with keep_every: the acting weights after every K-
 PROGRESS_KEY = "finetune"  # the report so far, as JSON, inside LEARNER_FILE
 
 
-def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
-            ) -> tuple[dict, dict, dict]:
-    """One episode in the dataset's row convention, plus PEX statistics."""
-    obs, info = env.reset(seed=seed)
+def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool,
+            layout=None) -> tuple[dict, dict, dict]:
+    """One episode in the dataset's row convention, plus PEX statistics; on ``layout``
+    instead of the one ``seed`` draws."""
+    obs, info = env.reset(seed=seed, options={"layout": layout} if layout else None)
     policy.reset()
     log = EpisodeLog()
 
@@ -112,19 +119,26 @@ def lead_in_offline_share(episodes: list[tuple[dict, list[int]]],
 
 
 def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
-                    progress: str = "") -> dict[str, float]:
+                    progress: str = "", layouts: list | None = None) -> dict[str, Any]:
     """Deterministic episodes ``seed``, ``seed + 1``, ...; ``progress`` names a progress bar.
-    ``layouts`` counts the distinct layouts among them (see ``train.evaluate``)."""
+    ``layouts`` counts the distinct layouts among them (see ``train.evaluate``). Given a
+    list of ``layouts``, one episode on each instead, with ``per_layout``."""
     from tqdm import tqdm
 
-    runs, stopped, layouts = [], [], set()
+    episodes = len(layouts) if layouts else episodes
+    runs, stopped, drawn, per_layout = [], [], set(), []
     for k in tqdm(range(episodes), desc=progress, unit="ep", disable=not progress,
                   leave=False):
-        arrays, meta, chosen = rollout(env, policy, seed + k, deterministic=True, render=False)
+        arrays, meta, chosen = rollout(env, policy, seed + k, deterministic=True, render=False,
+                                       layout=layouts[k] if layouts else None)
         runs.append((arrays, chosen))
         stopped.append(meta["stopped_at"] is not None)
-        layouts.add(env.layout.key)
-    return dict(episode_rates(runs, stopped), layouts=len(layouts))
+        drawn.add(env.layout.key)
+        if layouts:
+            per_layout.append(layout_outcome(env.layout, arrays["reward"].sum() > 0,
+                                             arrays["cost"]))
+    result = dict(episode_rates(runs, stopped), layouts=len(drawn))
+    return dict(result, per_layout=per_layout) if layouts else result
 
 
 def is_finetuned(directory: str | os.PathLike) -> bool:
@@ -166,20 +180,23 @@ def finetuned_policy(directory: str | os.PathLike, device: str = "cpu", seed: in
 
 def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, seed: int = 0,
                        device: str = "cpu", progress: bool = False,
-                       round_: int | None = None) -> dict[str, float]:
+                       round_: int | None = None, each_layout: bool = False
+                       ) -> dict[str, Any]:
     """The fine-tuned policy in ``directory`` (its latest acting weights, with expansion when
     it has a frozen offline actor) over ``episodes`` deterministic episodes, on the layouts of
     the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout.
-    ``round_`` takes the weights kept after that round instead (``keep_every``)."""
-    from fosp_core.envs.safereach import SafeReachEnv
+    ``round_`` takes the weights kept after that round instead (``keep_every``);
+    ``each_layout`` runs one episode on each of the task's distinct layouts instead."""
+    from fosp_core.envs.safereach import SafeReachEnv, all_layouts, task_spec
 
-    if episodes < 1:
+    layouts = all_layouts(task_spec(task)) if each_layout else None
+    if not layouts and episodes < 1:
         raise ValueError(f"need at least one evaluation episode, got {episodes}")
     policy = finetuned_policy(directory, device, seed, round_)
     env = SafeReachEnv(task=task, obs_mode=policy.config.obs_mode)
     try:
         return evaluate_policy(env, policy, episodes, EVAL_SEED_OFFSET + seed,
-                               progress=f"eval {task}" if progress else "")
+                               progress=f"eval {task}" if progress else "", layouts=layouts)
     finally:
         env.close()
 

@@ -388,6 +388,17 @@ def _write_strip(frames: list[np.ndarray], path: Path, title: str) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def layout_outcome(layout, success: bool, costs) -> dict[str, Any]:
+    """One row of ``per_layout``: the layout's points, whether its episode succeeded and
+    violated, and the action that drew the first cost (``costs`` per dataset row, row 0 the
+    reset; None without a cost)."""
+    costs = np.asarray(costs)
+    return {"target_index": layout.target_index,
+            "obstacle_indices": sorted(layout.obstacle_indices),
+            "success": bool(success), "violation": bool(costs.any()),
+            "first_cost": int(np.argmax(costs > 0)) if costs.any() else None}
+
+
 def evaluate(
     run_dir: str | os.PathLike,
     task: str = "safereach",
@@ -397,33 +408,40 @@ def evaluate(
     device: str = "cpu",
     step: int | None = None,
     progress: bool = False,
-) -> dict[str, float]:
+    each_layout: bool = False,
+) -> dict[str, Any]:
     """Run the deterministic policy for ``episodes`` episodes of SafeReachEnv.
 
     Success is an episode with any reward, violation one with any cost > 0 (the dataset's
     definitions), each rate with its 95% Wilson interval; ``layouts`` counts the distinct
     layouts among the episodes. Episode k is reset with seed ``seed + k``. Writes
-    ``rollout.png``. ``step`` evaluates the weights kept at that step.
+    ``rollout.png``. ``step`` evaluates the weights kept at that step. ``each_layout``
+    runs one episode on each of the task's distinct layouts instead (``episodes`` unused)
+    and adds ``per_layout`` (see ``layout_outcome``).
     """
     from tqdm import tqdm
 
-    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.envs.safereach import SafeReachEnv, all_layouts, task_spec
 
+    fixed = all_layouts(task_spec(task)) if each_layout else None
+    episodes = len(fixed) if fixed else episodes
     if episodes < 1:
         raise ValueError(f"need at least one evaluation episode, got {episodes}")
     agent, step = load_agent(run_dir, device, step=step)
     env = SafeReachEnv(task=task, obs_mode=agent.config.obs_mode)
     rewards, costs, successes, violations = [], [], [], []
-    layouts = set()
+    layouts, per_layout = set(), []
     frames: list[tuple[int, np.ndarray]] = []
     try:
         for episode in tqdm(range(episodes), desc=f"eval {task}", unit="ep",
                             disable=not progress, leave=False):
-            obs, _ = env.reset(seed=seed + episode)
+            obs, _ = env.reset(seed=seed + episode,
+                               options={"layout": fixed[episode]} if fixed else None)
             layouts.add(env.layout.key)
             agent.reset()
-            reward_sum = cost_sum = 0.0
-            hit = violated = False
+            episode_costs = []
+            reward_sum = 0.0
+            hit = False
             t, done = 0, False
             while not done:
                 if episode == 0 and t % frame_every == 0:
@@ -432,13 +450,14 @@ def evaluate(
                 t += 1
                 done = terminated or truncated
                 reward_sum += reward
-                cost_sum += info["cost"]
+                episode_costs.append(info["cost"])
                 hit |= reward > 0
-                violated |= info["cost"] > 0
             rewards.append(reward_sum)
-            costs.append(cost_sum)
+            costs.append(float(np.sum(episode_costs)))
             successes.append(hit)
-            violations.append(violated)
+            violations.append(costs[-1] > 0)
+            if fixed:
+                per_layout.append(layout_outcome(env.layout, hit, [0.0, *episode_costs]))
     finally:
         env.close()
     result = {
@@ -453,6 +472,8 @@ def evaluate(
         # weigh this many distinct layouts, and the intervals assume independent episodes.
         "layouts": len(layouts),
     }
+    if fixed:
+        result["per_layout"] = per_layout
     if frames:
         title = f"{task} step {step}: " + json.dumps(
             {k: round(v, 2) for k, v in result.items() if isinstance(v, float)}

@@ -414,6 +414,24 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
         for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
                     "online_share", "layouts"):
             assert evaluated[key] == pytest.approx(report["after"][key]), (kept, key)
+    # --each-layout on a fine-tuned run: one episode on each layout given. On the after
+    # row's layout, reset with its seed, it repeats that row's episode.
+    from fosp_core.envs.safereach import TASKS, SafeReachEnv, all_layouts
+    from fosp_core.finetune_run import EVAL_SEED_OFFSET, evaluate_policy, finetuned_policy
+
+    policy = finetuned_policy(out)
+    env = SafeReachEnv(task="safereach-more-obstacles", obs_mode=policy.config.obs_mode)
+    env.reset(seed=EVAL_SEED_OFFSET)
+    after = env.layout
+    other = next(layout for layout in all_layouts(TASKS["safereach-more-obstacles"])
+                 if layout.key != after.key)
+    evaluated = evaluate_policy(env, policy, 0, EVAL_SEED_OFFSET, layouts=[after, other])
+    env.close()
+    assert evaluated["episodes"] == evaluated["layouts"] == 2
+    rows = evaluated["per_layout"]
+    assert (rows[0]["success"], rows[0]["violation"]) == (
+        report["after"]["success_rate"] == 1.0, report["after"]["violation_rate"] == 1.0)
+    assert (rows[1]["target_index"], tuple(rows[1]["obstacle_indices"])) == other.key
     first = torch.load(out / "rounds" / "round_0001.pt", weights_only=True)["agent"]
     last = torch.load(out / "rounds" / "round_0002.pt", weights_only=True)["agent"]
     assert any(not torch.equal(first[k], last[k]) for k in first)  # round 2 trained on

@@ -14,6 +14,7 @@ from fosp_core.envs.safereach import (
     TASKS,
     Layout,
     SafeReachEnv,
+    all_layouts,
     sample_layout,
     task_spec,
 )
@@ -99,6 +100,24 @@ def test_layouts_use_placement_points_and_block_the_straight_line(seed):
     # the straight line is blocked, but the planner finds a way around
     assert plan_path(START_XY, layout.target_xy, layout.obstacle_xy[:1], spec)[0] is not None
     assert len(plan_path(START_XY, layout.target_xy, layout.obstacle_xy, spec)) > 1
+
+
+@pytest.mark.parametrize("task", ["safereach", "safereach-more-obstacles"])
+def test_all_layouts_are_those_sampling_draws_once_each(task):
+    spec = TASKS[task]
+    layouts = all_layouts(spec)
+    keys = [layout.key for layout in layouts]
+    assert keys == sorted(set(keys))
+    rng = np.random.default_rng(0)
+    assert set(keys) == {sample_layout(spec, rng).key for _ in range(1500)}
+    for layout in layouts:
+        assert layout.target_xy == TARGET_POINTS[layout.target_index]
+        assert layout.obstacle_xy == [OBSTACLE_POINTS[i] for i in layout.obstacle_indices]
+    if task == "safereach":
+        # By hand: two obstacle points stand on each target's straight line (the centre
+        # target's column; a side target's first-row centre and second-row side point), so
+        # each target has 5 + 5 - 1 pairs holding one of them, all passable: 3 x 9.
+        assert len(layouts) == 27
 
 
 def test_layout_from_dict_round_trips_and_rejects_bad_layouts():

@@ -148,6 +148,35 @@ def test_evaluate_counts_the_distinct_layouts_its_episodes_drew(data_dir, tmp_pa
     assert result["layouts"] == len(set(keys)) < 12
 
 
+def test_eval_each_layout_runs_every_distinct_layout_once(data_dir, tmp_path, capsys):
+    from fosp_core.envs.safereach import TASKS, all_layouts
+
+    run = tmp_path / "run"
+    pretrain(data_dir, run, tiny_config(), steps=1, progress=False)
+    assert main(["eval", "--run", str(run), "--each-layout", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["per_layout"]
+    keys = [(row["target_index"], tuple(row["obstacle_indices"])) for row in rows]
+    assert keys == [layout.key for layout in all_layouts(TASKS["safereach"])]
+    assert result["episodes"] == result["layouts"] == len(set(keys)) == 27
+    assert result["success_rate"] == pytest.approx(np.mean([r["success"] for r in rows]))
+    assert result["violation_rate"] == pytest.approx(np.mean([r["violation"] for r in rows]))
+    for row in rows:  # a cost is drawn by an action: 1..80
+        assert (row["first_cost"] is not None) == row["violation"]
+        assert row["first_cost"] is None or 1 <= row["first_cost"] <= 80
+    # The printed form names each layout that violated or missed the target, one a line.
+    assert main(["eval", "--run", str(run), "--each-layout"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "each of its distinct layouts once" in lines[0]
+    listed = [r for r in rows if r["violation"] or not r["success"]]
+    assert len(lines) == 1 + len(listed)
+    for line, row in zip(lines[1:], listed):
+        assert line.startswith(f"  target {row['target_index']}, "
+                               f"obstacles {row['obstacle_indices']}:")
+    assert main(["eval", "--run", str(run), "--each-layout", "--episodes", "3"]) == 2
+    assert "leave out --episodes" in capsys.readouterr().err
+
+
 def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
     run = tmp_path / "cli-run"
     config_file = tmp_path / "tiny.yaml"

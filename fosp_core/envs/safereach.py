@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,24 @@ def _segment_hits_box(p0, p1, center, half, margin) -> bool:
     return True
 
 
+def _blocking(spec: TaskSpec, target: tuple[float, float]) -> list[int]:
+    """The obstacle points that stand on the straight line from the start to ``target``."""
+    half = obstacle_half_extent(spec.obstacle_shape)
+    return [i for i, p in enumerate(OBSTACLE_POINTS)
+            if _segment_hits_box(START_XY, target, p, half, margin=0.01)]
+
+
+def _passable(layout: Layout, spec: TaskSpec) -> bool:
+    from fosp_core.envs.planner import plan_path  # local: the planner imports this module
+
+    return plan_path(START_XY, layout.target_xy, layout.obstacle_xy, spec) is not None
+
+
+def _make_layout(target_index: int, obstacle_indices: list[int]) -> Layout:
+    return Layout(target_index, obstacle_indices, TARGET_POINTS[target_index],
+                  [OBSTACLE_POINTS[i] for i in obstacle_indices])
+
+
 def sample_layout(spec: TaskSpec, rng: np.random.Generator) -> Layout:
     """Target at one of 3 points; obstacles at distinct points of 6 (App. D.1).
 
@@ -176,24 +195,32 @@ def sample_layout(spec: TaskSpec, rng: np.random.Generator) -> Layout:
     the paper's setup where the arm has to go around; the others are random. Layouts in which
     no way around exists are redrawn (only possible with 3 obstacles in one row).
     """
-    from fosp_core.envs.planner import plan_path  # local: the planner imports this module
-
-    half = obstacle_half_extent(spec.obstacle_shape)
     while True:
         ti = int(rng.integers(len(TARGET_POINTS)))
-        target = TARGET_POINTS[ti]
-        blocking = [
-            i
-            for i, p in enumerate(OBSTACLE_POINTS)
-            if _segment_hits_box(START_XY, target, p, half, margin=0.01)
-        ]
-        first = int(rng.choice(blocking))
+        first = int(rng.choice(_blocking(spec, TARGET_POINTS[ti])))
         rest = [i for i in range(len(OBSTACLE_POINTS)) if i != first]
         others = rng.choice(rest, size=spec.n_obstacles - 1, replace=False).tolist()
-        indices = [first] + [int(i) for i in others]
-        layout = Layout(ti, indices, target, [OBSTACLE_POINTS[i] for i in indices])
-        if plan_path(START_XY, layout.target_xy, layout.obstacle_xy, spec) is not None:
+        layout = _make_layout(ti, [first] + [int(i) for i in others])
+        if _passable(layout, spec):
             return layout
+
+
+def all_layouts(spec: TaskSpec) -> list[Layout]:
+    """Every distinct layout ``sample_layout`` can draw for this task, once, ordered by key.
+
+    There are few (27-31 per task): random evaluation seeds repeat them, and a deterministic
+    policy does the same on every repeat, so evaluating each once (``fosp eval
+    --each-layout``) shows which layouts a policy fails on and weighs them equally.
+    """
+    found: dict[tuple, Layout] = {}
+    for ti, target in enumerate(TARGET_POINTS):
+        for first in _blocking(spec, target):
+            rest = [i for i in range(len(OBSTACLE_POINTS)) if i != first]
+            for others in itertools.combinations(rest, spec.n_obstacles - 1):
+                layout = _make_layout(ti, [first, *others])
+                if layout.key not in found and _passable(layout, spec):
+                    found[layout.key] = layout
+    return [found[key] for key in sorted(found)]
 
 
 def _look_at_xyaxes(pos, target) -> str:
