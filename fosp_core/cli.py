@@ -16,7 +16,8 @@ def _collect(args: argparse.Namespace) -> int:
     from fosp_core.dataset import load_dataset, summarize
 
     writer = collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
-                     behaviour=args.behaviour, workers=args.workers)
+                     behaviour=args.behaviour, workers=args.workers,
+                     cover_layouts=args.cover_layouts)
     dataset = load_dataset(args.out)
     summary = summarize(dataset)
     print(f"wrote {len(writer)} trajectories to {args.out}: "
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset directory (appends if it exists)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--cover-layouts", action="store_true",
+                   help="episode k on the k-th distinct layout of the task, in turn, instead "
+                        "of a random one: every layout gets its share of demonstrations")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("dataset", help="inspect datasets")

@@ -14,17 +14,18 @@ Episodes run in worker processes; the parent writes every file in episode order.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from fosp_core.dataset import DatasetWriter
 from fosp_core.envs.behaviours import make_behaviour
-from fosp_core.envs.safereach import SafeReachEnv, task_spec
+from fosp_core.envs.safereach import Layout, SafeReachEnv, all_layouts, task_spec
 
 # (behaviour, wanted success, wanted violation, share of the dataset) from App. D.1.
 REAL_MIX = (
@@ -45,6 +46,7 @@ class EpisodeSpec:
     base_seed: int
     want_success: bool | None = None
     want_violation: bool | None = None
+    layout_index: int | None = None  # into ``all_layouts``; None: the one the seed draws
 
 
 def episode_seed(base_seed: int, index: int, attempt: int) -> int:
@@ -61,9 +63,18 @@ def split_counts(total: int, shares: list[int]) -> list[int]:
 
 
 def plan_episodes(task: str, episodes: int, seed: int, mix: str | None = None,
-                  behaviour: str | None = None) -> list[EpisodeSpec]:
-    """The list of episodes to collect, shuffled so the files interleave behaviours."""
-    task_spec(task)  # fail early on an unknown task
+                  behaviour: str | None = None, cover_layouts: bool = False
+                  ) -> list[EpisodeSpec]:
+    """The list of episodes to collect, shuffled so the files interleave behaviours.
+
+    ``cover_layouts`` gives the episodes of the ``safe`` behaviour the task's distinct
+    layouts in turn, instead of the ones their seeds draw: 200 random draws leave some
+    layouts with no safe demonstration or two, and others with 12 (``fosp eval
+    --each-layout`` shows where that hurts). The other behaviours keep random layouts: an
+    unsafe straight run cannot reach the target in many layouts, so a wanted outcome of
+    theirs may not exist on a given one.
+    """
+    spec = task_spec(task)  # fail early on an unknown task
     if (mix is None) == (behaviour is None):
         raise ValueError("give exactly one of mix or behaviour")
     if episodes < 1:
@@ -81,7 +92,14 @@ def plan_episodes(task: str, episodes: int, seed: int, mix: str | None = None,
     else:
         kinds = [(behaviour, None, None)] * episodes
     order = np.random.default_rng(seed).permutation(len(kinds))
-    return [EpisodeSpec(i, task, *kinds[k][:1], seed, *kinds[k][1:]) for i, k in enumerate(order)]
+    specs = [EpisodeSpec(i, task, *kinds[k][:1], seed, *kinds[k][1:])
+             for i, k in enumerate(order)]
+    if cover_layouts:
+        count = len(all_layouts(spec))
+        safe = [i for i, s in enumerate(specs) if s.behaviour == "safe"]
+        for turn, i in enumerate(safe):
+            specs[i] = replace(specs[i], layout_index=turn % count)
+    return specs
 
 
 def _give_up(spec: EpisodeSpec, rng: np.random.Generator) -> float | None:
@@ -130,9 +148,11 @@ def record_episode(env: SafeReachEnv, obs: dict, info: dict,
 
 
 def rollout(env: SafeReachEnv, behaviour: str, seed: int, give_up: float | None = None,
-            noise: float = NOISE, render: bool = True) -> tuple[dict, dict]:
-    """One scripted episode and its metadata."""
-    obs, info = env.reset(seed=seed)
+            noise: float = NOISE, render: bool = True, layout: Layout | None = None
+            ) -> tuple[dict, dict]:
+    """One scripted episode and its metadata; on ``layout`` instead of the one ``seed``
+    draws."""
+    obs, info = env.reset(seed=seed, options={"layout": layout} if layout else None)
     agent = make_behaviour(behaviour, env, np.random.default_rng(seed), noise=noise,
                            give_up=give_up)
     agent.reset()  # plans its path in the layout the reset drew
@@ -161,6 +181,11 @@ def _env(task: str) -> SafeReachEnv:
     return _ENVS[task]
 
 
+@functools.cache
+def _task_layouts(task: str) -> tuple[Layout, ...]:
+    return tuple(all_layouts(task_spec(task)))  # plans a path for each: once per process
+
+
 def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
     """Run attempts until the outcome matches the spec, then record the accepted one."""
     env = _env(spec.task)
@@ -168,13 +193,17 @@ def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
     for attempt in range(MAX_ATTEMPTS):
         seed = episode_seed(spec.base_seed, spec.index, attempt)
         give_up = _give_up(spec, np.random.default_rng(seed + 1))
+        layout = None if spec.layout_index is None else _task_layouts(spec.task)[
+            spec.layout_index]
         if wants:
-            _, meta = rollout(env, spec.behaviour, seed, give_up, render=False)
+            _, meta = rollout(env, spec.behaviour, seed, give_up, render=False,
+                              layout=layout)
             if spec.want_success is not None and meta["success"] != spec.want_success:
                 continue
             if spec.want_violation is not None and meta["violation"] != spec.want_violation:
                 continue
-        arrays, meta = rollout(env, spec.behaviour, seed, give_up, render=True)
+        arrays, meta = rollout(env, spec.behaviour, seed, give_up, render=True,
+                               layout=layout)
         meta.update(attempts=attempt + 1, intended=asdict(spec))
         return arrays, meta
     raise RuntimeError(
@@ -184,10 +213,11 @@ def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
 
 
 def collect(out: str | Path, task: str, episodes: int, seed: int = 0, mix: str | None = None,
-            behaviour: str | None = None, workers: int | None = None, progress: bool = True
-            ) -> DatasetWriter:
+            behaviour: str | None = None, workers: int | None = None, progress: bool = True,
+            cover_layouts: bool = False) -> DatasetWriter:
     """Collect into ``out`` (appending after existing trajectories). Returns the writer."""
-    specs = plan_episodes(task, episodes, seed, mix=mix, behaviour=behaviour)
+    specs = plan_episodes(task, episodes, seed, mix=mix, behaviour=behaviour,
+                          cover_layouts=cover_layouts)
     writer = DatasetWriter(out)
     workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
     from tqdm import tqdm

@@ -50,6 +50,28 @@ def test_sim_mix_plan_and_errors():
         plan_episodes("safereach", 0, 0, behaviour="safe")
 
 
+def test_cover_layouts_gives_every_layout_a_safe_demonstration_in_turn():
+    from fosp_core.envs.safereach import TASKS, Layout, all_layouts
+
+    task = "safereach-more-obstacles"
+    specs = plan_episodes(task, 60, seed=0, mix="real", cover_layouts=True)
+    plain = plan_episodes(task, 60, seed=0, mix="real")
+    kinds = [(s.behaviour, s.want_success, s.want_violation) for s in specs]
+    assert kinds == [(s.behaviour, s.want_success, s.want_violation) for s in plain]
+    assert all(s.layout_index is None for s in plain)
+    # 45 safe episodes of 60 (the paper's 150 of 200) take the 28 layouts in turn.
+    safe = [s.layout_index for s in specs if s.behaviour == "safe"]
+    assert safe == list(range(28)) + list(range(17))
+    assert all(s.layout_index is None for s in specs if s.behaviour != "safe")
+    # The collected episode is on its spec's layout, with the outcome the spec wants.
+    every = all_layouts(TASKS[task])
+    for spec in [next(s for s in specs if s.behaviour == "safe" and s.want_success is want)
+                 for want in (True, False)]:
+        _, meta = collect_episode(spec)
+        assert Layout.from_dict(meta["layout"], 3).key == every[spec.layout_index].key
+        assert (meta["success"], meta["violation"]) == (spec.want_success, False)
+
+
 def test_collect_episode_is_deterministic_and_has_wanted_outcome():
     spec = EpisodeSpec(3, "safereach", "unsafe", 11, want_success=False, want_violation=True)
     a_arrays, a_meta = collect_episode(spec)
