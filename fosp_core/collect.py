@@ -74,7 +74,7 @@ def plan_episodes(task: str, episodes: int, seed: int, mix: str | None = None,
     unsafe straight run cannot reach the target in many layouts, so a wanted outcome of
     theirs may not exist on a given one.
     """
-    spec = task_spec(task)  # fail early on an unknown task
+    task_spec(task)  # fail early on an unknown task
     if (mix is None) == (behaviour is None):
         raise ValueError("give exactly one of mix or behaviour")
     if episodes < 1:
@@ -95,7 +95,7 @@ def plan_episodes(task: str, episodes: int, seed: int, mix: str | None = None,
     specs = [EpisodeSpec(i, task, *kinds[k][:1], seed, *kinds[k][1:])
              for i, k in enumerate(order)]
     if cover_layouts:
-        count = len(all_layouts(spec))
+        count = len(_task_layouts(task))
         safe = [i for i, s in enumerate(specs) if s.behaviour == "safe"]
         for turn, i in enumerate(safe):
             specs[i] = replace(specs[i], layout_index=turn % count)
@@ -190,11 +190,10 @@ def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
     """Run attempts until the outcome matches the spec, then record the accepted one."""
     env = _env(spec.task)
     wants = spec.want_success is not None or spec.want_violation is not None
+    layout = None if spec.layout_index is None else _task_layouts(spec.task)[spec.layout_index]
     for attempt in range(MAX_ATTEMPTS):
         seed = episode_seed(spec.base_seed, spec.index, attempt)
         give_up = _give_up(spec, np.random.default_rng(seed + 1))
-        layout = None if spec.layout_index is None else _task_layouts(spec.task)[
-            spec.layout_index]
         if wants:
             _, meta = rollout(env, spec.behaviour, seed, give_up, render=False,
                               layout=layout)
