@@ -208,7 +208,7 @@ def sample_layout(spec: TaskSpec, rng: np.random.Generator) -> Layout:
 def all_layouts(spec: TaskSpec) -> list[Layout]:
     """Every distinct layout ``sample_layout`` can draw for this task, once, ordered by key.
 
-    There are few (27-31 per task): random evaluation seeds repeat them, and a deterministic
+    There are few (27-33 per task): random evaluation seeds repeat them, and a deterministic
     policy does the same on every repeat, so evaluating each once (``fosp eval
     --each-layout``) shows which layouts a policy fails on and weighs them equally.
     """
