@@ -344,8 +344,6 @@ def _push_straight_ahead(policy: PexPolicy) -> None:
 @pytest.mark.parametrize("hold", [True, False])
 def test_a_real_touch_in_the_twin_starts_the_hold(pretrained, hold):
     """MuJoCo, not a label handed in: the arm drives into the middle target (nothing between)."""
-    import functools
-
     from fosp_core.envs.safereach import OBSTACLE_POINTS, TARGET_POINTS, Layout, SafeReachEnv
     from fosp_core.finetune_run import rollout
 
@@ -356,9 +354,8 @@ def test_a_real_touch_in_the_twin_starts_the_hold(pretrained, hold):
     _push_straight_ahead(policy)
     env = SafeReachEnv(task="safereach", obs_mode="state")
     clear = Layout(1, [0, 2], TARGET_POINTS[1], [OBSTACLE_POINTS[0], OBSTACLE_POINTS[2]])
-    env.reset = functools.partial(env.reset, options={"layout": clear})  # rollout draws none
     try:
-        arrays, meta, _ = rollout(env, policy, 0, True, False)
+        arrays, meta, _ = rollout(env, policy, 0, True, False, layout=clear)
     finally:
         env.close()
     touched = np.flatnonzero(arrays["reward"])
