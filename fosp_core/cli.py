@@ -273,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--cover-layouts", action="store_true",
-                   help="episode k on the k-th distinct layout of the task, in turn, instead "
-                        "of a random one: every layout gets its share of demonstrations")
+                   help="the safe behaviour's episodes take the task's distinct layouts in "
+                        "turn instead of random ones, so every layout gets its share of "
+                        "demonstrations (the other behaviours keep random layouts)")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("dataset", help="inspect datasets")

@@ -121,8 +121,8 @@ def lead_in_offline_share(episodes: list[tuple[dict, list[int]]],
 def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
                     progress: str = "", layouts: list | None = None) -> dict[str, Any]:
     """Deterministic episodes ``seed``, ``seed + 1``, ...; ``progress`` names a progress bar.
-    ``layouts`` counts the distinct layouts among them (see ``train.evaluate``). Given a
-    list of ``layouts``, one episode on each instead, with ``per_layout``."""
+    The result's ``layouts`` counts the distinct layouts among them (see ``train.evaluate``).
+    Given a list of ``layouts``, one episode on each of them instead, and ``per_layout``."""
     from tqdm import tqdm
 
     episodes = len(layouts) if layouts else episodes
