@@ -48,22 +48,22 @@ test: install lint
 # project's own commands (listed in $(MODEL)/source.json); RETRAIN=1 runs them again on
 # the demo's dataset (about 55 minutes on 2 cores). The dataset is reused when present.
 MODEL ?= models/fosp-safereach-state-cover
-DATA  ?= $(DEMO)/data-cover
+DEMO_DATA ?= $(DEMO)/data-cover
 DEMO_TASK ?= safereach-obstacle-shape
 demo: install
-	@if [ -f $(DATA)/index.json ]; then echo "reusing the dataset in $(DATA)"; \
+	@if [ -f $(DEMO_DATA)/index.json ]; then echo "reusing the dataset in $(DEMO_DATA)"; \
 	else $(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
-		--cover-layouts --out $(DATA); fi
-	$(VENV)/bin/fosp dataset info $(DATA) --plot $(DEMO)/returns.png
+		--cover-layouts --out $(DEMO_DATA); fi
+	$(VENV)/bin/fosp dataset info $(DEMO_DATA) --plot $(DEMO)/returns.png
 	@if [ -n "$(RETRAIN)" ]; then rm -rf $(DEMO)/pretrained $(DEMO)/pretrained-*; \
-		echo "RETRAIN=1: rerunning the commands that made $(MODEL) on $(DATA)"; \
-		$(PY) -m fosp_core.shipped $(MODEL) --rerun $(DATA) $(DEMO)/pretrained; \
+		echo "RETRAIN=1: rerunning the commands that made $(MODEL) on $(DEMO_DATA)"; \
+		$(PY) -m fosp_core.shipped $(MODEL) --rerun $(DEMO_DATA) $(DEMO)/pretrained; \
 	else echo "agent: the checkpoint shipped in $(MODEL) (RETRAIN=1 trains it again), made by:"; \
 		$(PY) -m fosp_core.shipped $(MODEL); \
 		rm -rf $(DEMO)/pretrained; cp -r $(MODEL) $(DEMO)/pretrained; fi
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune
-	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --data $(DATA) --task $(DEMO_TASK) \
+	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --data $(DEMO_DATA) --task $(DEMO_TASK) \
 		--trajectories 5 --grad-steps 40 --eval-episodes 10 --deterministic --out $(DEMO)/finetune
 	@echo "plots: $(DEMO)/returns.png $(DEMO)/pretrained/rollout.png $(DEMO)/finetune/finetune.png"
 
