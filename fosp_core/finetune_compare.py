@@ -12,6 +12,14 @@ same in all that task's runs of the method, so "PEX, foresight_stop=0.5" and
 
 The pooled trajectories of one run are not independent draws (the policy learns between
 them); the intervals treat them as if they were and so are, if anything, too narrow.
+
+Runs of the same seed are also compared trajectory by trajectory. ``fosp finetune`` rolls out
+trajectory i on the twin's episode seed ``1000 * seed + i`` whatever the method, and the
+episode seed alone draws the layout, so PEX and direct fine-tuning of one seed face the same
+layouts in the same order. Where both violate, the layout was hard for both; only the
+trajectories where one alone violated tell the methods apart, which the exact sign test
+weighs. The pairs come from each run's stored trajectories (``online_data``), matched by
+episode seed; reports without them (or with no seed there, as a ROS demo's) are not paired.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import numpy as np
 import yaml
 
 from fosp_core.agent.config import FospConfig
-from fosp_core.stats import difference_interval, wilson_interval
+from fosp_core.dataset import load_index
+from fosp_core.stats import difference_interval, sign_test, wilson_interval
 
 ROWS = ("before", "during", "after")
 # Report fields that change what a run measures (besides its seed and task).
@@ -46,6 +55,8 @@ class Group:
     counts: dict[str, list[int]] = field(default_factory=dict)
     during_violating: list[int] = field(default_factory=list)  # per run, in seed order
     cost_regret: list[float] = field(default_factory=list)
+    # per run, in seed order: episode seed -> whether that fine-tuning trajectory violated
+    episodes: list[dict[int, bool]] = field(default_factory=list)
 
     def rate(self, row: str, name: str) -> tuple[float, float, float]:
         """(rate, low, high) of 'success' or 'violation' in ``row``, pooled."""
@@ -54,8 +65,9 @@ class Group:
         return (hits / n, *wilson_interval(hits, n))
 
 
-def load_report(path: str | os.PathLike) -> tuple[dict, dict]:
-    """(report.json, the run's config.yaml ``fosp`` section) of a fine-tuning output dir."""
+def load_report(path: str | os.PathLike) -> tuple[dict, dict, dict[int, bool]]:
+    """(report.json, the run's config.yaml ``fosp`` section, its stored fine-tuning
+    trajectories as episode seed -> violated) of a fine-tuning output dir."""
     path = Path(path)
     report_path = path / "report.json" if path.is_dir() else path
     if not report_path.is_file():
@@ -72,7 +84,15 @@ def load_report(path: str | os.PathLike) -> tuple[dict, dict]:
         # behaved as its default (new options default to the behaviour before them), so it
         # pools with later runs that left it at that default.
         fosp = {**dataclasses.asdict(FospConfig()), **saved}
-    return report, fosp
+    return report, fosp, _episodes(report_path.parent / "online_data")
+
+
+def _episodes(directory: Path) -> dict[int, bool]:
+    """Episode seed -> violated, for the trajectories stored in ``directory`` that name one."""
+    if not directory.is_dir():
+        return {}
+    return {int(r["seed"]): bool(r["violation"]) for r in load_index(directory)
+            if r.get("seed") is not None}
 
 
 def _settings(report: dict, fosp: dict) -> dict:
@@ -81,15 +101,15 @@ def _settings(report: dict, fosp: dict) -> dict:
     return settings
 
 
-def pool(runs: list[tuple[dict, dict]]) -> list[Group]:
-    """Group (report, fosp config) pairs by task, method and differing settings; sum counts."""
+def pool(runs: list[tuple[dict, dict, dict[int, bool]]]) -> list[Group]:
+    """Group ``load_report`` results by task, method and differing settings; sum counts."""
     if not runs:
         raise ValueError("no runs to compare")
     alike: dict[tuple[str, str], list[dict]] = {}  # (task, method) -> each run's settings
-    for report, fosp in runs:
+    for report, fosp, _ in runs:
         alike.setdefault((report["task"], _method(report)), []).append(_settings(report, fosp))
     groups: dict[tuple[str, str], Group] = {}
-    for (report, fosp) in sorted(runs, key=lambda r: (r[0]["task"], r[0]["seed"])):
+    for (report, fosp, episodes) in sorted(runs, key=lambda r: (r[0]["task"], r[0]["seed"])):
         method = _method(report)
         settings = _settings(report, fosp)
         others = alike[report["task"], method]
@@ -114,6 +134,7 @@ def pool(runs: list[tuple[dict, dict]]) -> list[Group]:
         group.during_violating.append(round(report["during"]["violation_rate"]
                                             * report["during"]["episodes"]))
         group.cost_regret.append(float(report["during"].get("cost_regret", float("nan"))))
+        group.episodes.append(episodes)
     return sorted(groups.values(), key=lambda g: (g.task, g.pex, g.label))
 
 
@@ -132,6 +153,21 @@ def closest_direct(group: Group, groups: list[Group]) -> Group | None:
         return sum(group.settings.get(k) != other.settings.get(k) for k in keys)
 
     return min(direct, key=differences, default=None)
+
+
+def paired_violations(a: Group, b: Group) -> tuple[int, int, int, int]:
+    """Over the fine-tuning trajectories of ``a`` and ``b`` with the same run seed and episode
+    seed (the same layout): (a alone violated, b alone, both, pairs)."""
+    only_a = only_b = both = pairs = 0
+    for seed in set(a.seeds) & set(b.seeds):
+        ea, eb = a.episodes[a.seeds.index(seed)], b.episodes[b.seeds.index(seed)]
+        for episode in ea.keys() & eb.keys():
+            va, vb = ea[episode], eb[episode]
+            only_a += va and not vb
+            only_b += vb and not va
+            both += va and vb
+            pairs += 1
+    return only_a, only_b, both, pairs
 
 
 def format_comparison(groups: list[Group]) -> str:
@@ -169,6 +205,11 @@ def format_comparison(groups: list[Group]) -> str:
                          f"fewer in {fewer} of {len(shared)} shared seeds; cost regret "
                          f"{np.nanmean(g.cost_regret):.3f} against "
                          f"{np.nanmean(d.cost_regret):.3f}, lower in {lower} of {len(shared)}")
+            only_g, only_d, both, pairs = paired_violations(g, d)
+            if pairs:
+                lines.append(f"    paired by layout ({pairs} trajectories): {g.label} alone "
+                             f"violated in {only_g}, {d.label} alone in {only_d}, both in "
+                             f"{both} (exact sign test p = {sign_test(only_g, only_d):.2f})")
         lines.append("")
     lines.append("rates are success/violating over all the runs' episodes; before and after "
                  "are evaluation episodes, during the fine-tuning trajectories")

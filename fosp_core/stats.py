@@ -39,3 +39,20 @@ def difference_interval(hits_a: int, n_a: int, hits_b: int, n_b: int, z: float =
     d = p_a - p_b
     return (d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
             d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
+
+
+def sign_test(a: int, b: int) -> float:
+    """Two-sided exact sign test of ``a`` against ``b`` (McNemar's exact test).
+
+    For paired yes / no outcomes, e.g. whether PEX and direct fine-tuning violated on the same
+    layout: only the discordant pairs tell the two apart, ``a`` where the first alone said yes
+    and ``b`` where the second alone did. If the two do not differ, each discordant pair falls
+    either way with probability 1/2, so the p-value is twice the binomial(a + b, 1/2) tail at
+    min(a, b), at most 1. 0 against 5 gives 2 / 32 = 0.0625: five to none is not yet evidence
+    at the 5% level.
+    """
+    if a < 0 or b < 0:
+        raise ValueError(f"counts must not be negative, got {a} and {b}")
+    n = a + b
+    tail = sum(math.comb(n, k) for k in range(min(a, b) + 1)) / 2**n
+    return min(1.0, 2 * tail)

@@ -6,8 +6,16 @@ import pytest
 import yaml
 
 from fosp_core.cli import main
-from fosp_core.finetune_compare import closest_direct, format_comparison, load_report, pool
-from fosp_core.stats import difference_interval
+from fosp_core.dataset import DatasetWriter
+from fosp_core.finetune_compare import (
+    closest_direct,
+    format_comparison,
+    load_report,
+    paired_violations,
+    pool,
+)
+from fosp_core.stats import difference_interval, sign_test
+from tests.agent_helpers import make_trajectory
 
 
 def _row(episodes, successes, violating, **extra):
@@ -78,8 +86,40 @@ def test_a_setting_an_older_run_lacks_counts_as_its_default(runs, tmp_path):
     assert load_report(old)[1]["foresight_stop"] == 0.5  # the saved value wins
 
 
+def write_online(out, episode_seeds, violated):
+    """Stored fine-tuning trajectories in ``out/online_data``, as ``fosp finetune`` keeps them."""
+    writer = DatasetWriter(out / "online_data")
+    for episode, bad in zip(episode_seeds, violated):
+        arrays = make_trajectory(episode, steps=4)
+        arrays["cost"][:] = 0.0
+        arrays["cost"][2] = float(bad)
+        writer.add(arrays, {"task": "safereach-more-obstacles", "behaviour": "policy",
+                            "seed": episode, "layout": {}})
+
+
+def test_runs_of_one_seed_are_paired_by_episode_seed(runs):
+    d0, p0 = runs[0], runs[3]  # direct and PEX (foresight_veto=True), both seed 0
+    write_online(d0, [0, 1, 2, 3, 4], [True, True, False, True, False])
+    write_online(p0, [0, 1, 2, 3, 5], [True, False, True, False, True])
+    # Seed 1: direct has stored trajectories, PEX none (an older run): nothing to pair.
+    write_online(runs[1], [1000, 1001], [True, True])
+    groups = pool([load_report(p) for p in runs])
+    direct, _, veto, _ = groups
+    assert direct.episodes[0] == {0: True, 1: True, 2: False, 3: True, 4: False}
+    # Episodes 0-3 pair (4 and 5 have no partner): both violated on 0, direct alone on 1
+    # and 3, PEX alone on 2.
+    assert paired_violations(veto, direct) == (1, 2, 1, 4)
+    assert paired_violations(direct, veto) == (2, 1, 1, 4)
+    text = format_comparison(groups)
+    assert (f"paired by layout (4 trajectories): PEX, foresight_veto=True alone violated in 1, "
+            f"direct alone in 2, both in 1 (exact sign test p = {sign_test(1, 2):.2f})") in text
+    # The PEX variant without stored trajectories gets no paired line.
+    assert text.count("paired by layout") == 1
+
+
 def test_comparison_text_sets_pex_against_direct(runs):
     text = format_comparison(pool([load_report(p) for p in runs]))
+    assert "paired by layout" not in text  # no stored trajectories to pair
     assert "4/120 (2, 1, 1)" in text and "4/120 (2, 2, 0)" in text and "5/40 (5)" in text
     low, high = difference_interval(4, 120, 4, 120)
     # Same pooled count: no difference; seed 2 had fewer (0 < 1), seeds 0 and 1 did not.

@@ -1,8 +1,9 @@
-"""The Wilson interval that goes with every success and violation rate."""
+"""The Wilson interval that goes with every success and violation rate, and the sign test of
+paired outcomes."""
 
 import pytest
 
-from fosp_core.stats import difference_interval, wilson_interval
+from fosp_core.stats import difference_interval, sign_test, wilson_interval
 
 
 @pytest.mark.parametrize("hits, n, low, high", [
@@ -40,3 +41,21 @@ def test_difference_interval_matches_newcombe(a, n_a, b, n_b, low, high):
     assert difference_interval(a, n_a, b, n_b) == pytest.approx((low, high), abs=5e-5)
     # Swapping the two rates mirrors the interval.
     assert difference_interval(b, n_b, a, n_a) == pytest.approx((-high, -low), abs=5e-5)
+
+
+@pytest.mark.parametrize("a, b, p", [
+    (0, 5, 2 / 32),  # 2 * C(5,0) / 2^5
+    (5, 0, 2 / 32),  # symmetric
+    (1, 3, 2 * (1 + 4) / 16),  # 2 * (C(4,0) + C(4,1)) / 2^4 = 0.625
+    (0, 6, 2 / 64),  # 0.03125: six to none is the first clean sweep below 5%
+    (1, 9, 2 * (1 + 10) / 1024),  # 0.0215
+    (3, 3, 1.0),  # 2 * 42 / 64 > 1, capped
+    (0, 0, 1.0),  # no discordant pair: nothing to tell the two apart
+])
+def test_sign_test_by_hand(a, b, p):
+    assert sign_test(a, b) == pytest.approx(p)
+
+
+def test_sign_test_refuses_negative_counts():
+    with pytest.raises(ValueError, match="negative"):
+        sign_test(-1, 2)
