@@ -13,13 +13,15 @@ same in all that task's runs of the method, so "PEX, foresight_stop=0.5" and
 The pooled trajectories of one run are not independent draws (the policy learns between
 them); the intervals treat them as if they were and so are, if anything, too narrow.
 
-Runs of the same seed are also compared trajectory by trajectory. ``fosp finetune`` rolls out
-trajectory i on the twin's episode seed ``1000 * seed + i`` whatever the method, and the
-episode seed alone draws the layout, so PEX and direct fine-tuning of one seed face the same
-layouts in the same order. Where both violate, the layout was hard for both; only the
-trajectories where one alone violated tell the methods apart, which the exact sign test
-weighs. The pairs come from each run's stored trajectories (``online_data``), matched by
-episode seed; reports without them (or with no seed there, as a ROS demo's) are not paired.
+Runs of the same seed are also compared trajectory by trajectory. ``fosp finetune`` rolls
+out trajectory i on the twin's episode seed ``finetune_run.episode_seed(seed, i)`` whatever
+the method, and the episode seed alone draws the layout, so PEX and direct fine-tuning of one
+seed face the same layouts in the same order. Where both violate, the layout was hard for
+both; only the trajectories where one alone violated tell the methods apart, which the exact
+sign test weighs. The pairs come from each run's stored trajectories (``online_data``),
+matched by episode seed; reports without them (or with no seed there, as a ROS demo's) are
+not paired. Runs that rolled out the offline policy alone on the same layouts (the report's
+``offline_control``) also say how many violations learning added and how many it avoided.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Group:
     cost_regret: list[float] = field(default_factory=list)
     # per run, in seed order: episode seed -> whether that fine-tuning trajectory violated
     episodes: list[dict[int, bool]] = field(default_factory=list)
+    # per run: the report's offline_control (violating / added / avoided), or None
+    control: list[dict | None] = field(default_factory=list)
 
     def rate(self, row: str, name: str) -> tuple[float, float, float]:
         """(rate, low, high) of 'success' or 'violation' in ``row``, pooled."""
@@ -135,6 +139,7 @@ def pool(runs: list[tuple[dict, dict, dict[int, bool]]]) -> list[Group]:
                                             * report["during"]["episodes"]))
         group.cost_regret.append(float(report["during"].get("cost_regret", float("nan"))))
         group.episodes.append(episodes)
+        group.control.append(report.get("offline_control"))
     return sorted(groups.values(), key=lambda g: (g.task, g.pex, g.label))
 
 
@@ -187,6 +192,13 @@ def format_comparison(groups: list[Group]) -> str:
             lines.append(f"  {g.label:<{width}} {','.join(map(str, g.seeds)):<9} "
                          f"{cells[0]:>9} {cells[1]:>9} {cells[2]:>9}  "
                          f"{v}/{n} ({per_seed}), cost regret {np.nanmean(g.cost_regret):.3f}")
+        for g in rows:
+            if g.control and all(g.control):
+                total = {k: sum(c[k] for c in g.control) for k in g.control[0]}
+                lines.append(f"  {g.label}: the offline policy alone violated on "
+                             f"{total['violating']} of the same {total['trajectories']} "
+                             f"layouts; fine-tuning added {total['added']}, avoided "
+                             f"{total['avoided']}")
         for g in rows:
             d = closest_direct(g, groups) if g.pex else None
             if d is None:

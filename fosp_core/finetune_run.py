@@ -29,12 +29,21 @@ from typing import Any
 import numpy as np
 
 from fosp_core.collect import record_episode
-from fosp_core.finetune import POLICIES, EpisodeLog, Learner, PexPolicy, RoundLog, round_summary
+from fosp_core.finetune import (
+    POLICIES,
+    EpisodeLog,
+    Learner,
+    PexPolicy,
+    RoundLog,
+    acting_weights,
+    round_summary,
+)
 from fosp_core.stats import wilson_interval
 from fosp_core.train import (
     Interrupted,
     atomic_torch_save,
     layout_outcome,
+    load_agent,
     run_dataset,
     stop_on_signal,
 )
@@ -44,6 +53,12 @@ LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as 
 LEARNER_FILE = "learner.pt"
 KEPT_ROUNDS_DIR = "rounds"  # with keep_every: the acting weights after every K-th round
 PROGRESS_KEY = "finetune"  # the report so far, as JSON, inside LEARNER_FILE
+
+
+def episode_seed(seed: int, trajectory: int) -> int:
+    """The twin's episode seed of fine-tuning trajectory ``trajectory`` (from 0) of a run with
+    ``seed``: it alone draws the layout, so every method meets the same layouts in order."""
+    return 1000 * seed + trajectory
 
 
 def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool,
@@ -65,6 +80,31 @@ def rollout(env, policy: PexPolicy, seed: int, deterministic: bool, render: bool
             "layout": info["layout"], "source": "finetune", **log.meta(),
             "image_rendered": render or env.config.obs_mode == "image"}
     return arrays, meta, log.chosen
+
+
+class OfflineControl:
+    """The pretrained policy alone, never fine-tuned, rolled out on each fine-tuning
+    trajectory's layout (the same episode seed): what the robot would have done without any
+    learning. A fine-tuning trajectory that violates where this did not is a violation that
+    learning added; PEX's frozen policy is there to keep those few. Acts as fine-tuning
+    does (``deterministic``, or sampled from torch's random state seeded with the episode
+    seed) and with the same config overrides, and leaves the global random state as it found
+    it, so the fine-tuning run itself is the same with or without it."""
+
+    def __init__(self, run: Path, config, overrides: dict | None, device: str, seed: int):
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # building an Agent draws initial weights
+            agent, _ = load_agent(run, device, overrides)
+            self.policy = PexPolicy(config, acting_weights(agent, None), device, seed)
+
+    def violates(self, env, seed: int, deterministic: bool, render: bool) -> bool:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            arrays, _, _ = rollout(env, self.policy, seed, deterministic, render)
+        return bool(arrays["cost"].any())
 
 
 def episode_rates(episodes: list[tuple[dict, dict]], stopped: list[bool] | None = None
@@ -285,6 +325,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     env = SafeReachEnv(task=task, obs_mode=config.obs_mode)
     policy = PexPolicy(config, learner.snapshot(), device=device, seed=seed)
     render = config.obs_mode == "image"
+    control = OfflineControl(run, config, overrides, device, seed)
 
     def save() -> None:  # after "before" and after every round
         learner.save(out / LEARNER_FILE, policy_rng=policy.generator.get_state(),
@@ -310,7 +351,8 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
             if i < len(stored):  # stored before the stop, never trained on
                 arrays, meta = stored[i].arrays, stored[i].meta
             else:
-                arrays, meta, _ = rollout(env, policy, seed * 1000 + i, deterministic, render)
+                arrays, meta, _ = rollout(env, policy, episode_seed(seed, i), deterministic,
+                                          render)
                 writer.add(arrays, meta)  # on disk before it is trained on
             learner.add_trajectory(arrays)
             stats = learner.train(grad_steps, stop=stop)
@@ -318,7 +360,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
                 break
             policy.load_weights(learner.snapshot())
             entry = dict(tally.add(arrays, meta), train_s=stats["duration_s"],
-                         train=round_summary(stats))
+                         train=round_summary(stats),
+                         offline_violation=control.violates(env, episode_seed(seed, i),
+                                                            deterministic, render))
             curves.add(learner.steps, stats, entry)
             log.append(entry)
             save()
@@ -341,7 +385,8 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
               "deterministic": deterministic, "foresight_stop": config.fosp.foresight_stop,
               "foresight_veto": config.fosp.foresight_veto,
               "foresight_veto_latch": config.fosp.foresight_veto_latch,
-              "before": before, "during": tally.row(), "after": after, "log": log}
+              "before": before, "during": tally.row(), "after": after,
+              "offline_control": control_counts(log), "log": log}
     _write_json(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
     return report
@@ -398,6 +443,19 @@ def _saved_progress(out: Path, settings: dict, trajectories: int) -> tuple[dict,
     return state, progress
 
 
+def control_counts(log: list[dict]) -> dict[str, int] | None:
+    """Fine-tuning trajectories against the offline policy alone on the same layouts
+    (``OfflineControl``): how many it violated on, how many violations learning added (the
+    trajectory violated, the offline policy did not) and how many it avoided; None for a log
+    without the control (runs from before it, the ROS demo)."""
+    pairs = [(e["violation"], e["offline_violation"]) for e in log if "offline_violation" in e]
+    if not pairs:
+        return None
+    return {"trajectories": len(pairs), "violating": sum(o for _, o in pairs),
+            "added": sum(v and not o for v, o in pairs),
+            "avoided": sum(o and not v for v, o in pairs)}
+
+
 def _write_json(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
@@ -420,6 +478,11 @@ def format_report(report: dict) -> str:
                      f"{_rate(r, 'violation'):>18} {r['reward_return']:10.2f} "
                      f"{r['cost_return']:8.2f} {r['online_share']:7.0%}")
     lines.append(f"cost regret during fine-tuning: {report['during']['cost_regret']:.4f}")
+    control = report.get("offline_control")
+    if control:
+        lines.append(f"the offline policy alone on the same {control['trajectories']} layouts: "
+                     f"{control['violating']} violating; fine-tuning added {control['added']} "
+                     f"violation(s) where it had none and avoided {control['avoided']}")
     lead_in = report["during"].get("lead_in_offline_share", float("nan"))
     if report["pex"] and not np.isnan(lead_in):
         lines.append(f"offline policy chose {lead_in:.0%} of the {LEAD_IN_ACTIONS} actions "

@@ -147,3 +147,22 @@ def test_bad_input_is_a_clear_error(runs, tmp_path, capsys):
     (tmp_path / "other" / "report.json").write_text(json.dumps({"task": "t"}))
     assert main(["compare", str(tmp_path / "other")]) == 2
     assert "not a fine-tuning report" in capsys.readouterr().err
+
+
+def test_offline_control_totals_per_method(runs):
+    # Direct seeds 0 and 1 rolled out the offline policy alone on their layouts; seed 2 ran
+    # before the control existed, so the direct row has no total; the PEX rows all have it.
+    def add_control(path, violating, added, avoided):
+        report = json.loads((path / "report.json").read_text())
+        report["offline_control"] = {"trajectories": 40, "violating": violating,
+                                     "added": added, "avoided": avoided}
+        (path / "report.json").write_text(json.dumps(report))
+
+    add_control(runs[0], 2, 1, 1)
+    add_control(runs[1], 1, 0, 0)
+    for path, counts in zip(runs[3:6], [(1, 1, 0), (0, 2, 0), (3, 0, 3)]):
+        add_control(path, *counts)
+    text = format_comparison(pool([load_report(p) for p in runs]))
+    assert ("PEX, foresight_veto=True: the offline policy alone violated on 4 of the same 120 "
+            "layouts; fine-tuning added 3, avoided 3") in text
+    assert "direct: the offline policy alone" not in text  # seed 2 lacks it

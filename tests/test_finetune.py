@@ -14,6 +14,7 @@ from fosp_core.agent.networks import BoundedNormal
 from fosp_core.agent.replay import SequenceReplay, hold_rows
 from fosp_core.dataset import load_dataset
 from fosp_core.finetune import Learner, PexPolicy, expand_policy
+from fosp_core.finetune_run import control_counts
 from fosp_core.train import pretrain
 from tests.agent_helpers import (
     fosp_process,
@@ -593,6 +594,46 @@ def test_finetune_deterministic_acting_takes_the_policy_mode(pretrained, tmp_pat
     n = min(len(expected["action"]), len(recorded["action"]))
     same = np.allclose(recorded["action"][:n], expected["action"][:n], atol=1e-6)
     assert same is deterministic
+    # The offline control rolled out the pretrained policy alone on the same layout, acting
+    # the same way: deterministically, the very episode fine-tuning acted.
+    entry = report["log"][0]
+    assert report["offline_control"] == control_counts(report["log"])
+    if deterministic:
+        assert entry["offline_violation"] == bool(expected["cost"].any()) == entry["violation"]
+        assert report["offline_control"] == {"trajectories": 1, "violating": int(
+            entry["violation"]), "added": 0, "avoided": 0}
+
+
+def test_offline_control_is_the_pretrained_policy_and_leaves_the_random_state(pretrained):
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.finetune_run import OfflineControl, rollout
+    from fosp_core.train import load_run_config
+
+    run, _ = pretrained
+    before = torch.get_rng_state()
+    control = OfflineControl(run, load_run_config(run), None, "cpu", seed=0)
+    env = SafeReachEnv(task="safereach-more-obstacles", obs_mode="state")
+    try:
+        flags = [control.violates(env, episode, False, False) for episode in range(4)]
+        assert torch.equal(torch.get_rng_state(), before)  # fine-tuning draws as without it
+        expected = []
+        policy = PexPolicy.from_run(run, pex=False)
+        for episode in range(4):  # sampled acting, from the episode seed
+            torch.manual_seed(episode)
+            arrays, _, _ = rollout(env, policy, episode, False, False)
+            expected.append(bool(arrays["cost"].any()))
+    finally:
+        env.close()
+    assert flags == expected
+
+
+def test_control_counts_by_hand():
+    log = [{"violation": v, "offline_violation": o}
+           for v, o in [(True, True), (True, False), (False, True), (False, False),
+                        (True, False)]]
+    # offline violated on 2; fine-tuning violated where it did not on 2, avoided 1
+    assert control_counts(log) == {"trajectories": 5, "violating": 2, "added": 2, "avoided": 1}
+    assert control_counts([{"violation": True}]) is None  # a run from before the control
 
 
 def test_bounded_normal_actor_through_pretraining_expansion_and_acting(tmp_path):
