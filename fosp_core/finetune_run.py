@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from fosp_core.agent.config import AgentConfig
 from fosp_core.collect import record_episode
 from fosp_core.finetune import (
     POLICIES,
@@ -91,7 +92,8 @@ class OfflineControl:
     seed) and with the same config overrides, and leaves the global random state as it found
     it, so the fine-tuning run itself is the same with or without it."""
 
-    def __init__(self, run: Path, config, overrides: dict | None, device: str, seed: int):
+    def __init__(self, run: Path, config: AgentConfig, overrides: dict | None, device: str,
+                 seed: int):
         import torch
 
         with torch.random.fork_rng(devices=[]):  # building an Agent draws initial weights
