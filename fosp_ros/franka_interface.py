@@ -23,14 +23,13 @@ import time
 
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from rclpy.subscription import Subscription
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
 from fosp_core.shield import SafetyShield, ShieldOutput
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, pose_from_msg, pose_to_msg
-from fosp_ros.runtime import config_parameter, run_nodes
+from fosp_ros.runtime import config_parameter, run_nodes, source_timestamp, subscribe_with_info
 
 
 class FrankaInterface(Node):
@@ -44,12 +43,8 @@ class FrankaInterface(Node):
         self.status_pub = self.create_publisher(String, topics.shield_status, 10)
         self.executed_pub = self.create_publisher(Float32MultiArray, topics.executed_action, 10)
         self.create_subscription(PoseStamped, topics.pose, self._on_pose, 10)
-        if hasattr(Subscription, "CallbackType"):  # rclpy >= Iron: two-argument callbacks
-            self.create_subscription(Float32MultiArray, topics.action, self._on_action, 10)
-        else:
+        if not subscribe_with_info(self, Float32MultiArray, topics.action, self._on_action, 10):
             self.get_logger().warning("this rclpy gives no message info: action ages unchecked")
-            self.create_subscription(Float32MultiArray, topics.action,
-                                     lambda msg: self._on_action(msg, None), 10)
         self.create_service(Trigger, "/fosp/stop", self._on_stop)
         self.create_service(Trigger, "/fosp/resume", self._on_resume)
         self.create_service(Trigger, "/fosp/home", self._on_home)
@@ -114,7 +109,7 @@ class FrankaInterface(Node):
 def message_age(info) -> float:
     """Seconds since the publisher wrote the message, from its DDS source timestamp (system
     clock, ns); 0 where there is none. Negative (the publisher's clock is ahead) counts as 0."""
-    stamp = (info or {}).get("source_timestamp") or 0
+    stamp = source_timestamp(info)
     return max(0.0, (time.time_ns() - stamp) * 1e-9) if stamp > 0 else 0.0
 
 

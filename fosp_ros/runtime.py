@@ -17,6 +17,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
 
 # How long the executor may wait before run_nodes looks at its stop flag again: the most a
 # SIGINT/SIGTERM waits to be noticed.
@@ -75,3 +76,19 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
 def config_parameter(node: Node) -> str:
     """The ``config`` parameter of every fosp node: the project YAML's path ('' = default)."""
     return node.declare_parameter("config", "").get_parameter_value().string_value
+
+
+def subscribe_with_info(node: Node, msg_type, topic: str, callback, depth: int) -> bool:
+    """Subscribe ``callback(msg, info)``, info being the message info (its DDS source
+    timestamp). rclpy before Iron (Humble) hands callbacks no info: there ``info`` is None.
+    Returns whether the info is given."""
+    if hasattr(Subscription, "CallbackType"):  # rclpy >= Iron: two-argument callbacks
+        node.create_subscription(msg_type, topic, callback, depth)
+        return True
+    node.create_subscription(msg_type, topic, lambda msg: callback(msg, None), depth)
+    return False
+
+
+def source_timestamp(info) -> int:
+    """When the publisher wrote the message (its system clock, ns); 0 where unknown."""
+    return (info or {}).get("source_timestamp") or 0

@@ -17,11 +17,18 @@ one is over, so a row holds the latest observation, the previous action, and the
 since it was sent (a flag seen at any point counts). A timer would drift against the action
 stream and pair observations with the wrong actions. Every trajectory is written atomically
 when its episode ends, so a killed recorder loses at most the episode in progress.
+
+An executed action whose DDS source timestamp is older than the episode's "start" is not a
+step of it: a recorder that lags may handle "start" before the previous episode's last
+actions. The timestamp is ``franka_interface``'s system clock; on another machine, the two
+clocks must agree (chrony or PTP). rclpy before Iron (Humble) gives no timestamp, and there
+every action after "start" counts.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -35,7 +42,7 @@ from fosp_core.images import to_policy_image
 from fosp_core.state_layout import STATE_DIM
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, image_from_msg, pose_from_msg
-from fosp_ros.runtime import config_parameter, run_nodes
+from fosp_ros.runtime import config_parameter, run_nodes, source_timestamp, subscribe_with_info
 
 ACTION_QUEUE = 100  # 10 s of actions at the control rate
 
@@ -59,14 +66,15 @@ class Recorder(Node):
         self._pending: np.ndarray | None = None  # last action, its step not yet recorded
         self._labels = np.zeros(2)  # max over the current step
         self._rows: list[dict] | None = None  # None: not recording
+        self._started_ns = 0  # when the episode being recorded started (system clock)
 
         t = self.cfg.ros.topics
         self.create_subscription(Image, t.image, self._on_image, 10)
         self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
         # Every action is a row: a recorder that falls behind must queue them, not drop them.
-        self.create_subscription(Float32MultiArray, t.executed_action, self._on_action,
-                                 ACTION_QUEUE)
+        subscribe_with_info(self, Float32MultiArray, t.executed_action, self._on_action,
+                            ACTION_QUEUE)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, ACTION_QUEUE)
         self.create_subscription(String, t.episode, self._on_episode, 10)
         self.create_service(Trigger, "/fosp/record/start", self._service(self.start))
@@ -88,12 +96,17 @@ class Recorder(Node):
         with self._lock:
             self._state = array_from_msg(msg)
 
-    def _on_action(self, msg: Float32MultiArray) -> None:
+    def _on_action(self, msg: Float32MultiArray, info) -> None:
         action = array_from_msg(msg)
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             return  # franka_interface reports none such; a stray publisher's is no step
         with self._lock:
             if self._rows is None:
+                return
+            if 0 < source_timestamp(info) < self._started_ns:
+                # Carried out before "start", handled after it: a recorder that lags (or the
+                # multi-threaded executor taking "start" first) must not put the previous
+                # episode's last actions into this one.
                 return
             self._close_step()
             self._pending = np.clip(action, -1.0, 1.0)
@@ -138,6 +151,7 @@ class Recorder(Node):
             if obs is None:
                 return "no image or pose received yet"
             self._rows = [dict(obs, action=np.zeros(6), reward=0.0, cost=0.0)]
+            self._started_ns = time.time_ns()
             self._pending, self._labels = None, np.zeros(2)
         self._report(f"recording episode {len(self.writer)}")
         return "recording"

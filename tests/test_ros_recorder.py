@@ -122,3 +122,33 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         client.close()
         procs["recorder"].stop()  # killed on purpose: its exit code is -9
         stop_all([p for name, p in procs.items() if name != "recorder"])
+
+
+def test_recorder_drops_actions_carried_out_before_its_episode_started(tmp_path):
+    # A recorder that lags may handle "start" before the previous episode's last executed
+    # actions (the multi-threaded executor takes callbacks in any order): those must not
+    # become the new episode's first steps. CI once saw three of them in a stopped episode.
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from fosp_teleop.recorder import Recorder
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=new_domain_id())
+    node = Recorder(context=context, parameter_overrides=[
+        Parameter("out", value=str(tmp_path / "demos"))])
+    try:
+        node._image, node._pose = np.zeros((64, 64, 3), np.uint8), np.zeros(6, np.float32)
+        assert node.start() == "recording"
+        started = node._started_ns
+        right = array_to_msg([0, 1, 0, 0, 0, 0])
+        node._on_action(right, {"source_timestamp": started - 1_000_000})  # before: dropped
+        node._on_action(right, {"source_timestamp": started + 1_000_000})  # after: a step
+        node._on_action(right, None)  # no info (rclpy before Iron): a step
+        node._on_action(right, {"source_timestamp": 0})  # no stamp: a step
+        assert node.stop().startswith("saved")
+        arrays, _ = read_trajectory(tmp_path / "demos" / "traj_000000.npz")
+        assert len(arrays["action"]) == 1 + 3
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
