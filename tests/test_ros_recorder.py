@@ -92,7 +92,10 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         state, pose = arrays["state"][:, :3], arrays["pose"][:, :3]
         for i, position in enumerate(state):
             nearby = pose[max(0, i - 3):i + 4]
-            assert np.abs(nearby - position).max(axis=1).min() < 0.002, (i, position, nearby)
+            # Row 0 has no earlier row to hold the pose its state may lag (CI saw the state one
+            # 2 cm step behind there): within a step of the arm's first recorded poses.
+            tolerance = 0.025 if i == 0 else 0.002
+            assert np.abs(nearby - position).max(axis=1).min() < tolerance, (i, position, nearby)
         assert state[-1, 1] - state[0, 1] > 0.05
 
         # Second episode, with the shield stopped: the operator pushes left, the arm holds,
