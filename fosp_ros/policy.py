@@ -13,7 +13,8 @@ it, and the shield holds the arm. Each row stores the action the arm carried out
 where the shield held the arm (a latched stop, a stale action), so the learner never pairs an
 action with a motion that did not happen; ``shield_held`` in the trajectory's meta counts such
 steps. The reports are matched to the actions in order when the episode ends (one may arrive
-after the next tick: a late tick is followed by an immediate one).
+after the next tick: a late tick is followed by an immediate one); a report stamped before the
+episode's reset belongs to the previous episode and is dropped.
 
 Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
@@ -43,7 +44,7 @@ from fosp_core.finetune import EpisodeLog, PexPolicy, weights_from_bytes
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
-from fosp_ros.runtime import config_parameter, run_nodes
+from fosp_ros.runtime import config_parameter, run_nodes, source_timestamp, subscribe_with_info
 
 # Weights are published once per round and must reach a policy that starts later.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -67,6 +68,7 @@ class Policy(Node):
         self._obs_time: dict[str, float] = {}  # when each input last arrived (monotonic)
         self._labels = np.zeros(2)
         self._executed: list[np.ndarray] = []  # franka_interface's reports, this episode
+        self._started_ns = 0  # when this episode's reports began to count (system clock)
         self.size = self.cfg.env.image_size
         self.steps_per_episode = self.cfg.env.episode_steps
         self.period = 1.0 / self.cfg.ros.control_rate_hz
@@ -86,7 +88,7 @@ class Policy(Node):
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
         # Every report counts (they are matched to the actions in order): queue a stall's worth.
-        self.create_subscription(Float32MultiArray, t.executed_action, self._on_executed, 100)
+        subscribe_with_info(self, Float32MultiArray, t.executed_action, self._on_executed, 100)
         self.create_subscription(UInt8MultiArray, "/fosp/weights", self._on_weights, LATCHED)
         self.action_pub = self.create_publisher(Float32MultiArray, t.action, 10)
         self.pex_pub = self.create_publisher(Float32MultiArray, "/fosp/pex", 10)
@@ -119,8 +121,13 @@ class Policy(Node):
         with self._lock:
             self._labels = np.maximum(self._labels, array_from_msg(msg)[:2])
 
-    def _on_executed(self, msg: Float32MultiArray) -> None:
+    def _on_executed(self, msg: Float32MultiArray, info) -> None:
         with self._lock:
+            # A report of the previous episode's last action can arrive after the reset
+            # (a lagging executor): it would shift every report by one, so it is dropped
+            # by its DDS source timestamp. Without one (Humble) every report counts.
+            if 0 < source_timestamp(info) < self._started_ns:
+                return
             self._executed.append(array_from_msg(msg).astype(np.float32))
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
@@ -240,6 +247,7 @@ class Policy(Node):
             first = dict(self._obs)
             self._labels = np.zeros(2)
             self._executed = []  # reports of this episode's actions from here on
+            self._started_ns = time.time_ns()
         self.policy.reset()
         self._episode = {"t": 0,
                          "rows": [dict(first, action=np.zeros(6, np.float32), reward=0.0,

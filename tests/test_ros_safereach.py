@@ -280,3 +280,36 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
         node.close()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_the_policy_drops_reports_of_actions_sent_before_its_episode(tiny_run):
+    """A report of the previous episode's last action, handled after the reset, must not
+    become the new episode's first executed action (it would shift every row by one)."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from fosp_ros.conversions import array_to_msg
+    from fosp_ros.policy import Policy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=new_domain_id())
+    node = Policy(context=context, parameter_overrides=[
+        Parameter("config", value=str(tiny_run / "graph.yaml")),
+        Parameter("run", value=str(tiny_run / "run")), Parameter("autostart", value=False)])
+    try:
+        for key in ("image", "pose", "state"):
+            node._set_obs(key, np.zeros(node.policy.config.state_dim if key == "state"
+                                        else 6 if key == "pose" else (64, 64, 3), np.float32))
+        node._on_reset_done(None)
+        assert node._episode is not None
+        started = node._started_ns
+        right, up = array_to_msg([0, 1, 0, 0, 0, 0]), array_to_msg([0, 0, 1, 0, 0, 0])
+        node._on_executed(right, {"source_timestamp": started - 1_000_000})  # before: dropped
+        node._on_executed(up, {"source_timestamp": started + 1_000_000})
+        node._on_executed(up, None)  # no info (rclpy before Iron): counts
+        rows = node._episode["rows"] + [{"action": np.ones(6, np.float32)} for _ in range(2)]
+        assert node._executed_actions(rows) == 0
+        np.testing.assert_array_equal([row["action"] for row in rows[1:]], [[0, 0, 1, 0, 0, 0]] * 2)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
