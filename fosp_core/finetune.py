@@ -299,6 +299,10 @@ class EpisodeLog:
     vetoed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(POLICIES, 0))
     stopped_at: int | None = None  # the action the foresight stop began at
     held_at: int | None = None  # the action ``fosp.hold_on_success`` began at
+    # Per action, |P(online) - P(offline)| of eq. 21 as drawn from: 0 is a coin flip, 1 a
+    # certain choice. Acting by sampling, the two proposals' Q-tilde differ by ~0.002 (eq. 22
+    # divides by the largest return), so the draw is close to a coin flip (README).
+    margin: list[float] = field(default_factory=list)
 
     def add(self, decision: PolicyStep) -> None:
         t = len(self.policy)
@@ -310,10 +314,12 @@ class EpisodeLog:
         if decision.vetoed:
             self.vetoed[decision.vetoed] += 1
         self.policy.append(POLICIES.index(decision.chosen))
+        self.margin.append(float(abs(decision.probabilities[1] - decision.probabilities[0])))
 
     def meta(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "policy": self.policy, "stopped_at": self.stopped_at,
-                "vetoed": self.vetoed, "held_at": self.held_at}
+                "vetoed": self.vetoed, "held_at": self.held_at,
+                "choice_margin": float(np.mean(self.margin)) if self.margin else None}
 
 
 class PexPolicy:

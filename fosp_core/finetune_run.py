@@ -268,6 +268,7 @@ class Tally:
                 "violation": bool(arrays["cost"].any()),
                 "cost_regret": self.cost / max(1.0, self.steps),
                 "online_share": chosen["online"] / max(1, sum(chosen.values())),
+                "choice_margin": meta.get("choice_margin"),
                 "stopped": self.stopped[-1]}
 
     def row(self) -> dict[str, Any]:
@@ -490,6 +491,10 @@ def format_report(report: dict) -> str:
         lines.append(f"offline policy chose {lead_in:.0%} of the {LEAD_IN_ACTIONS} actions "
                      f"up to each violation's first cost "
                      f"({1 - report['during']['online_share']:.0%} of all actions)")
+    margins = [e["choice_margin"] for e in report["log"] if e.get("choice_margin") is not None]
+    if report["pex"] and margins:
+        lines.append(f"eq. 21's draw, mean |P(online) - P(offline)| per action: "
+                     f"{np.mean(margins):.3f} (0: a coin flip, 1: certain)")
     if report.get("foresight_stop", 0) > 0:
         shares = ", ".join(f"{row} {report[row]['stopped_rate']:.0%}"
                            for row in ("before", "during", "after"))

@@ -386,6 +386,9 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
             low, high = report[row][f"{name}_ci"]
             assert low <= report[row][f"{name}_rate"] <= high and high - low > 0.5  # <= 2 episodes
     assert 0.0 <= report["log"][-1]["online_share"] <= 1.0
+    margins = [entry["choice_margin"] for entry in report["log"]]
+    assert all(0.0 <= m <= 1.0 for m in margins)
+    assert f"per action: {np.mean(margins):.3f}" in text
     # Each round's training statistics: in short in the log, all of them in OUT/tb.
     assert {"loss", "actor_loss", "lagrange", "v_cost"} <= set(report["log"][-1]["train"])
     actor_loss = tb_scalars(out / "tb", "finetune/ac/actor_loss")

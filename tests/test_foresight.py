@@ -229,18 +229,21 @@ def test_hold_on_success_holds_still_from_the_first_touch_until_reset(pretrained
 def test_episode_log_records_where_the_stop_and_the_hold_began():
     from fosp_core.finetune import EpisodeLog, PolicyStep
 
-    def step(chosen, stopped=False, done=False, vetoed=""):
-        return PolicyStep(np.zeros(6, np.float32), chosen, np.full(2, np.nan), np.ones(2) / 2,
-                          stopped=stopped, vetoed=vetoed, done=done)
+    def step(chosen, stopped=False, done=False, vetoed="", p_online=0.5):
+        return PolicyStep(np.zeros(6, np.float32), chosen, np.full(2, np.nan),
+                          np.array([1 - p_online, p_online]), stopped=stopped, vetoed=vetoed,
+                          done=done)
 
     log = EpisodeLog()
-    for decision in [step("offline", vetoed="online"), step("online", done=True),
-                     step("online", done=True, stopped=True), step("offline", stopped=True,
-                                                                   done=True)]:
+    for decision in [step("offline", vetoed="online", p_online=0.0), step("online", done=True),
+                     step("online", done=True, stopped=True, p_online=0.9),
+                     step("offline", stopped=True, done=True, p_online=0.4)]:
         log.add(decision)
-    assert log.meta() == {"chosen": {"offline": 2, "online": 2}, "policy": [0, 1, 1, 0],
-                          "stopped_at": 2, "vetoed": {"offline": 0, "online": 1},
-                          "held_at": 1}
+    # choice_margin: mean |P(online) - P(offline)| = (1 + 0 + 0.8 + 0.2) / 4 = 0.5
+    meta = log.meta()
+    assert meta.pop("choice_margin") == pytest.approx(0.5)
+    assert meta == {"chosen": {"offline": 2, "online": 2}, "policy": [0, 1, 1, 0],
+                    "stopped_at": 2, "vetoed": {"offline": 0, "online": 1}, "held_at": 1}
 
 
 def test_rollout_and_rates_report_the_stop(pretrained):
