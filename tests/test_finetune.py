@@ -565,6 +565,23 @@ def test_pex_ranking_benchmark_runs(pretrained):
     assert 0 <= int(share) <= 100
 
 
+def test_pex_guard_benchmark_pins_the_draw_and_restores_the_library(pretrained):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run, _ = pretrained
+    out = subprocess.run([sys.executable, "benchmarks/pex_guard.py", "--run", str(run),
+                          "--episodes", "1", "--settings", "offline,online,10:1"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()[2:5]}
+    assert rows["offline"][2] == "0%" and rows["online"][2] == "100%"  # the pinned draws
+    assert rows["offline"][3] == rows["online"][3] == "1.000"
+    assert 0.0 <= float(rows["10:1"][3]) <= 1.0
+
+
 def test_finetuning_config_overrides(pretrained):
     run, data = pretrained
     overrides = {"fosp": {"online_actor_init": "copy", "pex_temperature": 50.0}}
