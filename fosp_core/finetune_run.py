@@ -491,7 +491,9 @@ def format_report(report: dict) -> str:
         lines.append(f"offline policy chose {lead_in:.0%} of the {LEAD_IN_ACTIONS} actions "
                      f"up to each violation's first cost "
                      f"({1 - report['during']['online_share']:.0%} of all actions)")
-    margins = [e["choice_margin"] for e in report["log"] if e.get("choice_margin") is not None]
+    # a report built outside ``finetune`` (a test's, an older run's) may have no log
+    margins = [e["choice_margin"] for e in report.get("log", ())
+               if e.get("choice_margin") is not None]
     if report["pex"] and margins:
         lines.append(f"eq. 21's draw, mean |P(online) - P(offline)| per action: "
                      f"{np.mean(margins):.3f} (0: a coin flip, 1: certain)")
