@@ -86,16 +86,19 @@ def test_recorder_writes_episodes_and_survives_a_kill(tmp_path):
         assert np.allclose(arrays["action"][1:], right)
         assert arrays["pose"][-1, 1] - arrays["pose"][0, 1] > 0.05
         assert arrays["image"].shape[1:] == (64, 64, 3) and arrays["image"].std() > 0
-        # state and pose arrive on separate topics, so a row may pair them a step or two apart
-        # (CI once saw the state two steps behind). Every recorded state must still be a pose
-        # the arm had within a few rows, and the state must follow the arm sideways.
+        # state and pose arrive on separate topics, and each row holds the latest of each, so a
+        # row may pair them a step or two apart, and a loaded machine may deliver one pose late
+        # enough that no row holds it (CI saw rows 1 and 2 with the same pose and row 1's state
+        # the skipped pose between them). Every recorded state must still lie on the arm's path
+        # through the poses of the rows around it, and the state must follow the arm sideways.
         state, pose = arrays["state"][:, :3], arrays["pose"][:, :3]
         for i, position in enumerate(state):
             nearby = pose[max(0, i - 3):i + 4]
             # Row 0 has no earlier row to hold the pose its state may lag (CI saw the state one
             # 2 cm step behind there): within a step of the arm's first recorded poses.
-            tolerance = 0.025 if i == 0 else 0.002
-            assert np.abs(nearby - position).max(axis=1).min() < tolerance, (i, position, nearby)
+            margin = 0.025 if i == 0 else 0.002
+            low, high = nearby.min(axis=0) - margin, nearby.max(axis=0) + margin
+            assert np.all((low <= position) & (position <= high)), (i, position, nearby)
         assert state[-1, 1] - state[0, 1] > 0.05
 
         # Second episode, with the shield stopped: the operator pushes left, the arm holds,
