@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from fosp_core.finetune_run import evaluate_finetuned, is_finetuned
+    from fosp_core.finetune_run import LEAD_IN_ACTIONS, evaluate_finetuned, is_finetuned
     from fosp_core.train import evaluate
 
     _check_device(args.device)
@@ -136,6 +137,12 @@ def _eval(args: argparse.Namespace) -> int:
           f"violation {result['violation_rate']:.0%} (95% CI {v_low:.0%}-{v_high:.0%}), "
           f"reward return {result['reward_return']:.2f}, "
           f"cost return {result['cost_return']:.2f}")
+    if result.get("expansion"):
+        lead_in = result["lead_in_offline_share"]
+        print(f"  eq. 21 chose the online policy for {result['online_share']:.0%} of all "
+              "actions" + ("" if math.isnan(lead_in) else
+                           f"; the offline one for {lead_in:.0%} of the actions leading into "
+                           f"the violations ({LEAD_IN_ACTIONS} up to each first cost)"))
     for row in result.get("per_layout", []):
         if row["violation"] or not row["success"]:
             print(f"  target {row['target_index']}, obstacles {row['obstacle_indices']}: "

@@ -164,22 +164,28 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
                     progress: str = "", layouts: list | None = None) -> dict[str, Any]:
     """Deterministic episodes ``seed``, ``seed + 1``, ...; ``progress`` names a progress bar.
     The result's ``layouts`` counts the distinct layouts among them (see ``train.evaluate``).
-    Given a list of ``layouts``, one episode on each of them instead, and ``per_layout``."""
+    Given a list of ``layouts``, one episode on each of them instead, and ``per_layout``.
+    With expansion (``expansion``), ``lead_in_offline_share`` says which policy eq. 21 chose
+    for the actions leading into the violations: a fine-tuned run that violates where its
+    offline policy would not have is told apart from one whose frozen policy does."""
     from tqdm import tqdm
 
     episodes = len(layouts) if layouts else episodes
-    runs, stopped, drawn, per_layout = [], [], set(), []
+    runs, choices, stopped, drawn, per_layout = [], [], [], set(), []
     for k in tqdm(range(episodes), desc=progress, unit="ep", disable=not progress,
                   leave=False):
         arrays, meta, chosen = rollout(env, policy, seed + k, deterministic=True, render=False,
                                        layout=layouts[k] if layouts else None)
         runs.append((arrays, chosen))
+        choices.append((arrays, meta["policy"]))
         stopped.append(meta["stopped_at"] is not None)
         drawn.add(env.layout.key)
         if layouts:
             per_layout.append(layout_outcome(env.layout, arrays["reward"].sum() > 0,
                                              arrays["cost"]))
-    result = dict(episode_rates(runs, stopped), layouts=len(drawn))
+    result = dict(episode_rates(runs, stopped), layouts=len(drawn),
+                  expansion=policy.offline_actor is not None,
+                  lead_in_offline_share=lead_in_offline_share(choices))
     return dict(result, per_layout=per_layout) if layouts else result
 
 

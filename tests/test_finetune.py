@@ -416,8 +416,13 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
                      "--episodes", "1", "--json", *kept]) == 0
         evaluated = json.loads(capsys.readouterr().out)
         for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
-                    "online_share", "layouts"):
-            assert evaluated[key] == pytest.approx(report["after"][key]), (kept, key)
+                    "online_share", "layouts", "lead_in_offline_share"):
+            assert evaluated[key] == pytest.approx(report["after"][key], nan_ok=True), (
+                kept, key)
+    assert main(["eval", "--run", str(out), "--task", "safereach-more-obstacles",
+                 "--episodes", "1"]) == 0
+    said = f"eq. 21 chose the online policy for {report['after']['online_share']:.0%} of all"
+    assert said in capsys.readouterr().out
     # --each-layout on a fine-tuned run: one episode on each layout given. On the after
     # row's layout, reset with its seed, it repeats that row's episode.
     from fosp_core.envs.safereach import TASKS, SafeReachEnv, all_layouts
@@ -706,3 +711,25 @@ def test_state_actor_inputs_through_expansion_acting_and_finetuning(tmp_path, ac
     step = policy.step({"state": obs}, deterministic=True)
     chosen = offline if step.chosen == "offline" else online
     assert np.allclose(step.action, chosen[0].numpy(), atol=1e-6)
+
+
+def test_eval_says_which_policy_led_into_the_violations(pretrained):
+    # With the offline actor a copy of the online one, both propose the same action, eq. 21
+    # ties and its most likely choice is index 0: the offline policy takes every action, so
+    # it led into every violation. Without expansion the online policy takes them all.
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.finetune_run import evaluate_policy
+
+    run, _ = pretrained
+    env = SafeReachEnv(task="safereach-more-obstacles", obs_mode="state")
+    tied = PexPolicy.from_run(run, pex=True)
+    tied.offline_actor.load_state_dict(tied.agent.actor_critic.actor.state_dict())
+    direct = PexPolicy.from_run(run, pex=False)
+    results = [evaluate_policy(env, policy, 6, 0) for policy in (tied, direct)]
+    env.close()
+    for result, expansion, share, lead_in in ((results[0], True, 0.0, 1.0),
+                                              (results[1], False, 1.0, 0.0)):
+        assert result["violation_rate"] > 0  # the tiny agent collides: there is a lead-in
+        assert result["expansion"] is expansion
+        assert result["online_share"] == share
+        assert result["lead_in_offline_share"] == lead_in
