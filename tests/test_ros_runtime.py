@@ -71,3 +71,34 @@ def test_a_bad_config_or_parameter_is_one_line_and_exit_code_2(params, message, 
         node.stop()
     log = node.log()
     assert code == 2 and message in log and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("humble", [False, True], ids=["iron-and-later", "humble"])
+def test_subscribe_with_info_delivers_messages_with_and_without_the_info(humble, monkeypatch):
+    # Humble's rclpy has no Subscription.CallbackType and calls every callback with the message
+    # alone. Hiding the attribute from runtime takes the Humble branch against this real rclpy,
+    # which then sees a one-argument callback and passes the message alone, as Humble does.
+    from std_msgs.msg import Float32MultiArray
+
+    from fosp_ros import runtime
+
+    if humble:
+        monkeypatch.setattr(runtime, "Subscription", object)
+    client = RosClient(new_domain_id())
+    got = []
+    try:
+        given = runtime.subscribe_with_info(client.node, Float32MultiArray, "probe",
+                                            lambda msg, info: got.append((list(msg.data), info)), 10)
+        publisher = client.node.create_publisher(Float32MultiArray, "probe", 10)
+        msg = Float32MultiArray(data=[1.0, 2.0])
+        sent_ns = time.time_ns()
+        wait_for(lambda: publisher.publish(msg) or bool(got), 10, "the probe message")
+    finally:
+        client.close()
+    data, info = got[0]
+    assert data == [1.0, 2.0]
+    assert given is not humble
+    if humble:
+        assert info is None and runtime.source_timestamp(info) == 0
+    else:
+        assert abs(runtime.source_timestamp(info) - sent_ns) < 5e9
