@@ -87,8 +87,10 @@ def test_subscribe_with_info_delivers_messages_with_and_without_the_info(humble,
     client = RosClient(new_domain_id())
     got = []
     try:
-        given = runtime.subscribe_with_info(client.node, Float32MultiArray, "probe",
-                                            lambda msg, info: got.append((list(msg.data), info)), 10)
+        def on_probe(msg, info):
+            got.append((list(msg.data), info))
+
+        given = runtime.subscribe_with_info(client.node, Float32MultiArray, "probe", on_probe, 10)
         publisher = client.node.create_publisher(Float32MultiArray, "probe", 10)
         msg = Float32MultiArray(data=[1.0, 2.0])
         sent_ns = time.time_ns()
