@@ -201,7 +201,11 @@ def test_the_policy_waits_while_its_input_is_stale(tiny_run):
     arrays, _ = trajectory_from_bytes(trajectories[0])
     assert len(arrays["action"]) == 61  # every step of the episode, none lost to the stall
     report = next(s for s in status if s.startswith("episode 1:"))
-    assert int(report.split("stale_ticks=", 1)[1].split()[0]) >= 10, report
+    # About 20 ticks fall in the 2 s past max_obs_age at 10 Hz when the node runs on time
+    # (20-22 measured alone), but a busy machine delays the timer and rclpy does not replay
+    # missed ticks: a 2-core clean-clone suite once counted 7. The check above that no action
+    # arrived is the safety property; this one asks that the node reported the wait.
+    assert int(report.split("stale_ticks=", 1)[1].split()[0]) >= 3, report
 
 
 def test_steps_the_shield_held_are_stored_as_what_the_arm_did(tiny_run):
