@@ -44,7 +44,13 @@ from fosp_core.finetune import EpisodeLog, PexPolicy, weights_from_bytes
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
-from fosp_ros.runtime import config_parameter, run_nodes, source_timestamp, subscribe_with_info
+from fosp_ros.runtime import (
+    config_parameter,
+    published_at,
+    run_nodes,
+    source_timestamp,
+    subscribe_with_info,
+)
 
 # Weights are published once per round and must reach a policy that starts later.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -65,7 +71,7 @@ class Policy(Node):
         self._pending_weights: dict | None = None
         self._lock = threading.Lock()
         self._obs: dict[str, np.ndarray] = {}
-        self._obs_time: dict[str, float] = {}  # when each input last arrived (monotonic)
+        self._obs_time: dict[str, float] = {}  # when each input was published (monotonic)
         self._labels = np.zeros(2)
         self._executed: list[np.ndarray] = []  # franka_interface's reports, this episode
         self._started_ns = 0  # when this episode's reports began to count (system clock)
@@ -83,9 +89,9 @@ class Policy(Node):
         self._awaiting: tuple[int, float] | None = None  # (count at episode end, since when)
 
         t = self.cfg.ros.topics
-        self.create_subscription(Image, t.image, self._on_image, 10)
-        self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
-        self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
+        subscribe_with_info(self, Image, t.image, self._on_image, 10)
+        subscribe_with_info(self, PoseStamped, t.pose, self._on_pose, 10)
+        subscribe_with_info(self, Float32MultiArray, t.sim_state, self._on_state, 10)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
         # Every report counts (they are matched to the actions in order): queue a stall's worth.
         subscribe_with_info(self, Float32MultiArray, t.executed_action, self._on_executed, 100)
@@ -104,18 +110,23 @@ class Policy(Node):
         self.create_timer(self.period, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
 
     # ---- inputs ------------------------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
-        self._set_obs("image", to_policy_image(image_from_msg(msg), self.size))
+    def _on_image(self, msg: Image, info) -> None:
+        self._set_obs("image", to_policy_image(image_from_msg(msg), self.size), info)
 
-    def _on_pose(self, msg: PoseStamped) -> None:
-        self._set_obs("pose", pose_from_msg(msg).astype(np.float32))
+    def _on_pose(self, msg: PoseStamped, info) -> None:
+        self._set_obs("pose", pose_from_msg(msg).astype(np.float32), info)
 
-    def _on_state(self, msg: Float32MultiArray) -> None:
-        self._set_obs("state", array_from_msg(msg).astype(np.float32))
+    def _on_state(self, msg: Float32MultiArray, info) -> None:
+        self._set_obs("state", array_from_msg(msg).astype(np.float32), info)
 
-    def _set_obs(self, key: str, value: np.ndarray) -> None:
+    def _set_obs(self, key: str, value: np.ndarray, info) -> None:
+        # An input's age runs from when it was published, not from when this callback ran: a
+        # busy executor works through its queue late, and an old sample handled now is still
+        # old. A publisher whose clock lags by more than max_obs_age makes every input stale,
+        # and the policy waits.
+        published = published_at(info, time.monotonic(), time.time_ns())
         with self._lock:
-            self._obs[key], self._obs_time[key] = value, time.monotonic()
+            self._obs[key], self._obs_time[key] = value, published
 
     def _on_labels(self, msg: Float32MultiArray) -> None:
         with self._lock:

@@ -92,3 +92,15 @@ def subscribe_with_info(node: Node, msg_type, topic: str, callback, depth: int) 
 def source_timestamp(info) -> int:
     """When the publisher wrote the message (its system clock, ns); 0 where unknown."""
     return (info or {}).get("source_timestamp") or 0
+
+
+def published_at(info, now: float, now_ns: int) -> float:
+    """When the message was published, on the monotonic clock that ``now`` reads.
+
+    ``now_ns`` is the system clock at the same instant. The age comes from the DDS source
+    timestamp, the publisher's system clock, so it counts the time a message waited in a
+    queue; the two machines' clocks must agree (chrony / PTP). A timestamp from the future
+    (a publisher clock ahead) counts as just published; without one (Humble) the message
+    counts as published when received."""
+    stamp = source_timestamp(info)
+    return now - max(0.0, (now_ns - stamp) / 1e9) if stamp else now
