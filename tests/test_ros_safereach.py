@@ -208,7 +208,6 @@ def test_the_policy_waits_while_its_input_is_stale(tiny_run):
     assert int(report.split("stale_ticks=", 1)[1].split()[0]) >= 3, report
 
 
-
 def test_steps_the_shield_held_are_stored_as_what_the_arm_did(tiny_run):
     """With the shield stopped the policy still pushes +x, but the trajectory the learner gets
     holds zeros (franka_interface's executed actions) and counts the held steps."""
