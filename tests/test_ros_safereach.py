@@ -303,7 +303,8 @@ def test_the_policy_drops_reports_of_actions_sent_before_its_episode(tiny_run):
     try:
         for key in ("image", "pose", "state"):
             node._set_obs(key, np.zeros(node.policy.config.state_dim if key == "state"
-                                        else 6 if key == "pose" else (64, 64, 3), np.float32))
+                                        else 6 if key == "pose" else (64, 64, 3), np.float32),
+                          None)  # no message info: received now
         node._on_reset_done(None)
         assert node._episode is not None
         started = node._started_ns
