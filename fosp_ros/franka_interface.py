@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from fosp_core.shield import SafetyShield, ShieldOutput
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, pose_from_msg, pose_to_msg
-from fosp_ros.runtime import config_parameter, run_nodes, source_timestamp, subscribe_with_info
+from fosp_ros.runtime import config_parameter, message_age, run_nodes, subscribe_with_info
 
 
 class FrankaInterface(Node):
@@ -104,13 +104,6 @@ class FrankaInterface(Node):
         response.success = ok
         response.message = "homing" if ok else "refused: stopped (call /fosp/resume first)"
         return response
-
-
-def message_age(info) -> float:
-    """Seconds since the publisher wrote the message, from its DDS source timestamp (system
-    clock, ns); 0 where there is none. Negative (the publisher's clock is ahead) counts as 0."""
-    stamp = source_timestamp(info)
-    return max(0.0, (time.time_ns() - stamp) * 1e-9) if stamp > 0 else 0.0
 
 
 def main(args: list[str] | None = None) -> int:

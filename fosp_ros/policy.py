@@ -46,7 +46,7 @@ from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import (
     config_parameter,
-    published_at,
+    message_age,
     run_nodes,
     source_timestamp,
     subscribe_with_info,
@@ -124,7 +124,7 @@ class Policy(Node):
         # busy executor works through its queue late, and an old sample handled now is still
         # old. A publisher whose clock lags by more than max_obs_age makes every input stale,
         # and the policy waits.
-        published = published_at(info, time.monotonic(), time.time_ns())
+        published = time.monotonic() - message_age(info)
         with self._lock:
             self._obs[key], self._obs_time[key] = value, published
 

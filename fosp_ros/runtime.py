@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import rclpy
@@ -94,13 +95,10 @@ def source_timestamp(info) -> int:
     return (info or {}).get("source_timestamp") or 0
 
 
-def published_at(info, now: float, now_ns: int) -> float:
-    """When the message was published, on the monotonic clock that ``now`` reads.
-
-    ``now_ns`` is the system clock at the same instant. The age comes from the DDS source
-    timestamp, the publisher's system clock, so it counts the time a message waited in a
-    queue; the two machines' clocks must agree (chrony / PTP). A timestamp from the future
-    (a publisher clock ahead) counts as just published; without one (Humble) the message
-    counts as published when received."""
+def message_age(info) -> float:
+    """Seconds since the publisher wrote the message, from its DDS source timestamp (system
+    clock, ns), so a message that waited in a queue is not taken for a fresh one; the two
+    machines' clocks must agree (chrony / PTP). 0 where there is none (Humble). Negative (the
+    publisher's clock is ahead) counts as 0."""
     stamp = source_timestamp(info)
-    return now - max(0.0, (now_ns - stamp) / 1e9) if stamp else now
+    return max(0.0, (time.time_ns() - stamp) * 1e-9) if stamp > 0 else 0.0

@@ -106,16 +106,3 @@ def test_subscribe_with_info_delivers_messages_with_and_without_the_info(humble,
         # Written by this machine's clock between the first publish and the callback (the
         # first publishes may be lost to discovery, so no fixed latency is assumed).
         assert sent_ns <= runtime.source_timestamp(info) <= received_ns
-
-
-def test_published_at_counts_the_time_a_message_waited_in_a_queue():
-    """Hand-computed: at monotonic 100.0 s and system clock 50.0 s, a message stamped 48.5 s
-    was published 1.5 s ago, at 98.5; a stamp from the future counts as now; no stamp
-    (Humble) counts as received now."""
-    from fosp_ros.runtime import published_at
-
-    now, now_ns = 100.0, 50_000_000_000
-    assert published_at({"source_timestamp": 48_500_000_000}, now, now_ns) == pytest.approx(98.5)
-    assert published_at({"source_timestamp": 50_200_000_000}, now, now_ns) == now
-    assert published_at({"source_timestamp": 0}, now, now_ns) == now
-    assert published_at(None, now, now_ns) == now

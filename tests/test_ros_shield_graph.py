@@ -157,7 +157,7 @@ def test_actions_that_waited_in_a_queue_are_dropped(graph):
 
 
 def test_message_age_reads_the_source_timestamp_and_is_zero_without_one():
-    from fosp_ros.franka_interface import message_age
+    from fosp_ros.runtime import message_age
 
     now_ns = time.time_ns()
     assert message_age({"source_timestamp": now_ns - 1_500_000_000}) == pytest.approx(1.5, abs=0.2)
