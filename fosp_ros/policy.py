@@ -6,9 +6,10 @@ action with ``fosp_core.finetune.PexPolicy`` and publishes it; ``franka_interfac
 The finished trajectory (dataset row convention, labels from the labeler) goes to the learner
 on ``/fosp/trajectory`` as the bytes of a dataset file. New weights arrive on
 ``/fosp/weights`` at any time and are swapped in between episodes, so a fine-tuning round in the
-learner never stalls this loop. While the image, pose or state is older than
-``ros.max_obs_age`` (a stalled camera or robot stream), the episode waits instead of acting on
-it, and the shield holds the arm. Each row stores the action the arm carried out, as
+learner never stalls this loop. While the image, pose or state was published longer than
+``ros.max_obs_age`` ago (a stalled camera or robot stream, or a sample that waited in this
+node's queue), the episode waits instead of acting on it, and the shield holds the arm. Each
+row stores the action the arm carried out, as
 ``franka_interface`` reports it (``executed_action``, one report per action, in order): zeros
 where the shield held the arm (a latched stop, a stale action), so the learner never pairs an
 action with a motion that did not happen; ``shield_held`` in the trajectory's meta counts such
