@@ -58,3 +58,12 @@ def test_invalid_algo_and_obs_mode_are_rejected() -> None:
         from_dict(AgentConfig, {"obs_mode": "lidar"})
     with pytest.raises(ConfigError, match="actor_dist"):
         from_dict(AgentConfig, {"actor_critic": {"actor_dist": "beta"}})
+
+
+@pytest.mark.parametrize("section, key", [
+    ("fosp", "online_actor_init"), ("fosp", "online_actor_loss"),
+    ("actor_critic", "actor_input"), ("actor_critic", "latent_input"),
+])
+def test_every_choice_names_the_key_and_the_choices(section: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} must be one of \(.*got 'bogus'"):
+        from_dict(AgentConfig, {section: {key: "bogus"}})

@@ -249,14 +249,18 @@ class AgentConfig:
         return self.actor_critic.actor_input in ("observation", "obstacle_set")
 
     def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        if self.fosp.online_actor_init not in ONLINE_ACTOR_INITS:
-            raise ValueError(f"fosp.online_actor_init must be one of {ONLINE_ACTOR_INITS}, "
-                             f"got {self.fosp.online_actor_init!r}")
-        if self.fosp.online_actor_loss not in ONLINE_ACTOR_LOSSES:
-            raise ValueError(f"fosp.online_actor_loss must be one of {ONLINE_ACTOR_LOSSES}, "
-                             f"got {self.fosp.online_actor_loss!r}")
+        choices = {
+            "algo": (self.algo, ALGOS),
+            "obs_mode": (self.obs_mode, OBS_MODES),
+            "fosp.online_actor_init": (self.fosp.online_actor_init, ONLINE_ACTOR_INITS),
+            "fosp.online_actor_loss": (self.fosp.online_actor_loss, ONLINE_ACTOR_LOSSES),
+            "actor_critic.actor_dist": (self.actor_critic.actor_dist, ACTOR_DISTRIBUTIONS),
+            "actor_critic.actor_input": (self.actor_critic.actor_input, ACTOR_INPUTS),
+            "actor_critic.latent_input": (self.actor_critic.latent_input, LATENT_INPUTS),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         for name in ("online_success_weight", "online_hold_weight"):
             value = getattr(self.fosp, name)
             if not (math.isfinite(value) and value >= 0):
@@ -279,12 +283,6 @@ class AgentConfig:
             raise ValueError("fosp.foresight_horizon and fosp.foresight_samples must be >= 1, "
                              f"got {self.fosp.foresight_horizon} and "
                              f"{self.fosp.foresight_samples}")
-        if self.actor_critic.actor_dist not in ACTOR_DISTRIBUTIONS:
-            raise ValueError(f"actor_critic.actor_dist must be one of {ACTOR_DISTRIBUTIONS}, "
-                             f"got {self.actor_critic.actor_dist!r}")
-        if self.actor_critic.actor_input not in ACTOR_INPUTS:
-            raise ValueError(f"actor_critic.actor_input must be one of {ACTOR_INPUTS}, "
-                             f"got {self.actor_critic.actor_input!r}")
         if self.actor_reads_state and self.obs_mode != "state":
             raise ValueError(f"actor_critic.actor_input {self.actor_critic.actor_input!r} needs "
                              "obs_mode 'state' (an actor on raw images is not offered), "
@@ -292,13 +290,6 @@ class AgentConfig:
         if self.actor_critic.actor_input == "obstacle_set" and self.state_dim != STATE_DIM:
             raise ValueError(f"actor_critic.actor_input 'obstacle_set' reads the SafeReach "
                              f"state ({STATE_DIM} values), but state_dim is {self.state_dim}")
-        if self.actor_critic.latent_input not in LATENT_INPUTS:
-            raise ValueError(
-                f"actor_critic.latent_input must be one of {LATENT_INPUTS}, "
-                f"got {self.actor_critic.latent_input!r}"
-            )
-        if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
 
 
 def paper() -> AgentConfig:
