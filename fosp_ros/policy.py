@@ -82,6 +82,7 @@ class Policy(Node):
         self.running = bool(p["autostart"])
         self.episodes_done = 0
         self.step_ms: list[float] = []  # policy.step latency, for the benchmark
+        # Counted over every episode since the node started (each report gives the totals).
         self.late_ticks = 0  # episode ticks that started more than one period late
         self.stale_ticks = 0  # episode ticks skipped because an input was older than allowed
         self._episode: dict | None = None
