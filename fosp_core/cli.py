@@ -31,6 +31,10 @@ def _dataset_info(args: argparse.Namespace) -> int:
     from fosp_core.dataset import format_summary, load_dataset, plot_paths, plot_returns, summarize
 
     dataset = load_dataset(args.dir)
+    if not dataset.trajectories and not dataset.errors:
+        # A wrong path should not read as an empty dataset of zeros.
+        raise ValueError(f"{args.dir}: no traj_*.npz files (is it a `fosp collect --out` "
+                         "or recorder directory?)")
     summary = summarize(dataset)
     for path, plot in ((args.plot, plot_returns), (args.paths, plot_paths)):
         if path:

@@ -117,5 +117,8 @@ def test_cli_collect_and_info_json(tmp_path, capsys):
 def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["dataset", "info", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["dataset", "info", str(tmp_path / "empty")]) == 2
+    assert "no traj_*.npz files" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["collect", "--episodes", "2", "--out", str(tmp_path), "--mix", "lab"])
