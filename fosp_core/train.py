@@ -38,7 +38,7 @@ from fosp_core import distributed
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.replay import SequenceReplay
-from fosp_core.config import load_yaml, merge, save_yaml
+from fosp_core.config import load_yaml, merge, save_yaml, to_dict
 from fosp_core.shipped import SOURCE_NAME  # exported runs: where the weights came from
 from fosp_core.stats import wilson_interval
 
@@ -355,13 +355,34 @@ def load_agent(run_dir: str | os.PathLike, device: str = "cpu",
     """The trained agent of a run directory and the step it was saved at.
 
     ``overrides`` (nested, as for ``merge``) change the run's config first; ones that change
-    the networks' shapes fail when the weights are loaded. ``step`` picks kept weights.
+    the networks' shapes raise ``ValueError`` naming them. ``step`` picks kept weights.
     """
-    config = merge(load_run_config(run_dir), overrides or {})
+    saved = load_run_config(run_dir)
+    config = merge(saved, overrides or {})
     checkpoint = load_checkpoint(run_dir, step)
     agent = Agent(config, device)
-    agent.load_state_dict(checkpoint["agent"])
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+    except RuntimeError as err:
+        changed = _changed_keys(to_dict(saved), to_dict(config))
+        if not changed:
+            raise
+        first = next((line.strip() for line in str(err).splitlines()[1:]), str(err))
+        raise ValueError(f"{run_dir}: its weights do not fit the config with "
+                         f"{', '.join(changed)} changed: a trained run's network sizes are "
+                         f"fixed ({first})") from err
     return agent, int(checkpoint["step"])
+
+
+def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested config dicts."""
+    changed = []
+    for key, value in after.items():
+        if isinstance(value, dict) and isinstance(before.get(key), dict):
+            changed += _changed_keys(before[key], value, f"{prefix}{key}.")
+        elif before.get(key) != value:
+            changed.append(f"{prefix}{key}={value!r}")
+    return changed
 
 
 def _write_strip(frames: list[np.ndarray], path: Path, title: str) -> None:

@@ -83,6 +83,16 @@ def test_learning_rates_of_the_config_win_over_the_ones_saved_with_the_optimizer
                        saved["model"]["state"][0]["exp_avg"])
 
 
+def test_an_override_that_changes_a_network_size_is_named_in_a_clear_error(data_dir, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config()
+    pretrain(data_dir, run, config, steps=1, ckpt_every=1, progress=False)
+    with pytest.raises(ValueError, match=r"model\.deter=3.*network sizes are fixed"):
+        load_agent(run, overrides={"model": {"deter": 3}})
+    # An override that leaves the sizes alone still loads.
+    load_agent(run, overrides={"fosp": {"cost_max": 0.5}})
+
+
 def test_resume_gives_exactly_the_next_loss_of_an_uninterrupted_run(data_dir, tmp_path):
     config = tiny_config()
     straight = pretrain(data_dir, tmp_path / "a", config, steps=4, ckpt_every=3, progress=False)
