@@ -135,10 +135,15 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """
     config = load_run_config(run_dir)
     checkpoint = load_checkpoint(run_dir)
+    out = Path(out_dir)
+    if (out / CHECKPOINT_NAME).exists():
+        # Exporting over a run (its own included) would drop the optimiser and replay state
+        # that --resume needs; a shipped model is replaced by removing it first.
+        raise ValueError(f"{out}: already holds a {CHECKPOINT_NAME}; export to a new "
+                         "directory (remove the old export first to replace it)")
     modules = checkpoint["agent"]["modules"]
     if half:
         modules = {k: v.half() if v.dtype == torch.float32 else v for k, v in modules.items()}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(config, out / CONFIG_NAME)
     step = int(checkpoint["step"])

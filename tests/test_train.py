@@ -271,6 +271,12 @@ def test_export_keeps_float16_weights_that_act_like_the_run_and_cannot_be_resume
     assert main(["export", "--run", str(run), "--out", str(shipped),
                  "--command", "fosp pretrain --out A", "--command", "fosp extract --run A"]) == 0
     assert "exported" in capsys.readouterr().out
+    # Exporting over a run, its own included, would lose what --resume needs: refused.
+    before = (run / CHECKPOINT_NAME).read_bytes()
+    for out in (run, shipped):
+        assert main(["export", "--run", str(run), "--out", str(out)]) == 2
+        assert "already holds a checkpoint.pt" in capsys.readouterr().err
+    assert (run / CHECKPOINT_NAME).read_bytes() == before
 
     full, small = torch.load(run / CHECKPOINT_NAME, weights_only=True), \
         torch.load(shipped / CHECKPOINT_NAME, weights_only=True)
