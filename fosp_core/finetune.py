@@ -113,13 +113,19 @@ def weights_from_bytes(data: bytes) -> dict[str, Any]:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+def _check_expandable(config: AgentConfig) -> None:
+    if config.algo not in FOSP_ALGOS:
+        raise ValueError(f"policy expansion needs Q critics; algo {config.algo!r} has none "
+                         "(fine-tune it directly: `fosp finetune --no-pex`, or the learner "
+                         "node's pex:=false)")
+
+
 class Learner:
     """Fine-tunes an agent after each trajectory (Algorithm 1 lines 13-24)."""
 
     def __init__(self, agent: Agent, replay: SequenceReplay, pex: bool = True):
-        if agent.config.algo not in FOSP_ALGOS and pex:
-            raise ValueError(f"policy expansion needs Q critics; algo {agent.config.algo!r} "
-                             "has none (use pex=False for direct fine-tuning)")
+        if pex:
+            _check_expandable(agent.config)
         self.agent, self.replay, self.pex = agent, replay, pex
         self.offline_actor = expand_policy(agent) if pex else None
         agent.actor_critic.online = agent.config.algo in FOSP_ALGOS
@@ -347,12 +353,19 @@ class PexPolicy:
         return cls(from_dict(AgentConfig, weights["config"]), weights, device, seed)
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, pex: bool = True, device: str = "cpu",
+    def from_run(cls, run_dir: str | os.PathLike, pex: bool | None = True, device: str = "cpu",
                  seed: int = 0) -> PexPolicy:
-        """Acting weights straight from a pretrained run, expanded as ``Learner.from_run`` does."""
+        """Acting weights straight from a pretrained run, expanded as ``Learner.from_run`` does.
+
+        ``pex=None`` expands when the run has Q critics (a FOSP run) and acts directly when not.
+        """
         from fosp_core.train import load_agent
 
         agent, _ = load_agent(run_dir, device)
+        if pex is None:
+            pex = agent.config.algo in FOSP_ALGOS
+        elif pex:
+            _check_expandable(agent.config)
         torch.manual_seed(seed)
         offline = expand_policy(agent) if pex else None
         return cls(agent.config, acting_weights(agent, offline), device, seed)

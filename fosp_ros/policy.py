@@ -67,8 +67,9 @@ class Policy(Node):
             ("deterministic", False), ("device", "cpu"), ("seed", 0),
             ("wait_for_weights", True), ("weights_timeout", 300.0))}
         self.params = p
-        self.policy = PexPolicy.from_run(p["run"], device=p["device"], seed=p["seed"]) \
-            if p["run"] else None
+        # Until the learner's weights arrive: expanded if the run can be (a FOSP run).
+        self.policy = PexPolicy.from_run(p["run"], pex=None, device=p["device"],
+                                         seed=p["seed"]) if p["run"] else None
         self._pending_weights: dict | None = None
         self._lock = threading.Lock()
         self._obs: dict[str, np.ndarray] = {}

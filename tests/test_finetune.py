@@ -281,6 +281,17 @@ def test_direct_finetuning_has_no_offline_policy(pretrained):
         Learner(Agent(tiny_config(algo="dreamer")), learner.replay, pex=True)
 
 
+def test_a_run_without_q_critics_acts_directly_or_says_why_it_cannot_expand(tmp_path):
+    data = write_dataset(tmp_path / "data", episodes=3)
+    pretrain(data, tmp_path / "run", tiny_config(algo="safedreamer"), steps=1, progress=False)
+    with pytest.raises(ValueError, match="needs Q critics; algo 'safedreamer'"):
+        PexPolicy.from_run(tmp_path / "run")  # PEX asked for: refused before any step
+    policy = PexPolicy.from_run(tmp_path / "run", pex=None)  # the policy node's start
+    assert policy.offline_actor is None
+    policy.reset()
+    assert policy.step({"state": make_trajectory(0)["state"][0]}).chosen == "online"
+
+
 def test_add_trajectory_grows_the_one_replay(pretrained):
     run, data = pretrained
     learner = Learner.from_run(run, data)
