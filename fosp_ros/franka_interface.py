@@ -9,11 +9,13 @@ at the control rate lets the shield hold position when actions stop (watchdog) a
 Services (std_srvs/Trigger): ``/fosp/stop`` latches a stop, ``/fosp/resume`` clears it,
 ``/fosp/home`` returns to the start pose.
 
-Each action's age is its DDS source timestamp (the publisher's system clock) against this
-machine's clock, so an action that waited in a queue is not taken for a fresh one (see the
-shield's watchdog). With the policy on another machine the two clocks must agree to well
-under ``action_timeout`` (chrony or PTP, as the Franka setup asks anyway). rclpy before Iron
-(Humble) does not hand callbacks the message info; there the age is not checked.
+Each action's and each pose's age is its DDS source timestamp (the publisher's system clock)
+against this machine's clock, so one that waited in a queue is not taken for a fresh one (see
+the shield's watchdog and pose timeout): after a stall of this node, the queued old poses do
+not make the shield act on where the arm was. With the policy on another machine the two
+clocks must agree to well under ``action_timeout`` (chrony or PTP, as the Franka setup asks
+anyway). rclpy before Iron (Humble) does not hand callbacks the message info; there the ages
+are not checked.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ class FrankaInterface(Node):
         self.target_pub = self.create_publisher(PoseStamped, topics.target, 10)
         self.status_pub = self.create_publisher(String, topics.shield_status, 10)
         self.executed_pub = self.create_publisher(Float32MultiArray, topics.executed_action, 10)
-        self.create_subscription(PoseStamped, topics.pose, self._on_pose, 10)
+        subscribe_with_info(self, PoseStamped, topics.pose, self._on_pose, 10)
         if not subscribe_with_info(self, Float32MultiArray, topics.action, self._on_action, 10):
-            self.get_logger().warning("this rclpy gives no message info: action ages unchecked")
+            self.get_logger().warning("this rclpy gives no message info: the ages of actions "
+                                      "and poses are unchecked")
         self.create_service(Trigger, "/fosp/stop", self._on_stop)
         self.create_service(Trigger, "/fosp/resume", self._on_resume)
         self.create_service(Trigger, "/fosp/home", self._on_home)
@@ -55,9 +58,10 @@ class FrankaInterface(Node):
     def _now() -> float:
         return time.monotonic()
 
-    def _on_pose(self, msg: PoseStamped) -> None:
+    def _on_pose(self, msg: PoseStamped, info) -> None:
+        published = self._now() - message_age(info)
         with self._lock:
-            self.shield.update_pose(pose_from_msg(msg), self._now())
+            self.shield.update_pose(pose_from_msg(msg), published)
 
     def _on_action(self, msg: Float32MultiArray, info) -> None:
         age = message_age(info)

@@ -32,13 +32,15 @@ class Arm:
     def __init__(self, client):
         node = client.node
         self.lock = threading.Lock()
-        self.state = {"pose": None, "poses": 0, "status": [], "targets": []}
+        self.state = {"pose": None, "poses": 0, "status": [], "targets": [], "executed": []}
         node.create_subscription(PoseStamped, "/franka_robot_state_broadcaster/current_pose",
                                  self._on_pose, 10)
         node.create_subscription(String, "/fosp/shield_status",
                                  lambda m: self.state["status"].append(m.data), 10)
         node.create_subscription(PoseStamped, "/cartesian_impedance_controller/equilibrium_pose",
                                  lambda m: self.state["targets"].append(pose_from_msg(m)), 50)
+        node.create_subscription(Float32MultiArray, "/fosp/action/executed",
+                                 lambda m: self.state["executed"].append(list(m.data)), 10)
         self.actions = node.create_publisher(Float32MultiArray, "/fosp/action", 10)
         wait_for(lambda: self.state["pose"] is not None, 30, "the first pose from sim_robot")
         wait_for(lambda: self.actions.get_subscription_count() > 0, 30, "franka_interface")
@@ -132,7 +134,11 @@ def test_actions_that_waited_in_a_queue_are_dropped(graph):
     """A stalled franka_interface (here SIGSTOP, as a loaded machine or a network hiccup
     would do it) must not play out the actions queued meanwhile once it runs again: they
     were chosen for a pose the arm has left. Before the age check the arm took one more
-    2 cm step on waking, which is how the test above failed now and then."""
+    2 cm step on waking, which is how the test above failed now and then.
+
+    On waking the shield may handle the queued actions before the sim's next pose; it then
+    drops them as "stale pose", its poses having waited as long. Either way each queued
+    action gets a report of what the arm did for it: nothing."""
     client, procs = graph
     arm = Arm(client)
     wait_for(lambda: "hold" in arm.state["status"], 30, "the watchdog to hold position")
@@ -143,10 +149,13 @@ def test_actions_that_waited_in_a_queue_are_dropped(graph):
         arm.drive([0, -1, 0, 0, 0, 0], 0.3)
         time.sleep(1.0)  # older than action_timeout (0.5 s) by the time they are handled
         arm.state["status"].clear()
+        arm.state["executed"].clear()
     finally:
         interface.send_signal(signal.SIGCONT)
-    wait_for(lambda: "stale action" in arm.state["status"], 10, "the queued actions")
+    wait_for(lambda: len(arm.state["executed"]) == 3, 10, "reports of the 3 queued actions")
     assert np.linalg.norm(arm.settle()[:3] - start[:3]) < 0.005
+    assert arm.state["executed"] == [[0.0] * 6] * 3
+    assert {"stale action", "stale pose"} & set(arm.state["status"])
     assert "action" not in arm.state["status"]
 
     # Fresh actions still move the arm.
@@ -154,6 +163,40 @@ def test_actions_that_waited_in_a_queue_are_dropped(graph):
     while start[1] - arm.pose()[1] <= 0.03 and time.monotonic() < deadline:
         arm.drive([0, -1, 0, 0, 0, 0], 0.2)
     assert start[1] - arm.pose()[1] > 0.03
+
+
+def test_the_interface_dates_poses_and_actions_from_when_they_were_published():
+    """A pose or an action that waited in the queue of a stalled franka_interface must not
+    pass for fresh: its age runs from its DDS source timestamp. (The graph test above cannot
+    tell which of the two dropped the queued actions.)"""
+    import rclpy
+    from builtin_interfaces.msg import Time
+
+    from fosp_ros.conversions import pose_to_msg
+    from fosp_ros.franka_interface import FrankaInterface
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=new_domain_id())
+    node = FrankaInterface(context=context)
+    try:
+        timeout = node.shield.config.pose_timeout
+        msg = pose_to_msg(np.array([0.4, 0.0, 0.3, np.pi, 0.0, 0.0]), Time(), "base")
+        node._on_pose(msg, {"source_timestamp": time.time_ns() - int(2 * timeout * 1e9)})
+        assert node.shield.on_tick(time.monotonic()).reason == "stale pose"
+        node._on_pose(msg, {"source_timestamp": time.time_ns()})
+        assert node.shield.on_tick(time.monotonic()).reason != "stale pose"
+        node._on_pose(msg, None)  # no message info (Humble): dated by its receipt
+        assert node.shield.on_tick(time.monotonic()).reason != "stale pose"
+
+        right = array_to_msg([0, 1, 0, 0, 0, 0])
+        old_ns = time.time_ns() - int(2 * node.shield.config.action_timeout * 1e9)
+        node._on_action(right, {"source_timestamp": old_ns})
+        assert node._last_reason == "stale action"
+        node._on_action(right, {"source_timestamp": time.time_ns()})
+        assert node._last_reason == "action"
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def test_message_age_reads_the_source_timestamp_and_is_zero_without_one():
