@@ -59,9 +59,13 @@ class FrankaInterface(Node):
         return time.monotonic()
 
     def _on_pose(self, msg: PoseStamped, info) -> None:
-        published = self._now() - message_age(info)
+        age = message_age(info)
+        if age > self.shield.config.pose_timeout:
+            self.get_logger().warning(
+                f"a pose {age:.2f} s old arrived; if every pose is this old, this machine's "
+                "clock and the robot PC's disagree", throttle_duration_sec=5.0)
         with self._lock:
-            self.shield.update_pose(pose_from_msg(msg), published)
+            self.shield.update_pose(pose_from_msg(msg), self._now() - age)
 
     def _on_action(self, msg: Float32MultiArray, info) -> None:
         age = message_age(info)
