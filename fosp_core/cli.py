@@ -16,14 +16,18 @@ def _collect(args: argparse.Namespace) -> int:
     from fosp_core.collect import collect
     from fosp_core.dataset import load_dataset, summarize
 
-    writer = collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
-                     behaviour=args.behaviour, workers=args.workers,
-                     cover_layouts=args.cover_layouts)
+    before = len(load_dataset(args.out).trajectories) if Path(args.out).is_dir() else 0
+    if before:
+        print(f"{args.out} already holds {before} trajectories: the new ones are added after "
+              "them (choose a new --out for a dataset of its own)")
+    collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
+            behaviour=args.behaviour, workers=args.workers, cover_layouts=args.cover_layouts)
     dataset = load_dataset(args.out)
     summary = summarize(dataset)
-    print(f"wrote {len(writer)} trajectories to {args.out}: "
-          f"success {summary['success_rate']:.0%}, violation {summary['violation_rate']:.0%}, "
-          f"outcomes {summary['outcomes']}")
+    added = len(dataset.trajectories) - before
+    print(f"wrote {added} {'trajectory' if added == 1 else 'trajectories'} to {args.out}, "
+          f"{len(dataset.trajectories)} in all: success {summary['success_rate']:.0%}, "
+          f"violation {summary['violation_rate']:.0%}, outcomes {summary['outcomes']}")
     return 0
 
 

@@ -101,7 +101,7 @@ def test_cli_collect_and_info_json(tmp_path, capsys):
     rc = main(["collect", "--task", "safereach-more-obstacles", "--episodes", "3",
                "--behaviour", "random", "--out", str(out), "--workers", "1", "--seed", "2"])
     assert rc == 0
-    capsys.readouterr()
+    assert "wrote 3 trajectories" in capsys.readouterr().out
     # a corrupt file is reported by name and the rest still loads
     (out / "traj_000001.npz").write_bytes(b"not a zip")
     png = tmp_path / "plots" / "returns.png"
@@ -112,6 +112,13 @@ def test_cli_collect_and_info_json(tmp_path, capsys):
     assert {"success_rate", "violation_rate"} <= set(report["by_behaviour"]["random"])
     assert len(report["errors"]) == 1 and report["errors"][0][0].endswith("traj_000001.npz")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Collecting into it again adds to it, and says so.
+    assert main(["collect", "--task", "safereach-more-obstacles", "--episodes", "1",
+                 "--behaviour", "random", "--out", str(out), "--workers", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "already holds 2 trajectories" in said and "wrote 1 trajectory to" in said
+    assert "3 in all" in said
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
