@@ -14,9 +14,10 @@ from pathlib import Path
 
 def _collect(args: argparse.Namespace) -> int:
     from fosp_core.collect import collect
-    from fosp_core.dataset import load_dataset, summarize
+    from fosp_core.dataset import load_dataset, summarize, trajectory_files
 
-    before = len(load_dataset(args.out).trajectories) if Path(args.out).is_dir() else 0
+    out = Path(args.out)
+    before = len(trajectory_files(out)) if out.is_dir() else 0
     if before:
         print(f"{args.out} already holds {before} trajectories: the new ones are added after "
               "them (choose a new --out for a dataset of its own)")
@@ -24,9 +25,10 @@ def _collect(args: argparse.Namespace) -> int:
             behaviour=args.behaviour, workers=args.workers, cover_layouts=args.cover_layouts)
     dataset = load_dataset(args.out)
     summary = summarize(dataset)
-    added = len(dataset.trajectories) - before
+    total = len(trajectory_files(out))
+    added = total - before
     print(f"wrote {added} {'trajectory' if added == 1 else 'trajectories'} to {args.out}, "
-          f"{len(dataset.trajectories)} in all: success {summary['success_rate']:.0%}, "
+          f"{total} in all: success {summary['success_rate']:.0%}, "
           f"violation {summary['violation_rate']:.0%}, outcomes {summary['outcomes']}")
     return 0
 

@@ -478,7 +478,8 @@ def _check_directory(directory: str | os.PathLike[str]) -> Path:
     return directory
 
 
-def _trajectory_files(directory: Path) -> list[Path]:
+def trajectory_files(directory: Path) -> list[Path]:
+    """The dataset files of `directory`, in file-name (recording) order; none are read."""
     return sorted(p for p in directory.glob(_TRAJ_GLOB) if _TRAJ_RE.match(p.name))
 
 
@@ -492,7 +493,7 @@ def load_dataset(directory: str | os.PathLike[str], strict: bool = False) -> Dat
     directory = _check_directory(directory)
     trajectories: list[Trajectory] = []
     errors: list[tuple[Path, str]] = []
-    for path in _trajectory_files(directory):
+    for path in trajectory_files(directory):
         try:
             arrays, meta = read_trajectory(path)
         except DatasetError as exc:
@@ -543,7 +544,7 @@ def load_index(directory: str | os.PathLike[str]) -> list[dict]:
     directory = _check_directory(directory)
     cached = _read_index_records(directory) or {}
     records = []
-    for path in _trajectory_files(directory):
+    for path in trajectory_files(directory):
         record = cached.get(path.name)
         if record is None:
             try:

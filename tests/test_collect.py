@@ -117,8 +117,8 @@ def test_cli_collect_and_info_json(tmp_path, capsys):
     assert main(["collect", "--task", "safereach-more-obstacles", "--episodes", "1",
                  "--behaviour", "random", "--out", str(out), "--workers", "1"]) == 0
     said = capsys.readouterr().out
-    assert "already holds 2 trajectories" in said and "wrote 1 trajectory to" in said
-    assert "3 in all" in said
+    assert "already holds 3 trajectories" in said and "wrote 1 trajectory to" in said
+    assert "4 in all" in said
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
