@@ -15,18 +15,39 @@ from fosp_ros.graph import nodes_for
 
 def node_factories(graph: str, use_sim: bool, config: str = "",
                    overrides: dict[str, dict] | None = None) -> list:
-    """One constructor per node of the graph, with its parameters as ROS overrides."""
-    from rclpy.parameter import Parameter
+    """One constructor per node of the graph, with its parameters as ROS overrides.
 
+    rclpy ignores an override of a parameter that a node does not declare, so a typo in
+    ``--set`` would go unnoticed: unknown nodes and parameters are errors here.
+    """
     overrides = overrides or {}
+    specs = nodes_for(graph, use_sim)
+    names = [spec.executable for spec in specs]
+    for node in overrides:
+        if node not in names:
+            raise ValueError(f"no node {node!r} in the {graph} graph"
+                             f"{' with --sim' if use_sim else ''}; its nodes: {', '.join(names)}")
     factories = []
-    for spec in nodes_for(graph, use_sim):
+    for spec in specs:
         node_class = getattr(importlib.import_module(spec.module), spec.node_class)
         params = {"config": config, **spec.parameters_for(use_sim),
                   **overrides.get(spec.executable, {})}
-        factories.append(functools.partial(
-            node_class, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
+        factory = functools.partial(_checked_node, node_class, params)
+        factory.__name__ = spec.executable  # run_nodes names the node in its errors
+        factories.append(factory)
     return factories
+
+
+def _checked_node(node_class, params: dict):
+    from rclpy.parameter import Parameter
+
+    node = node_class(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    unknown = sorted(name for name in params if not node.has_parameter(name))
+    if unknown:
+        known = sorted(node.get_parameters_by_prefix(""))
+        node.destroy_node()
+        raise ValueError(f"no parameter {', '.join(unknown)}; it has {', '.join(known)}")
+    return node
 
 
 def bringup(graph: str, use_sim: bool, config: str = "",

@@ -115,6 +115,32 @@ def test_bringup_collect_runs_the_graph_in_one_process(tmp_path):
     assert proc.returncode == 0, output
 
 
+def test_bringup_refuses_overrides_no_node_would_read(tmp_path):
+    """rclpy ignores an override of an undeclared parameter: a typo must not pass silently."""
+    from fosp_ros.bringup import node_factories
+
+    with pytest.raises(ValueError, match="no node 'camera' in the safereach graph with --sim"):
+        node_factories("safereach", True, overrides={"camera": {"serial": "1"}})
+    proc = subprocess.run(
+        [sys.executable, "-m", "fosp_ros.bringup", "collect", "--sim",
+         "--set", "teleop.device=spacenav_topics", "--set", f"recorder.out={tmp_path / 'd'}",
+         "--set", "recorder.ot=elsewhere"],
+        env=ros_env(new_domain_id()), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "recorder: error: no parameter ot; it has " in proc.stderr
+
+
+def test_bringup_names_a_missing_device_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fosp_ros.bringup", "collect", "--sim",
+         "--set", f"teleop.socket={tmp_path / 'spnav.sock'}",
+         "--set", f"recorder.out={tmp_path / 'd'}"],
+        env=ros_env(new_domain_id()), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "teleop: error: cannot connect to spacenavd" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_launch_files_with_launch_pytest_where_available():
     launch_pytest = pytest.importorskip("launch_pytest")  # a ROS 2 install or the Docker image
     assert launch_pytest is not None
