@@ -42,22 +42,28 @@ def frame_to_rgb(frame) -> np.ndarray:
     return (rgb[..., ::-1] if fmt == rs.format.bgr8 else rgb).copy()
 
 
+class CameraUnavailable(ConnectionError):
+    """No RealSense to open (library, device or serial missing); the message says which.
+
+    An OSError, so a node that cannot start for want of it stops with one line."""
+
+
 def open_realsense(serial: str, width: int, height: int, fps: int):
-    """A started ``rs.pipeline`` for the colour stream, or a RuntimeError saying what is wrong."""
+    """A started ``rs.pipeline`` for the colour stream, or CameraUnavailable saying why not."""
     if rs is None:
-        raise RuntimeError(
+        raise CameraUnavailable(
             "pyrealsense2 is not installed: pip install pyrealsense2 (and apt-get install "
             "libusb-1.0-0), or run realsense-ros, or use the simulated robot (use_sim:=true)"
         )
     connected = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
     if not connected:
-        raise RuntimeError(
+        raise CameraUnavailable(
             "no RealSense camera connected. Check the USB 3 cable and port, the librealsense "
             "udev rules (99-realsense-libusb.rules) and `rs-enumerate-devices`; or run with "
             "the simulated robot (use_sim:=true)"
         )
     if serial and serial not in connected:
-        raise RuntimeError(f"RealSense {serial} not found; connected: {', '.join(connected)}")
+        raise CameraUnavailable(f"RealSense {serial} not found; connected: {', '.join(connected)}")
     config = rs.config()
     if serial:
         config.enable_device(serial)

@@ -11,7 +11,7 @@ from tests.ros_graph import RosClient, new_domain_id, wait_for
 
 rs = pytest.importorskip("pyrealsense2")
 
-from fosp_ros.camera import Camera, frame_to_rgb, open_realsense  # noqa: E402
+from fosp_ros.camera import Camera, CameraUnavailable, frame_to_rgb, open_realsense  # noqa: E402
 
 
 class SoftwareCamera:
@@ -60,7 +60,7 @@ def test_frame_to_rgb_is_byte_exact(fmt):
 def test_no_camera_gives_a_clear_error():
     if len(rs.context().query_devices()) > 0:
         pytest.skip("a real camera is connected")
-    with pytest.raises(RuntimeError, match="no RealSense camera connected.*use_sim"):
+    with pytest.raises(CameraUnavailable, match="no RealSense camera connected.*use_sim"):
         open_realsense("", 640, 480, 30)
 
 
