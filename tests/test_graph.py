@@ -130,14 +130,20 @@ def test_bringup_refuses_overrides_no_node_would_read(tmp_path):
     assert "recorder: error: no parameter ot; it has " in proc.stderr
 
 
-def test_bringup_names_a_missing_device_in_one_line(tmp_path):
+@pytest.mark.parametrize(("device", "error"), [
+    ("spacenavd", "cannot connect to spacenavd"),  # no daemon on the socket
+    ("pyspacemouse", "PySpaceMouseReader needs the optional 'pyspacemouse'"),  # not installed
+])
+def test_bringup_names_a_missing_device_in_one_line(tmp_path, device, error):
+    if device == "pyspacemouse" and importlib.util.find_spec("pyspacemouse"):
+        pytest.skip("pyspacemouse is installed here")
     proc = subprocess.run(
         [sys.executable, "-m", "fosp_ros.bringup", "collect", "--sim",
-         "--set", f"teleop.socket={tmp_path / 'spnav.sock'}",
+         "--set", f"teleop.device={device}", "--set", f"teleop.socket={tmp_path / 'spnav.sock'}",
          "--set", f"recorder.out={tmp_path / 'd'}"],
         env=ros_env(new_domain_id()), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "teleop: error: cannot connect to spacenavd" in proc.stderr
+    assert f"teleop: error: {error}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
