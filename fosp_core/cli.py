@@ -21,8 +21,16 @@ def _collect(args: argparse.Namespace) -> int:
     if before:
         print(f"{args.out} already holds {before} trajectories: the new ones are added after "
               "them (choose a new --out for a dataset of its own)")
-    collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
-            behaviour=args.behaviour, workers=args.workers, cover_layouts=args.cover_layouts)
+    try:
+        collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
+                behaviour=args.behaviour, workers=args.workers, cover_layouts=args.cover_layouts)
+    except KeyboardInterrupt:
+        from fosp_core.train import Interrupted
+
+        total = len(trajectory_files(out))
+        raise Interrupted(f"stopped: wrote {total - before} of {args.episodes} trajectories to "
+                          f"{args.out}, {total} in all; each file is whole, and collecting "
+                          "again adds new ones after them") from None
     dataset = load_dataset(args.out)
     summary = summarize(dataset)
     total = len(trajectory_files(out))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -211,6 +212,10 @@ def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
     )
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def collect(out: str | Path, task: str, episodes: int, seed: int = 0, mix: str | None = None,
             behaviour: str | None = None, workers: int | None = None, progress: bool = True,
             cover_layouts: bool = False) -> DatasetWriter:
@@ -226,8 +231,10 @@ def collect(out: str | Path, task: str, episodes: int, seed: int = 0, mix: str |
         results = map(collect_episode, specs)
         pool = None
     else:
-        # spawn: each worker owns a fresh OpenGL context; forking a process that has one is unsafe
-        pool = mp.get_context("spawn").Pool(workers)
+        # spawn: each worker owns a fresh OpenGL context; forking a process that has one is unsafe.
+        # Ctrl-C reaches the whole process group: the main process stops the workers, which
+        # ignore it rather than each printing a traceback.
+        pool = mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
         results = pool.imap(collect_episode, specs)
     try:
         for arrays, meta in results:

@@ -129,3 +129,30 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "no traj_*.npz files" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["collect", "--episodes", "2", "--out", str(tmp_path), "--mix", "lab"])
+
+
+def test_ctrl_c_stops_collecting_with_whole_files_and_one_line(tmp_path):
+    """Ctrl-C reaches the main process and its spawned workers alike (one process group)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "d"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fosp_core.cli", "collect", "--task", "safereach", "--mix",
+         "real", "--episodes", "40", "--workers", "2", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not a shell's bg job
+    deadline = time.monotonic() + 120
+    while not list(out.glob("traj_*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the workers mid-episode: without their SIGINT ignored, 1 run in 3
+    os.killpg(proc.pid, signal.SIGINT)  # printed a worker's traceback
+    output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert proc.returncode == 130, output
+    assert "fosp: stopped: wrote " in output and "Traceback" not in output, output
+    written = sorted(out.glob("traj_*.npz"))
+    assert 1 <= len(written) < 40
+    assert len(load_dataset(out, strict=True).trajectories) == len(written)  # each file whole
