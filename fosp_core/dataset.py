@@ -505,6 +505,15 @@ def load_dataset(directory: str | os.PathLike[str], strict: bool = False) -> Dat
     return Dataset(trajectories=trajectories, errors=errors, directory=directory)
 
 
+def load_training_data(directory: str | os.PathLike[str]) -> Dataset:
+    """``load_dataset`` for training on it: a directory without one readable trajectory (a
+    wrong path, most likely) is a ValueError, not an empty replay."""
+    dataset = load_dataset(directory)
+    if len(dataset) == 0:
+        raise ValueError(f"{directory}: no readable trajectories")
+    return dataset
+
+
 def _valid_record(record: Any) -> bool:
     if not isinstance(record, dict) or any(k not in record for k in INDEX_RECORD_KEYS):
         return False

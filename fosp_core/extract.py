@@ -190,7 +190,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     ``weights`` picks the regression weights (``regression_weights``). Returns what was
     done, also written to ``out_dir/extract.json``.
     """
-    from fosp_core.dataset import load_dataset
+    from fosp_core.dataset import load_training_data
     from fosp_core.train import (
         CHECKPOINT_NAME,
         CONFIG_NAME,
@@ -226,9 +226,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     agent.eval()
     agent.requires_grad_(False)
 
-    dataset = load_dataset(data)
-    if len(dataset) == 0:
-        raise ValueError(f"{data}: no readable trajectories")
+    dataset = load_training_data(data)
     rows = dataset_terms(agent, dataset.trajectories)
     inputs, actions = (torch.cat([r[k] for r in rows]) for k in ("actor_input", "action"))
     eq19, fitted = regression_weights(rows, "eq19"), regression_weights(rows, weights)

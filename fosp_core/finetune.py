@@ -142,11 +142,11 @@ class Learner:
                  overrides: dict[str, Any] | None = None) -> Learner:
         """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start;
         ``overrides`` change its config (see ``load_agent``)."""
-        from fosp_core.dataset import load_dataset
+        from fosp_core.dataset import load_training_data
         from fosp_core.train import load_agent
 
         agent, _ = load_agent(run_dir, device, overrides)
-        dataset = load_dataset(data_dir)
+        dataset = load_training_data(data_dir)
         c = agent.config
         replay = SequenceReplay(dataset.trajectories, c.batch_size, c.batch_length, c.obs_mode,
                                 seed=seed, hold_weight=c.fosp.online_hold_weight)

@@ -248,7 +248,7 @@ def pretrain(
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from fosp_core.dataset import load_dataset
+    from fosp_core.dataset import load_training_data
 
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
@@ -262,9 +262,7 @@ def pretrain(
         raise ValueError(f"{out}: already holds a checkpoint; pass resume=True (--resume)")
     else:
         checkpoint = None
-    dataset = load_dataset(data_dir)
-    if len(dataset) == 0:
-        raise ValueError(f"{data_dir}: no readable trajectories")
+    dataset = load_training_data(data_dir)
     parallel = distributed.init(device)  # under torchrun: one rank of N
     main_rank = distributed.rank() == 0
     out.mkdir(parents=True, exist_ok=True)

@@ -292,6 +292,15 @@ def test_a_run_without_q_critics_acts_directly_or_says_why_it_cannot_expand(tmp_
     assert policy.step({"state": make_trajectory(0)["state"][0]}).chosen == "online"
 
 
+def test_finetuning_from_a_directory_without_trajectories_is_an_error(pretrained, tmp_path):
+    """The replay starts from the offline dataset (Algorithm 1): a wrong --data must not
+    fine-tune on the new trajectories alone."""
+    run, _ = pretrained
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no readable trajectories"):
+        Learner.from_run(run, tmp_path / "empty")
+
+
 def test_add_trajectory_grows_the_one_replay(pretrained):
     run, data = pretrained
     learner = Learner.from_run(run, data)
