@@ -49,7 +49,8 @@ KEPT_DIR = "checkpoints"  # weights kept every keep_every steps (fosp eval --ste
 
 
 class Interrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM, after saving a checkpoint to resume from."""
+    """A long job (training, collection) stopped on SIGINT or SIGTERM with its finished work
+    saved: a checkpoint to resume from, whole dataset files. The CLI exits with 130."""
 
 
 @contextlib.contextmanager
