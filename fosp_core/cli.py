@@ -6,10 +6,11 @@ Subcommands import their heavy dependencies lazily so ``fosp --help`` stays inst
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
+
+from fosp_core import jsonfile
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def _dataset_info(args: argparse.Namespace) -> int:
             plot(dataset, path)
     if args.json:
         summary = dict(summary, errors=[[str(p), msg] for p, msg in dataset.errors])
-        print(json.dumps(summary, indent=2))
+        print(jsonfile.dumps(summary, indent=2))
     else:
         print(f"dataset {args.dir}")
         print(format_summary(summary, dataset.errors))
@@ -144,7 +145,7 @@ def _eval(args: argparse.Namespace) -> int:
                           device=args.device, step=args.step, progress=True,
                           each_layout=args.each_layout)
     if args.json:
-        print(json.dumps(result))
+        print(jsonfile.dumps(result))
         return 0
     s_low, s_high = result["success_ci"]
     v_low, v_high = result["violation_ci"]
@@ -251,7 +252,7 @@ def _bench(args: argparse.Namespace) -> int:
     results = run_all(grad_steps=args.grad_steps, progress=quiet)
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     if args.json:
-        print(json.dumps(results))
+        print(jsonfile.dumps(results))
     else:
         print(f"machine: {results['machine']}, torch threads {results['torch_threads']}")
         print(format_results(results))

@@ -28,7 +28,6 @@ robot too, separate safe from unsafe demonstrations better than the learned crit
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fosp_core import jsonfile
 from fosp_core.agent.actor_critic import build_actor
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import awr_actor_loss
@@ -245,5 +245,5 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
             # eq. 19's view of the data, whichever weights the actor was fitted with
             "weight_mean": float(eq19.mean()), "weight_max": float(eq19.max()),
             "by_outcome": weight_by_outcome(rows)}
-    (out / EXTRACT_NAME).write_text(json.dumps(info, indent=1) + "\n")
+    jsonfile.write(info, out / EXTRACT_NAME)
     return info

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fosp_core import jsonfile
 from fosp_core.agent.config import FospConfig
 from fosp_core.dataset import load_index
 from fosp_core.stats import difference_interval, sign_test, wilson_interval
@@ -137,7 +138,7 @@ def pool(runs: list[tuple[dict, dict, dict[int, bool]]]) -> list[Group]:
                                                        counts)]
         group.during_violating.append(round(report["during"]["violation_rate"]
                                             * report["during"]["episodes"]))
-        group.cost_regret.append(float(report["during"].get("cost_regret", float("nan"))))
+        group.cost_regret.append(jsonfile.number(report["during"].get("cost_regret")))
         group.episodes.append(episodes)
         group.control.append(report.get("offline_control"))
     return sorted(groups.values(), key=lambda g: (g.task, g.pex, g.label))

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from fosp_core import jsonfile
 from fosp_core.agent.config import AgentConfig
 from fosp_core.collect import record_episode
 from fosp_core.finetune import (
@@ -396,7 +397,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
               "foresight_veto_latch": config.fosp.foresight_veto_latch,
               "before": before, "during": tally.row(), "after": after,
               "offline_control": control_counts(log), "log": log}
-    _write_json(report, out / "report.json")
+    jsonfile.write(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
     return report
 
@@ -465,12 +466,6 @@ def control_counts(log: list[dict]) -> dict[str, int] | None:
             "avoided": sum(o and not v for v, o in pairs)}
 
 
-def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def format_report(report: dict) -> str:
     """Table-3-style text: before / during / after fine-tuning."""
     name = report["algo"] + (" + PEX" if report["pex"] else " (direct fine-tuning)")
@@ -492,7 +487,7 @@ def format_report(report: dict) -> str:
         lines.append(f"the offline policy alone on the same {control['trajectories']} layouts: "
                      f"{control['violating']} violating; fine-tuning added {control['added']} "
                      f"violation(s) where it had none and avoided {control['avoided']}")
-    lead_in = report["during"].get("lead_in_offline_share", float("nan"))
+    lead_in = jsonfile.number(report["during"].get("lead_in_offline_share"))
     if report["pex"] and not np.isnan(lead_in):
         lines.append(f"offline policy chose {lead_in:.0%} of the {LEAD_IN_ACTIONS} actions "
                      f"up to each violation's first cost "

@@ -22,13 +22,13 @@ import threading
 import time
 from pathlib import Path
 
+from fosp_core import jsonfile
 from fosp_core.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
 from fosp_core.finetune import PexPolicy
 from fosp_core.finetune_run import (
     EVAL_SEED_OFFSET,
     Tally,
-    _write_json,
     evaluate_policy,
     finetuned_policy,
     plot_finetune,
@@ -149,7 +149,7 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
               "before": before, "during": during,
               "after": after, "log": log,
               "through": "ROS 2 graph (safereach nodes, one process each)"}
-    _write_json(report, out / "report.json")
+    jsonfile.write(report, out / "report.json")
     plot_finetune(report, out / "finetune.png")
     print("[4/4] report", flush=True)
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -100,3 +101,10 @@ def tb_scalars(directory: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(directory))
     events.Reload()
     return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def strict_loads(text: str):
+    """json.loads as JavaScript's JSON.parse reads: NaN and Infinity are errors."""
+    def reject(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=reject)

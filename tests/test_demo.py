@@ -1,6 +1,5 @@
 """fosp demo: fine-tuning through the ROS graph end to end, on a tiny run and short episodes."""
 
-import json
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import yaml
 
 from fosp_core.cli import main
 from fosp_core.train import pretrain
-from tests.agent_helpers import tiny_config, write_dataset
+from tests.agent_helpers import strict_loads, tiny_config, write_dataset
 from tests.ros_graph import REPO
 
 
@@ -34,7 +33,7 @@ def test_demo_through_the_graph_reports_before_during_after(tiny_run, capsys):
     assert "trajectories=1\n" in text and "trajectories=2\n" in text
     for row in ("before", "during", "after", "cost regret"):
         assert row in text
-    report = json.loads((out / "report.json").read_text())
+    report = strict_loads((out / "report.json").read_text())
     assert report["during"]["episodes"] == 2 and report["through"].startswith("ROS 2")
     assert (out / "online" / "learner.pt").is_file()
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG"

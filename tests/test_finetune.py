@@ -20,6 +20,7 @@ from tests.agent_helpers import (
     fosp_process,
     interrupt,
     make_trajectory,
+    strict_loads,
     tb_scalars,
     tiny_config,
     write_dataset,
@@ -398,7 +399,7 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     text = capsys.readouterr().out
     for row in ("before", "during", "after", "cost regret"):
         assert row in text
-    report = json.loads((out / "report.json").read_text())
+    report = strict_loads((out / "report.json").read_text())
     assert report["during"]["episodes"] == 2 and len(report["log"]) == 2
     assert "(95% CI)" in text
     for row in ("before", "during", "after"):
@@ -434,7 +435,7 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     for kept in ([], ["--round", "2"]):
         assert main(["eval", "--run", str(out), "--task", "safereach-more-obstacles",
                      "--episodes", "1", "--json", *kept]) == 0
-        evaluated = json.loads(capsys.readouterr().out)
+        evaluated = strict_loads(capsys.readouterr().out)
         for key in ("success_rate", "violation_rate", "reward_return", "cost_return",
                     "online_share", "layouts", "lead_in_offline_share"):
             assert evaluated[key] == pytest.approx(report["after"][key], nan_ok=True), (
