@@ -227,6 +227,16 @@ def finetuned_policy(directory: str | os.PathLike, device: str = "cpu", seed: in
     return PexPolicy(config, weights, device, seed)
 
 
+def load_policy(directory: str | os.PathLike, device: str = "cpu", seed: int = 0) -> PexPolicy:
+    """The policy to act with from ``directory``, what the ROS policy node's ``run`` takes:
+    a pretrained run, expanded as fine-tuning starts when it has Q critics (a FOSP run), or
+    a fine-tuned one (``fosp finetune --out``, the learner's ``RUN/online``) with its latest
+    weights, so a policy fine-tuned on the robot can be run again without learning."""
+    if is_finetuned(directory):
+        return finetuned_policy(directory, device, seed)
+    return PexPolicy.from_run(directory, pex=None, device=device, seed=seed)
+
+
 def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, seed: int = 0,
                        device: str = "cpu", progress: bool = False,
                        round_: int | None = None, each_layout: bool = False

@@ -14,8 +14,10 @@ from fosp_ros.graph import nodes_for
 
 
 def node_factories(graph: str, use_sim: bool, config: str = "",
-                   overrides: dict[str, dict] | None = None) -> list:
-    """One constructor per node of the graph, with its parameters as ROS overrides.
+                   overrides: dict[str, dict] | None = None,
+                   without: tuple[str, ...] = ()) -> list:
+    """One constructor per node of the graph but those ``without``, with its parameters as
+    ROS overrides.
 
     rclpy ignores an override of a parameter that a node does not declare, so a typo in
     ``--set`` would go unnoticed: unknown nodes and parameters are errors here.
@@ -23,10 +25,11 @@ def node_factories(graph: str, use_sim: bool, config: str = "",
     overrides = overrides or {}
     specs = nodes_for(graph, use_sim)
     names = [spec.executable for spec in specs]
-    for node in overrides:
+    for node in [*overrides, *without]:
         if node not in names:
             raise ValueError(f"no node {node!r} in the {graph} graph"
                              f"{' with --sim' if use_sim else ''}; its nodes: {', '.join(names)}")
+    specs = [spec for spec in specs if spec.executable not in without]
     factories = []
     for spec in specs:
         node_class = getattr(importlib.import_module(spec.module), spec.node_class)
@@ -51,10 +54,10 @@ def _checked_node(node_class, params: dict):
 
 
 def bringup(graph: str, use_sim: bool, config: str = "",
-            overrides: dict[str, dict] | None = None) -> int:
+            overrides: dict[str, dict] | None = None, without: tuple[str, ...] = ()) -> int:
     from fosp_ros.runtime import run_nodes
 
-    return run_nodes(node_factories(graph, use_sim, config, overrides), args=[])
+    return run_nodes(node_factories(graph, use_sim, config, overrides, without), args=[])
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -88,10 +91,14 @@ def add_arguments(parser) -> None:
                         help="project YAML (default: config/safereach.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="a node parameter, e.g. recorder.out=data/demos (repeatable)")
+    parser.add_argument("--without", action="append", default=[], metavar="NODE",
+                        help="leave a node out, e.g. learner: the policy acts with "
+                             "policy.run and nothing learns (repeatable)")
 
 
 def run(args) -> int:
-    return bringup(args.graph, args.sim, args.config, parse_overrides(args.set))
+    return bringup(args.graph, args.sim, args.config, parse_overrides(args.set),
+                   tuple(args.without))
 
 
 def main(argv: list[str] | None = None) -> int:

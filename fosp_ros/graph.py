@@ -50,7 +50,8 @@ GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
 FORWARDED = {
     "collect": {"out": ("recorder", "out"), "device": ("teleop", "device"),
                 "task": ("sim_robot", "task")},
-    "safereach": {"task": ("sim_robot", "task"), "run": ("learner", "run")},
+    "safereach": {"task": ("sim_robot", "task"), "run": ("learner", "run"),
+                  "policy_run": ("policy", "run")},
 }
 
 

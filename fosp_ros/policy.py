@@ -17,7 +17,8 @@ steps. The reports are matched to the actions in order when the episode ends (on
 after the next tick: a late tick is followed by an immediate one); a report stamped before the
 episode's reset belongs to the previous episode and is dropped.
 
-Parameters: ``run`` (pretrained run to act with until the learner sends weights; '' = wait),
+Parameters: ``run`` (a pretrained run, or a fine-tuned one such as the learner's
+``RUN/online``, to act with until a learner sends weights; '' = wait for them),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
 ``device``, ``seed``, ``wait_for_weights`` (default true: while a learner is connected, the
 next episode starts only with weights newer than the last episode's, as in the paper's
@@ -42,6 +43,7 @@ from std_srvs.srv import Trigger
 
 from fosp_core.dataset import rows_to_arrays, trajectory_to_bytes
 from fosp_core.finetune import EpisodeLog, PexPolicy, weights_from_bytes
+from fosp_core.finetune_run import load_policy
 from fosp_core.images import to_policy_image
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
@@ -67,9 +69,8 @@ class Policy(Node):
             ("deterministic", False), ("device", "cpu"), ("seed", 0),
             ("wait_for_weights", True), ("weights_timeout", 300.0))}
         self.params = p
-        # Until the learner's weights arrive: expanded if the run can be (a FOSP run).
-        self.policy = PexPolicy.from_run(p["run"], pex=None, device=p["device"],
-                                         seed=p["seed"]) if p["run"] else None
+        # Until the learner's weights arrive, if one is connected.
+        self.policy = load_policy(p["run"], p["device"], p["seed"]) if p["run"] else None
         self._pending_weights: dict | None = None
         self._lock = threading.Lock()
         self._obs: dict[str, np.ndarray] = {}

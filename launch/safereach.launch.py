@@ -3,7 +3,9 @@
 Arguments: ``use_sim`` (default true: the MuJoCo twin stands in for franka_ros2 and the
 camera), ``config`` (project YAML; '' = the installed config/safereach.yaml), ``run``
 (a pretrained run directory for the learner), ``task`` (simulated task), ``with_learner``
-(false on a robot PC whose learner runs on a GPU machine). The node
+(false on a robot PC whose learner runs on a GPU machine), ``policy_run`` (a run the policy
+acts with from the start, e.g. the learner's ``RUN/online``: with ``with_learner:=false`` and
+no learner elsewhere, the fine-tuned policy runs without learning). The node
 list comes from ``fosp_ros.graph`` (GRAPHS["safereach"]), the same list
 ``fosp bringup safereach`` starts in one process.
 """
@@ -16,7 +18,8 @@ from launch_ros.actions import Node
 from fosp_ros.graph import node_parameters, nodes_for
 
 GRAPH = "safereach"
-ARGUMENTS = {"use_sim": "true", "config": "", "run": "", "task": "", "with_learner": "true"}
+ARGUMENTS = {"use_sim": "true", "config": "", "run": "", "task": "", "with_learner": "true",
+             "policy_run": ""}
 
 
 def _nodes(context):

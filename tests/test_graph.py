@@ -130,6 +130,21 @@ def test_bringup_refuses_overrides_no_node_would_read(tmp_path):
     assert "recorder: error: no parameter ot; it has " in proc.stderr
 
 
+def test_bringup_leaves_out_the_nodes_named():
+    """`--without learner`, as the launch file's with_learner:=false: the policy acts with
+    `policy.run` (a fine-tuned run's RUN/online included) and nothing learns."""
+    from fosp_ros.bringup import node_factories
+
+    names = [f.__name__ for f in node_factories("safereach", True, without=("learner",))]
+    assert names == [s.executable for s in nodes_for("safereach", True)
+                     if s.executable != "learner"]
+    with pytest.raises(ValueError, match="no node 'lerner' in the safereach graph"):
+        node_factories("safereach", True, without=("lerner",))
+    policy = next(s for s in nodes_for("safereach", False) if s.executable == "policy")
+    assert node_parameters("safereach", policy, False, "", {"policy_run": "r/online"})[
+        "run"] == "r/online"
+
+
 @pytest.mark.parametrize(("device", "error"), [
     ("spacenavd", "cannot connect to spacenavd"),  # no daemon on the socket
     ("pyspacemouse", "PySpaceMouseReader needs the optional 'pyspacemouse'"),  # not installed

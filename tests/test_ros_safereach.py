@@ -11,6 +11,7 @@ import torch
 import yaml
 from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
+from torch import nn
 
 from fosp_core.dataset import load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, weights_from_bytes, weights_to_bytes
@@ -255,6 +256,7 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
     from fosp_core.finetune_run import is_finetuned
     from fosp_core.train import load_run_config
     from fosp_ros.learner import LearnerNode
+    from fosp_ros.policy import Policy
 
     run, out = tiny_run / "run", tmp_path / "online"
     stored = load_dataset(tiny_run / "data", strict=True).trajectories[:2]
@@ -277,9 +279,24 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
         assert is_finetuned(out)  # with its config.yaml, `fosp eval --run OUT` evaluates it
         assert load_run_config(out) == learner.agent.config
         assert len(learner.replay) == 4 + 2  # the offline dataset and both stored
-        saved = before.snapshot()["agent"]
+        saved = before.snapshot()
         for key, value in learner.snapshot()["agent"].items():
-            assert torch.equal(value, saved[key]), key
+            assert torch.equal(value, saved["agent"][key]), key
+        # The fine-tuned directory is also a run the policy node acts with, learner or not:
+        # how a policy fine-tuned on the robot is run again without learning.
+        policy = Policy(context=context, parameter_overrides=[
+            Parameter("config", value=str(tiny_run / "graph.yaml")),
+            Parameter("run", value=str(out)), Parameter("autostart", value=False)])
+        try:
+            acting = policy.policy
+            modules = nn.Module.state_dict(acting.agent)
+            for key, value in saved["agent"].items():
+                assert torch.equal(modules[key], value), key
+            offline = acting.offline_actor.state_dict()
+            for key, value in saved["offline_actor"].items():
+                assert torch.equal(offline[key], value), key
+        finally:
+            policy.destroy_node()
     finally:
         node.close()
         node.destroy_node()
