@@ -42,6 +42,7 @@ from fosp_core.finetune import (
 )
 from fosp_core.stats import wilson_interval
 from fosp_core.train import (
+    LEARNER_FILE,
     Interrupted,
     atomic_torch_save,
     layout_outcome,
@@ -52,7 +53,6 @@ from fosp_core.train import (
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
-LEARNER_FILE = "learner.pt"
 KEPT_ROUNDS_DIR = "rounds"  # with keep_every: the acting weights after every K-th round
 PROGRESS_KEY = "finetune"  # the report so far, as JSON, inside LEARNER_FILE
 

@@ -45,6 +45,7 @@ from fosp_core.stats import wilson_interval
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
 DATASET_NAME = "dataset.txt"  # path of the dataset the run was trained on
+LEARNER_FILE = "learner.pt"  # a fine-tuned directory's state (fosp finetune, the ROS learner)
 KEPT_DIR = "checkpoints"  # weights kept every keep_every steps (fosp eval --step)
 
 
@@ -172,14 +173,27 @@ def keep_weights(run_dir: str | os.PathLike, step: int, agent: Agent) -> None:
 
 def existing_run(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` as a Path; a missing directory is named as such, before any file in it."""
+    if Path(run_dir).is_file():
+        raise FileNotFoundError(f"{run_dir} is a file, not a run directory")
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     return Path(run_dir)
 
 
+def pretrained_run(run_dir: str | os.PathLike) -> Path:
+    """``existing_run``, and not a fine-tuned directory, which holds no pretraining state."""
+    path = existing_run(run_dir)
+    if (path / LEARNER_FILE).is_file() and not (path / CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: a fine-tuned directory, not a pretrained run; `fosp eval` and the "
+            "policy node's run take it, `fosp finetune --resume` continues it, and fine-tuning "
+            "anew starts from the pretrained run")
+    return path
+
+
 def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
     """The latest checkpoint of a run, or with ``step`` the weights it kept at that step."""
-    existing_run(run_dir)
+    pretrained_run(run_dir)
     if step is None:
         path = Path(run_dir) / CHECKPOINT_NAME
         if not path.is_file():
@@ -200,7 +214,7 @@ def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict
 
 def run_dataset(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> str:
     """The dataset to continue a run from: ``data`` when given, else the one it trained on."""
-    recorded = existing_run(run_dir) / DATASET_NAME
+    recorded = pretrained_run(run_dir) / DATASET_NAME
     if data is not None:
         return str(data)
     if not recorded.is_file():

@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 from fosp_core.config import dotted_overrides, save_yaml
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, RoundLog, round_summary, weights_to_bytes
-from fosp_core.train import run_dataset
+from fosp_core.train import LEARNER_FILE, run_dataset
 from fosp_ros.policy import LATCHED
 from fosp_ros.runtime import run_nodes
 
@@ -91,7 +91,7 @@ class LearnerNode(Node):
         the checkpoint knows; those rejoin the replay after the saved state is restored.
         """
         stored = load_dataset(self.out / "online_data").trajectories
-        checkpoint = self.out / "learner.pt"
+        checkpoint = self.out / LEARNER_FILE
         known = 0
         if checkpoint.is_file():
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -130,7 +130,7 @@ class LearnerNode(Node):
                 return
             try:
                 stats = self.learner.train(self.grad_steps, stop=self._stopping)
-                self.learner.save(self.out / "learner.pt")
+                self.learner.save(self.out / LEARNER_FILE)
                 self.curves.add(self.learner.steps, stats)
                 self._publish_weights()
                 self.rounds_done += 1
@@ -149,7 +149,7 @@ class LearnerNode(Node):
         self._stopping.set()  # the round in progress ends after its current step
         self._rounds.put(None)
         self._worker.join(timeout=30.0)
-        self.learner.save(self.out / "learner.pt")
+        self.learner.save(self.out / LEARNER_FILE)
         self.curves.close()
 
 

@@ -216,6 +216,8 @@ def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
         (["eval", "--run", "{tmp}", "--episodes", "1"], "not a run directory"),
         (["finetune", "--run", "{tmp}/nothing", "--task", "safereach-more-obstacles",
           "--out", "{tmp}/o"], "run directory not found"),
+        (["finetune", "--run", "{data}/index.json", "--out", "{tmp}/o"],
+         "index.json is a file, not a run directory"),
         (["pretrain", "--data", "{tmp}/missing", "--steps", "1", "--out", "{tmp}/r"],
          "does not exist"),
         (["pretrain", "--data", "{data}", "--config", "nope", "--steps", "1", "--out", "{tmp}/r"],
@@ -227,6 +229,22 @@ def test_cli_errors_are_one_line_without_traceback(args, message, data_dir, tmp_
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["finetune", "--task", "safereach-more-obstacles", "--out", "{tmp}/o"],
+    ["extract", "--out", "{tmp}/o"], ["export", "--out", "{tmp}/o"]])
+def test_a_finetuned_directory_is_not_taken_for_a_pretrained_run(command, tmp_path, capsys):
+    """It holds no checkpoint.pt; 'has this run been trained?' sent users the wrong way."""
+    finetuned = tmp_path / "ft"
+    finetuned.mkdir()
+    (finetuned / "learner.pt").write_bytes(b"")
+    (finetuned / "config.yaml").write_text("{}")
+    command = [a.format(tmp=tmp_path) for a in command]
+    assert main([*command, "--run", str(finetuned)]) == 2
+    err = capsys.readouterr().err
+    assert "ft: a fine-tuned directory, not a pretrained run; `fosp eval`" in err, err
+    assert err.count("\n") == 1
 
 
 def test_keep_every_keeps_earlier_weights_that_eval_step_loads(data_dir, tmp_path, capsys):
