@@ -65,6 +65,14 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
     except ExternalShutdownException:
         pass
     finally:
+        # rclpy's MultiThreadedExecutor.shutdown destroys its guard condition before it waits
+        # for its threads, and a callback still running then ends by triggering that guard:
+        # "The following exception was never retrieved: cannot use Destroyable ...", on every
+        # Ctrl-C that caught a callback under way (Kilted 9.1.2, measured 3 of 3). Waiting
+        # for the worker threads first lets them finish against a live guard.
+        pool = getattr(executor, "_executor", None)  # its ThreadPoolExecutor (Humble too)
+        if pool is not None:
+            pool.shutdown(wait=True)
         executor.shutdown(timeout_sec=2.0)
         for node in nodes:
             close = getattr(node, "close", None)

@@ -3,11 +3,12 @@
 import contextlib
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.ros_graph import NodeProcess, RosClient, new_domain_id, wait_for
+from tests.ros_graph import NodeProcess, RosClient, new_domain_id, ros_env, wait_for
 
 
 @contextlib.contextmanager
@@ -57,6 +58,33 @@ def test_node_started_with_sigint_ignored_still_stops_on_sigint(tmp_path):
     for k in range(8):
         node = start_labeler(tmp_path, inherit_ignored_sigint=True)
         assert_stops(node, signal.SIGINT, delay=0.05 * k)
+
+
+BUSY_NODE = """
+import time
+from rclpy.node import Node
+from fosp_ros.runtime import run_nodes
+
+class Busy(Node):
+    def __init__(self):
+        super().__init__("busy")
+        self.create_timer(0.02, lambda: time.sleep(0.3))  # a callback is nearly always running
+
+raise SystemExit(run_nodes([Busy], args=[]))
+"""
+
+
+def test_a_stop_during_a_callback_exits_without_an_unretrieved_exception():
+    """rclpy's MultiThreadedExecutor destroys its guard before its threads end: a callback
+    under way at Ctrl-C printed "exception was never retrieved: cannot use Destroyable"."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_NODE], env=ros_env(new_domain_id()),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    time.sleep(3.0)  # imports, then several 0.3 s callbacks
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+    assert "never retrieved" not in output and "Traceback" not in output, output
 
 
 @pytest.mark.parametrize("params, message", [
