@@ -41,7 +41,9 @@ class SimRobot(Node):
         env_cfg = self.cfg.env
         if task:
             env_cfg.task = task
-        env_cfg.obs_mode = "image"
+        # The camera frame is rendered once a tick, in _publish, whatever the policy reads;
+        # image observations would render every frame a second time, to be thrown away.
+        env_cfg.obs_mode = "state"
         # Typed without a default: an empty integer array has no type of its own in ROS.
         indices = self.declare_parameter("layout", Parameter.Type.INTEGER_ARRAY).value
         self.layout = None if not indices else Layout.from_dict(
