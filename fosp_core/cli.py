@@ -123,8 +123,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from fosp_core.finetune_run import LEAD_IN_ACTIONS, evaluate_finetuned, is_finetuned
-    from fosp_core.train import evaluate
+    from fosp_core.finetune_run import LEAD_IN_ACTIONS, evaluate_finetuned
+    from fosp_core.train import evaluate, is_finetuned
 
     _check_device(args.device)
     if args.each_layout and args.episodes is not None:

@@ -45,6 +45,7 @@ from fosp_core.train import (
     LEARNER_FILE,
     Interrupted,
     atomic_torch_save,
+    is_finetuned,
     layout_outcome,
     load_agent,
     run_dataset,
@@ -188,15 +189,6 @@ def evaluate_policy(env, policy: PexPolicy, episodes: int, seed: int,
                   expansion=policy.offline_actor is not None,
                   lead_in_offline_share=lead_in_offline_share(choices))
     return dict(result, per_layout=per_layout) if layouts else result
-
-
-def is_finetuned(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` holds a fine-tuned learner (the ``out`` of ``fosp finetune``, or
-    the ROS learner's ``RUN/online``) rather than a pretrained run."""
-    from fosp_core.train import CHECKPOINT_NAME
-
-    directory = Path(directory)
-    return (directory / LEARNER_FILE).is_file() and not (directory / CHECKPOINT_NAME).is_file()
 
 
 def kept_round_path(directory: str | os.PathLike, round_: int) -> Path:

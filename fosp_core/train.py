@@ -180,10 +180,17 @@ def existing_run(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir)
 
 
+def is_finetuned(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a fine-tuned learner (the ``out`` of ``fosp finetune``, or
+    the ROS learner's ``RUN/online``) rather than a pretrained run."""
+    directory = Path(directory)
+    return (directory / LEARNER_FILE).is_file() and not (directory / CHECKPOINT_NAME).is_file()
+
+
 def pretrained_run(run_dir: str | os.PathLike) -> Path:
     """``existing_run``, and not a fine-tuned directory, which holds no pretraining state."""
     path = existing_run(run_dir)
-    if (path / LEARNER_FILE).is_file() and not (path / CHECKPOINT_NAME).is_file():
+    if is_finetuned(path):
         raise FileNotFoundError(
             f"{run_dir}: a fine-tuned directory, not a pretrained run; `fosp eval` and the "
             "policy node's run take it, `fosp finetune --resume` continues it, and fine-tuning "

@@ -253,8 +253,7 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
     from rclpy.parameter import Parameter
 
     from fosp_core.dataset import DatasetWriter
-    from fosp_core.finetune_run import is_finetuned
-    from fosp_core.train import load_run_config
+    from fosp_core.train import is_finetuned, load_run_config
     from fosp_ros.learner import LearnerNode
     from fosp_ros.policy import Policy
 
