@@ -29,6 +29,9 @@ def node_factories(graph: str, use_sim: bool, config: str = "",
         if node not in names:
             raise ValueError(f"no node {node!r} in the {graph} graph"
                              f"{' with --sim' if use_sim else ''}; its nodes: {', '.join(names)}")
+    both = sorted(set(overrides) & set(without))
+    if both:
+        raise ValueError(f"{', '.join(both)}: left out (--without) and set (--set) at once")
     specs = [spec for spec in specs if spec.executable not in without]
     factories = []
     for spec in specs:

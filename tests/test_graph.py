@@ -140,6 +140,9 @@ def test_bringup_leaves_out_the_nodes_named():
                      if s.executable != "learner"]
     with pytest.raises(ValueError, match="no node 'lerner' in the safereach graph"):
         node_factories("safereach", True, without=("lerner",))
+    with pytest.raises(ValueError, match="learner: left out .--without. and set"):
+        node_factories("safereach", True, overrides={"learner": {"run": "r"}},
+                       without=("learner",))
     policy = next(s for s in nodes_for("safereach", False) if s.executable == "policy")
     assert node_parameters("safereach", policy, False, "", {"policy_run": "r/online"})[
         "run"] == "r/online"
