@@ -70,7 +70,8 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
         # "The following exception was never retrieved: cannot use Destroyable ...", on every
         # Ctrl-C that caught a callback under way (Kilted 9.1.2, measured 3 of 3). Waiting
         # for the worker threads first lets them finish against a live guard.
-        pool = getattr(executor, "_executor", None)  # its ThreadPoolExecutor (Humble too)
+        # Its ThreadPoolExecutor is private: where an rclpy has none, shut down as before.
+        pool = getattr(executor, "_executor", None)
         if pool is not None:
             pool.shutdown(wait=True)
         executor.shutdown(timeout_sec=2.0)
