@@ -25,6 +25,13 @@ def wilson_interval(hits: int, n: int, z: float = Z_95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def rate_text(hits: int, n: int) -> str:
+    """``hits`` of ``n`` episodes as a rate with its Wilson interval: ``18/20 = 90% (95% CI
+    70%-97%)``."""
+    low, high = wilson_interval(hits, n)
+    return f"{hits}/{n} = {hits / n:.0%} (95% CI {low:.0%}-{high:.0%})"
+
+
 def difference_interval(hits_a: int, n_a: int, hits_b: int, n_b: int, z: float = Z_95
                         ) -> tuple[float, float]:
     """95% interval of the difference of two rates, ``hits_a / n_a - hits_b / n_b``.

@@ -45,6 +45,7 @@ from fosp_core.dataset import rows_to_arrays, trajectory_to_bytes
 from fosp_core.finetune import EpisodeLog, PexPolicy, weights_from_bytes
 from fosp_core.finetune_run import load_policy
 from fosp_core.images import to_policy_image
+from fosp_core.stats import rate_text
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import (
@@ -83,6 +84,7 @@ class Policy(Node):
         self.period = 1.0 / self.cfg.ros.control_rate_hz
         self.running = bool(p["autostart"])
         self.episodes_done = 0
+        self.successes = self.violations = 0  # over the episodes done, for the summary
         self.step_ms: list[float] = []  # policy.step latency, for the benchmark
         # Counted over every episode since the node started (each report gives the totals).
         self.late_ticks = 0  # episode ticks that started more than one period late
@@ -316,11 +318,18 @@ class Policy(Node):
         chosen = episode["log"].chosen
         online = chosen["online"] / max(1, sum(chosen.values()))
         p50 = float(np.percentile(self.step_ms, 50)) if self.step_ms else 0.0
-        self._report(f"episode {self.episodes_done}: success={bool(arrays['reward'].any())} "
-                     f"violation={bool(arrays['cost'].any())} online={online:.2f} "
+        success, violation = bool(arrays["reward"].any()), bool(arrays["cost"].any())
+        self.successes += success
+        self.violations += violation
+        self._report(f"episode {self.episodes_done}: success={success} "
+                     f"violation={violation} online={online:.2f} "
                      f"stopped_at={episode['log'].stopped_at} "
                      f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks} "
                      f"stale_ticks={self.stale_ticks} shield_held={episode['shield_held']}")
+        if self.episodes_done == self.params["episodes"]:  # an evaluation's last episode
+            n = self.episodes_done
+            self._report(f"{n} episodes done: success {rate_text(self.successes, n)}, "
+                         f"violating {rate_text(self.violations, n)}")
 
     def _report(self, text: str) -> None:
         self.get_logger().info(text)

@@ -15,6 +15,7 @@ from torch import nn
 
 from fosp_core.dataset import load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, weights_from_bytes, weights_to_bytes
+from fosp_core.stats import rate_text
 from fosp_core.train import pretrain
 from fosp_ros.policy import LATCHED
 from tests.agent_helpers import tb_scalars, tiny_config, write_dataset
@@ -105,6 +106,17 @@ def test_episode_trajectory_finetune_and_weights(tiny_run):
         assert fosp["online_actor_loss"] == "safe_success"
         assert fosp["online_hold_weight"] == 0.5 and fosp["foresight_stop"] == 1000
         assert any("stopped_at=None" in s for s in status if s.startswith("episode 2"))
+        # After its last episode (episodes=3) the policy sums them up, as an evaluation
+        # on the robot needs: the counts of the three trajectories the learner stored.
+        wait_for(lambda: any(s.startswith("3 episodes done:") for s in status), 60,
+                 "the summary after the third episode")
+        wait_for(lambda: len(load_dataset(stored).trajectories) == 3, 10, "3 on disk")
+        done = [t.arrays for t in load_dataset(stored, strict=True).trajectories]
+        successes = sum(bool(a["reward"].any()) for a in done)
+        violations = sum(bool(a["cost"].any()) for a in done)
+        summary = next(s for s in status if s.startswith("3 episodes done:"))
+        assert f"success {rate_text(successes, 3)}, violating {rate_text(violations, 3)}" \
+            in summary, summary
         time.sleep(0.2)
         for p in procs:
             assert p.proc.poll() is None, p.log()

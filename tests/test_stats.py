@@ -3,7 +3,7 @@ paired outcomes."""
 
 import pytest
 
-from fosp_core.stats import difference_interval, sign_test, wilson_interval
+from fosp_core.stats import difference_interval, rate_text, sign_test, wilson_interval
 
 
 @pytest.mark.parametrize("hits, n, low, high", [
@@ -18,6 +18,12 @@ from fosp_core.stats import difference_interval, sign_test, wilson_interval
 ])
 def test_wilson_interval_by_hand(hits, n, low, high):
     assert wilson_interval(hits, n) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
+
+
+def test_rate_text_gives_the_counts_the_rate_and_its_interval():
+    # the intervals of 8/20 and 1/1 above, rounded to whole percent
+    assert rate_text(8, 20) == "8/20 = 40% (95% CI 22%-61%)"
+    assert rate_text(1, 1) == "1/1 = 100% (95% CI 21%-100%)"
 
 
 def test_wilson_interval_narrows_with_more_episodes_and_refuses_nonsense():
