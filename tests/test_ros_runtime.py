@@ -87,6 +87,21 @@ def test_a_stop_during_a_callback_exits_without_an_unretrieved_exception():
     assert "never retrieved" not in output and "Traceback" not in output, output
 
 
+def test_node_processes_hand_the_gil_over_often():
+    """With Python's 5 ms switch interval a policy step (dozens of torch calls, each giving
+    the GIL back) waited behind the executor's and the simulator's threads: 108-177 ms a step
+    instead of 9 in the one-process bringup. The nodes are built once run_nodes has set it."""
+    script = ("import sys\n"
+              "from fosp_ros.runtime import run_nodes\n"
+              "def node():\n"
+              "    raise ValueError(f'switch interval {sys.getswitchinterval()}')\n"
+              "raise SystemExit(run_nodes([node], args=[]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=ros_env(new_domain_id()),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "node: error: switch interval 0.0005" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("params, message", [
     ({"config": "/nonexistent/fosp.yaml"}, "config file not found: /nonexistent/fosp.yaml"),
     ({"layout": "[0, 1, 1]"}, "sim_robot: error: obstacle_indices must be 2 distinct"),
