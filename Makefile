@@ -24,7 +24,7 @@ system-deps:
 		else echo "warning: missing system packages ($$missing); install them for headless rendering"; fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): setup.py setup.cfg pyproject.toml package.xml
 	@test -n "$(PYTHON)" || { echo "need Python 3.10-3.12"; exit 1; }
 	$(MAKE) system-deps
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ $(STAMP): pyproject.toml
 	# torch first and pinned, so no later requirement can pull a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[ros,realsense,dev]'
+	# setuptools as ROS 2 Humble (59.6) and Jazzy (68.1.2) ship it, for the colcon test
+	$(PY) -m pip install -q --upgrade --target $(VENV)/setuptools-59.6 setuptools==59.6.0
+	$(PY) -m pip install -q --upgrade --target $(VENV)/setuptools-68.1 setuptools==68.1.2
+	# The ROS tree in install/ (symlinks to this checkout): `ros2 launch fosp_ros ...` and
+	# `ros2 run` resolve with `export AMENT_PREFIX_PATH=$$PWD/install/fosp_ros:$$AMENT_PREFIX_PATH`
+	$(PY) -m colcon --log-base $(VENV)/colcon-log build --symlink-install --base-paths . \
+		--build-base build --install-base install >/dev/null
 	touch $(STAMP)
 
 lint: install
