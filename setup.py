@@ -111,5 +111,10 @@ setup(
         ("share/fosp_ros/config", ["config/safereach.yaml"]),
         ("share/fosp_ros/launch", ["launch/safereach.launch.py"]),
         ("share/fosp_teleop/launch", ["launch/collect.launch.py"]),
+        # The learner's model when no run is given (a state-mode model: the twin only).
+        ("share/fosp_ros/models/fosp-safereach-state-cover",
+         ["models/fosp-safereach-state-cover/checkpoint.pt",
+          "models/fosp-safereach-state-cover/config.yaml",
+          "models/fosp-safereach-state-cover/source.json"]),
     ],
 )

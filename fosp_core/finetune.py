@@ -137,18 +137,19 @@ class Learner:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, data_dir: str | os.PathLike,
+    def from_run(cls, run_dir: str | os.PathLike, data_dir: str | os.PathLike | None,
                  pex: bool = True, device: str = "cpu", seed: int = 0,
                  overrides: dict[str, Any] | None = None) -> Learner:
-        """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start;
-        ``overrides`` change its config (see ``load_agent``)."""
+        """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start (None:
+        an empty replay, filled by the online trajectories alone); ``overrides`` change its
+        config (see ``load_agent``)."""
         from fosp_core.dataset import load_training_data
         from fosp_core.train import load_agent
 
         agent, _ = load_agent(run_dir, device, overrides)
-        dataset = load_training_data(data_dir)
+        trajectories = load_training_data(data_dir).trajectories if data_dir else []
         c = agent.config
-        replay = SequenceReplay(dataset.trajectories, c.batch_size, c.batch_length, c.obs_mode,
+        replay = SequenceReplay(trajectories, c.batch_size, c.batch_length, c.obs_mode,
                                 seed=seed, hold_weight=c.fosp.online_hold_weight)
         torch.manual_seed(seed)  # the new actor's init: PexPolicy.from_run makes the same one
         return cls(agent, replay, pex=pex)

@@ -20,27 +20,37 @@ from fosp_core.envs.safereach import SafeReachConfig
 from fosp_core.shield import ShieldConfig
 
 CONFIG_NAME = "safereach.yaml"
+# The model the learner starts from when no run is given (a simulator-only, state-mode model).
+SHIPPED_MODEL = "fosp-safereach-state-cover"
+
+
+def shipped_path(relative: str) -> Path:
+    """``relative`` (e.g. ``config/safereach.yaml``) in the source tree, else in
+    share/fosp_ros where ``pip install .`` or colcon put it."""
+    candidates = [Path(__file__).resolve().parents[1] / relative,
+                  Path(sys.prefix) / "share" / "fosp_ros" / relative]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "fosp_ros" / relative)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{relative} not found in the source tree or share/fosp_ros "
+                            f"(looked in {[str(c) for c in candidates]})")
 
 
 def default_config_path() -> Path:
-    """The shipped YAML: in the source tree, else where ``pip install .`` / colcon put it."""
-    candidates = [Path(__file__).resolve().parents[1] / "config" / CONFIG_NAME,
-                  Path(sys.prefix) / "share" / "fosp_ros" / "config" / CONFIG_NAME]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "fosp_ros" / "config" / CONFIG_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError("config/safereach.yaml not found in the source tree or "
-                            f"share/fosp_ros/config (looked in {[str(c) for c in candidates]})")
+    return shipped_path(f"config/{CONFIG_NAME}")
+
+
+def shipped_model_path() -> Path:
+    return shipped_path(f"models/{SHIPPED_MODEL}")
 
 
 @dataclass
 class Topics:
     pose: str = "/franka_robot_state_broadcaster/current_pose"  # PoseStamped, from franka_ros2
     image: str = "/camera/camera/color/image_raw"  # sensor_msgs/Image, from realsense-ros
-    target: str = "/cartesian_impedance_controller/equilibrium_pose"  # PoseStamped, to the arm
     action: str = "/fosp/action"  # Float32MultiArray, 6 values in [-1, 1]
     # Float32MultiArray, one per action franka_interface handled: the action the arm carried
     # out (zeros where the shield held it); what the recorder stores
@@ -55,13 +65,46 @@ class Topics:
 
 
 @dataclass
+class ControllerProfile:
+    """A Cartesian controller that follows geometry_msgs/PoseStamped targets: where
+    franka_interface sends the shield's targets, and the QoS it subscribes them with (reliable,
+    volatile, keep last ``depth``), so the publisher matches it."""
+
+    target: str
+    depth: int = 1
+
+
+def default_controllers() -> dict[str, ControllerProfile]:
+    return {
+        # crisp_controllers' CartesianImpedanceController (src/cartesian_controller.cpp): a
+        # relative "target_pose" subscribed with rclcpp::QoS(1), so /target_pose under a
+        # controller manager in the root namespace. It ignores targets while more than one
+        # node publishes on the topic.
+        "crisp": ControllerProfile("/target_pose", 1),
+        # Your own controller: set its topic here (or in your copy of this YAML).
+        "custom": ControllerProfile("/fosp/target", 1),
+    }
+
+
+@dataclass
 class RosConfig:
     control_rate_hz: float = 10.0
     # s: the policy does not act on an older image, pose or state (a stalled camera or robot
     # stream); the episode waits for fresh input while the shield holds the arm
     max_obs_age: float = 0.5
     frame_id: str = "base"
+    # Which of ``controllers`` takes the targets (a node's ``controller`` parameter and the
+    # launch argument ``controller:=`` choose another).
+    controller: str = "crisp"
+    controllers: dict[str, ControllerProfile] = field(default_factory=default_controllers)
     topics: Topics = field(default_factory=Topics)
+
+    def controller_profile(self, name: str = "") -> ControllerProfile:
+        name = name or self.controller
+        if name not in self.controllers:
+            raise ValueError(f"unknown controller {name!r}; the config has "
+                             f"{', '.join(sorted(self.controllers))} (ros.controllers)")
+        return self.controllers[name]
 
 
 @dataclass

@@ -31,20 +31,28 @@ from std_srvs.srv import Trigger
 from fosp_core.shield import SafetyShield, ShieldOutput
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, pose_from_msg, pose_to_msg
-from fosp_ros.runtime import config_parameter, message_age, run_nodes, subscribe_with_info
+from fosp_ros.runtime import (
+    POSE_QOS,
+    config_parameter,
+    message_age,
+    run_nodes,
+    subscribe_with_info,
+)
 
 
 class FrankaInterface(Node):
     def __init__(self, **node_kwargs):
         super().__init__("franka_interface", **node_kwargs)
         self.cfg = load_graph_config(config_parameter(self) or None)
+        controller = self.declare_parameter("controller", "").value  # '' = ros.controller
+        profile = self.cfg.ros.controller_profile(controller)
         self.shield = SafetyShield(self.cfg.shield_config())
         self._lock = threading.Lock()  # the shield is shared by callbacks on several threads
         topics = self.cfg.ros.topics
-        self.target_pub = self.create_publisher(PoseStamped, topics.target, 10)
+        self.target_pub = self.create_publisher(PoseStamped, profile.target, profile.depth)
         self.status_pub = self.create_publisher(String, topics.shield_status, 10)
         self.executed_pub = self.create_publisher(Float32MultiArray, topics.executed_action, 10)
-        subscribe_with_info(self, PoseStamped, topics.pose, self._on_pose, 10)
+        subscribe_with_info(self, PoseStamped, topics.pose, self._on_pose, POSE_QOS)
         if not subscribe_with_info(self, Float32MultiArray, topics.action, self._on_action, 10):
             self.get_logger().warning("this rclpy gives no message info: the ages of actions "
                                       "and poses are unchecked")

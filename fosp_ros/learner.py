@@ -9,8 +9,10 @@ reports steps, losses and duration. After every round the acting weights go out 
 ``/fosp/weights`` (latched, so a policy that starts later gets them) and the learner's state is
 checkpointed. Rounds run on a worker thread, one at a time.
 
-Parameters: ``run`` (pretrained run, required), ``out`` ('' = RUN/online), ``data`` (offline
-dataset; '' = the one the run was trained on), ``grad_steps`` (40, as the paper),
+Parameters: ``run`` (pretrained run; '' = the shipped model, which acts on the simulator's
+state), ``out`` ('' = RUN/online), ``data`` (offline dataset; '' = the one the run was trained
+on; a run that records none, as the shipped models, fine-tunes on the online trajectories
+alone and says so), ``grad_steps`` (40, as the paper),
 ``auto_finetune``, ``pex``, ``device``, ``seed``, and ``set``: config overrides as
 ``fosp finetune --set`` takes them, a string array, e.g.
 ``-p set:='["fosp.online_actor_loss=safe_success", "fosp.online_hold_weight=0.25"]'``.
@@ -36,6 +38,7 @@ from fosp_core.config import dotted_overrides, save_yaml
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
 from fosp_core.finetune import Learner, RoundLog, round_summary, weights_to_bytes
 from fosp_core.train import LEARNER_FILE, run_dataset
+from fosp_ros.config import shipped_model_path
 from fosp_ros.policy import LATCHED
 from fosp_ros.runtime import run_nodes
 
@@ -47,11 +50,16 @@ class LearnerNode(Node):
         p = {name: self.declare_parameter(name, default).value for name, default in (
             ("run", ""), ("out", ""), ("data", ""), ("grad_steps", 40), ("auto_finetune", True),
             ("pex", True), ("device", "cpu"), ("seed", 0))}
-        if not p["run"]:
-            raise ValueError("learner needs the parameter run (a pretrained run directory)")
-        run = Path(p["run"])
+        run = Path(p["run"]) if p["run"] else shipped_model_path()
         self.out = Path(p["out"]) if p["out"] else run / "online"
-        data = run_dataset(run, p["data"] or None)
+        try:
+            data = run_dataset(run, p["data"] or None)
+        except FileNotFoundError:
+            data = None
+            self.get_logger().warning(
+                f"learner: {run} records no offline dataset (pass -p data:=DIR, or data:= to "
+                "the launch file): fine-tuning on the online trajectories alone, from the "
+                "first one on")
         self.grad_steps = int(p["grad_steps"])
         self.auto = bool(p["auto_finetune"])
         # An empty string array has no type of its own in ROS, so 'set' is declared typed,
@@ -81,8 +89,10 @@ class LearnerNode(Node):
         self._worker.start()
         self.rounds_done = 0
         self._publish_weights()
-        self.get_logger().info(f"learner: {len(self.learner.replay)} trajectories in replay, "
-                               f"{self.learner.steps} steps so far, storing to {self.out}")
+        self._saved_steps = self.learner.steps  # the steps learner.pt holds
+        self.get_logger().info(f"learner: {run}, {len(self.learner.replay)} trajectories in "
+                               f"replay, {self.learner.steps} steps so far, storing to "
+                               f"{self.out}")
 
     def _restore(self) -> None:
         """After a restart: stored trajectories, the saved state, then any stored after it.
@@ -115,7 +125,14 @@ class LearnerNode(Node):
     def _on_finetune(self, _request, response):
         done: queue.Queue = queue.Queue()
         self._rounds.put(done)
-        stats = done.get()
+        while True:
+            try:
+                stats = done.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not self._worker.is_alive():  # stopped before it took this round
+                    stats = {"error": "the learner is shutting down"}
+                    break
         response.success = "error" not in stats
         response.message = stats.get("error") or (
             f"steps={int(stats['steps'])} duration_s={stats['duration_s']:.2f} "
@@ -127,12 +144,13 @@ class LearnerNode(Node):
         while True:
             reply = self._rounds.get()
             if self._stopping.is_set():
-                return
+                return  # a caller waiting for this round hears so from _on_finetune
             try:
                 stats = self.learner.train(self.grad_steps, stop=self._stopping)
-                self.learner.save(self.out / LEARNER_FILE)
+                self._save()
                 self.curves.add(self.learner.steps, stats)
-                self._publish_weights()
+                if not self._stopping.is_set():
+                    self._publish_weights()
                 self.rounds_done += 1
             except Exception as err:  # report to the caller; the node keeps serving
                 self.get_logger().error(f"fine-tuning round failed: {err!r}")
@@ -145,11 +163,22 @@ class LearnerNode(Node):
         msg.data = weights_to_bytes(self.learner.snapshot())
         self.weights_pub.publish(msg)
 
-    def close(self) -> None:
-        self._stopping.set()  # the round in progress ends after its current step
-        self._rounds.put(None)
-        self._worker.join(timeout=30.0)
+    def _save(self) -> None:
+        """learner.pt, written atomically (a stop while saving leaves the previous one)."""
         self.learner.save(self.out / LEARNER_FILE)
+        self._saved_steps = self.learner.steps
+
+    def request_stop(self) -> None:
+        """On SIGINT, before the executor waits for its callbacks: the round in progress ends
+        after its current step, so a /fosp/finetune call waiting for it returns at once."""
+        self._stopping.set()
+        self._rounds.put(None)
+
+    def close(self) -> None:
+        self.request_stop()
+        self._worker.join(timeout=30.0)
+        if self.learner.steps != self._saved_steps:  # the worker saved after its last step
+            self._save()
         self.curves.close()
 
 

@@ -49,6 +49,7 @@ from fosp_core.stats import rate_text
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import (
+    POSE_QOS,
     config_parameter,
     message_age,
     run_nodes,
@@ -96,7 +97,7 @@ class Policy(Node):
 
         t = self.cfg.ros.topics
         subscribe_with_info(self, Image, t.image, self._on_image, 10)
-        subscribe_with_info(self, PoseStamped, t.pose, self._on_pose, 10)
+        subscribe_with_info(self, PoseStamped, t.pose, self._on_pose, POSE_QOS)
         subscribe_with_info(self, Float32MultiArray, t.sim_state, self._on_state, 10)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
         # Every report counts (they are matched to the actions in order): queue a stall's worth.

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 
@@ -24,6 +25,13 @@ from rclpy.subscription import Subscription
 # SIGINT/SIGTERM waits to be noticed.
 STOP_POLL_S = 0.1
 SWITCH_INTERVAL_S = 0.0005  # the GIL hand-over interval of every node process (see run_nodes)
+
+# The arm's pose. franka_ros2's franka_robot_state_broadcaster publishes current_pose
+# best-effort, keep last 1, at up to 1 kHz (since v2.4.0 on Humble, v3.3.0 on Jazzy; reliable
+# before). A reliable subscriber never matches a best-effort publisher and DDS reports nothing,
+# so every pose subscriber is best-effort: that matches both kinds of publisher. Depth 1: only
+# the newest pose matters, and at 1 kHz a deeper queue holds nothing but stale ones.
+POSE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None) -> int:
@@ -71,6 +79,12 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
     except ExternalShutdownException:
         pass
     finally:
+        # Long work in a callback (a fine-tuning round a /fosp/finetune call waits for) is
+        # told to end now: the executor below waits for every callback under way.
+        for node in nodes:
+            request_stop = getattr(node, "request_stop", None)
+            if request_stop is not None:
+                request_stop()
         # rclpy's MultiThreadedExecutor.shutdown destroys its guard condition before it waits
         # for its threads, and a callback still running then ends by triggering that guard:
         # "The following exception was never retrieved: cannot use Destroyable ...", on every
@@ -96,14 +110,15 @@ def config_parameter(node: Node) -> str:
     return node.declare_parameter("config", "").get_parameter_value().string_value
 
 
-def subscribe_with_info(node: Node, msg_type, topic: str, callback, depth: int) -> bool:
+def subscribe_with_info(node: Node, msg_type, topic: str, callback,
+                        qos: int | QoSProfile) -> bool:
     """Subscribe ``callback(msg, info)``, info being the message info (its DDS source
     timestamp). rclpy before Iron (Humble) hands callbacks no info: there ``info`` is None.
-    Returns whether the info is given."""
+    ``qos``: a depth (reliable) or a profile. Returns whether the info is given."""
     if hasattr(Subscription, "CallbackType"):  # rclpy >= Iron: two-argument callbacks
-        node.create_subscription(msg_type, topic, callback, depth)
+        node.create_subscription(msg_type, topic, callback, qos)
         return True
-    node.create_subscription(msg_type, topic, lambda msg: callback(msg, None), depth)
+    node.create_subscription(msg_type, topic, lambda msg: callback(msg, None), qos)
     return False
 
 

@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from fosp_core.envs.safereach import Layout, SafeReachEnv, task_spec
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_to_msg, image_to_msg, pose_from_msg, pose_to_msg
-from fosp_ros.runtime import config_parameter, run_nodes
+from fosp_ros.runtime import POSE_QOS, config_parameter, run_nodes
 
 
 class SimRobot(Node):
@@ -38,6 +38,8 @@ class SimRobot(Node):
         self.cfg = load_graph_config(config_parameter(self) or None)
         self.seed = self.declare_parameter("seed", 0).get_parameter_value().integer_value
         task = self.declare_parameter("task", "").get_parameter_value().string_value
+        # The controller whose target topic it follows, as franka_interface's parameter.
+        profile = self.cfg.ros.controller_profile(self.declare_parameter("controller", "").value)
         env_cfg = self.cfg.env
         if task:
             env_cfg.task = task
@@ -56,11 +58,12 @@ class SimRobot(Node):
         self._lock = threading.Lock()  # guards the two fields above
 
         topics = self.cfg.ros.topics
-        self.pose_pub = self.create_publisher(PoseStamped, topics.pose, 10)
+        # As franka_ros2's state broadcaster publishes it (see POSE_QOS).
+        self.pose_pub = self.create_publisher(PoseStamped, topics.pose, POSE_QOS)
         self.image_pub = self.create_publisher(Image, topics.image, 10)
         self.contacts_pub = self.create_publisher(Float32MultiArray, topics.sim_contacts, 10)
         self.state_pub = self.create_publisher(Float32MultiArray, topics.sim_state, 10)
-        self.create_subscription(PoseStamped, topics.target, self._on_target, 10)
+        self.create_subscription(PoseStamped, profile.target, self._on_target, profile.depth)
         # Reentrant: a reset request waits for the simulation thread while targets keep coming.
         self.create_service(Trigger, "/fosp/sim/reset", self._on_reset,
                             callback_group=ReentrantCallbackGroup())
@@ -71,7 +74,7 @@ class SimRobot(Node):
         self._thread = threading.Thread(target=self._simulate, name="sim", daemon=True)
         self._thread.start()
         self.get_logger().info(f"sim_robot: task {env_cfg.task}, {1 / self.period:.0f} Hz, "
-                               f"target topic {topics.target}")
+                               f"target topic {profile.target}")
 
     def _on_target(self, msg: PoseStamped) -> None:
         target = pose_from_msg(msg)

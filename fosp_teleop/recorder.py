@@ -42,7 +42,13 @@ from fosp_core.images import to_policy_image
 from fosp_core.state_layout import STATE_DIM
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, image_from_msg, pose_from_msg
-from fosp_ros.runtime import config_parameter, run_nodes, source_timestamp, subscribe_with_info
+from fosp_ros.runtime import (
+    POSE_QOS,
+    config_parameter,
+    run_nodes,
+    source_timestamp,
+    subscribe_with_info,
+)
 
 ACTION_QUEUE = 100  # 10 s of actions at the control rate
 
@@ -70,7 +76,7 @@ class Recorder(Node):
 
         t = self.cfg.ros.topics
         self.create_subscription(Image, t.image, self._on_image, 10)
-        self.create_subscription(PoseStamped, t.pose, self._on_pose, 10)
+        self.create_subscription(PoseStamped, t.pose, self._on_pose, POSE_QOS)
         self.create_subscription(Float32MultiArray, t.sim_state, self._on_state, 10)
         # Every action is a row: a recorder that falls behind must queue them, not drop them.
         subscribe_with_info(self, Float32MultiArray, t.executed_action, self._on_action,

@@ -25,8 +25,13 @@ and ``src/proto.h``; FreeSpacenav/spacenavd ``src/proto_unix.c`` (``send_uevent`
     sensitivity and truncated to int; ``period`` is the milliseconds since the previous motion
     event. A SpaceMouse reads about +-350 at full deflection.
   - button: ``[1, bnum, 0...]`` on press, ``[2, bnum, 0...]`` on release.
-  - protocol v1 adds ``[3, op, id, devtype, usb_vendor, usb_product, 0]`` (device added or
-    removed), ``4`` (config changed), ``5``/``6`` (raw axis/button); this client skips them.
+  - protocol v1 adds ``[3, op, id, devtype, usb_vendor, usb_product, 0]`` (device added,
+    op 0, or removed, op 1: ``send_uevent`` and ``proto.h``), ``4`` (config changed), ``5``/``6``
+    (raw axis/button). Device events are read (``DeviceEvent``); the others are skipped.
+  - When a device is unplugged or its wireless link drops, the daemon sends a device-removed
+    event and no zero-motion event; a v0 daemon sends neither. ``SpaceMouseTeleop`` therefore
+    zeroes the action on a removal, on a lost socket, and when no motion event came for
+    ``hold_timeout`` seconds.
 
 * Handshake (what libspnav >= 1.0 ``spnav_open`` sends): right after connecting the client
   writes ONE int32 ``REQ_TAG | REQ_CHANGE_PROTO | version`` = ``0x7faa5501`` and waits 300 ms for
@@ -75,6 +80,9 @@ WORD_STRUCT = struct.Struct("=i")
 FLOAT_STRUCT = struct.Struct("=f")
 
 UEV_MOTION, UEV_PRESS, UEV_RELEASE, UEV_DEV, UEV_CFG, UEV_RAWAXIS, UEV_RAWBUTTON = range(7)
+DEV_ADD, DEV_RM = range(2)  # a device event's op (spacenavd proto.h)
+# s without a motion event after which a held deflection no longer moves the arm.
+HOLD_TIMEOUT_S = 0.5
 REQ_TAG = 0x7FAA0000
 REQ_CHANGE_PROTO = 0x5500
 MAX_PROTO_VER = 1
@@ -111,7 +119,19 @@ class ButtonEvent:
     pressed: bool
 
 
-Event = MotionEvent | ButtonEvent
+@dataclass(frozen=True)
+class DeviceEvent:
+    """Protocol v1: a device was added or removed (unplugged, or its wireless link lost)."""
+
+    op: int
+    device: int = 0
+
+    @property
+    def removed(self) -> bool:
+        return self.op == DEV_RM
+
+
+Event = MotionEvent | ButtonEvent | DeviceEvent
 
 
 def pack_event(event: Event) -> bytes:
@@ -119,6 +139,8 @@ def pack_event(event: Event) -> bytes:
     if isinstance(event, MotionEvent):
         return EVENT_STRUCT.pack(UEV_MOTION, event.x, event.y, event.z, event.rx, event.ry,
                                  event.rz, event.period)
+    if isinstance(event, DeviceEvent):
+        return EVENT_STRUCT.pack(UEV_DEV, event.op, event.device, 0, 0, 0, 0, 0)
     kind = UEV_PRESS if event.pressed else UEV_RELEASE
     return EVENT_STRUCT.pack(kind, event.button, 0, 0, 0, 0, 0, 0)
 
@@ -130,6 +152,8 @@ def unpack_event(packet: bytes) -> Event | None:
         return MotionEvent(*data[:6], period=data[6])
     if kind in (UEV_PRESS, UEV_RELEASE):
         return ButtonEvent(button=data[0], pressed=kind == UEV_PRESS)
+    if kind == UEV_DEV:
+        return DeviceEvent(op=data[0], device=data[1])
     return None
 
 
@@ -565,21 +589,46 @@ class SpaceMouseTeleop:
     """Turns an event source into one action per control tick.
 
     spacenavd sends a motion event only when the reading changes, so the latest deflection is
-    held between events (the cap at rest produces a final all-zero event).
+    held between events (the cap at rest produces a final all-zero event), but never for
+    longer than ``hold_timeout`` seconds without a motion event: an unplugged device or a
+    dropped wireless link sends no zero-motion event. A device-removed event (protocol v1) and
+    a lost connection (the source's ``poll`` raising ``ConnectionError``) zero it at once;
+    ``lost`` then holds the reason until a source is set again.
     """
 
-    def __init__(self, source: EventSource, mapping: TeleopMapping | None = None) -> None:
-        self.source = source
+    def __init__(self, source: EventSource, mapping: TeleopMapping | None = None,
+                 hold_timeout: float = HOLD_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.mapping = mapping or TeleopMapping()
+        self.hold_timeout = hold_timeout
+        self.clock = clock
         self.raw = np.zeros(6)
+        self.source = source
+        self.lost = ""
+        self._last_motion = clock()
+
+    def set_source(self, source: EventSource) -> None:
+        """A new connection (the daemon restarted): no deflection carries over."""
+        self.source, self.lost, self.raw = source, "", np.zeros(6)
 
     def step(self) -> TeleopStep:
         commands = []
-        for event in self.source.poll():
+        try:
+            events = self.source.poll()
+        except ConnectionError as err:
+            events, self.raw = [], np.zeros(6)
+            self.lost = str(err)
+        now = self.clock()
+        for event in events:
             if isinstance(event, MotionEvent):
-                self.raw = event.raw
+                self.raw, self._last_motion = event.raw, now
+            elif isinstance(event, DeviceEvent):
+                if event.removed:
+                    self.raw = np.zeros(6)
             elif (command := self.mapping.command(event)) is not None:
                 commands.append(command)
+        if now - self._last_motion > self.hold_timeout:
+            self.raw = np.zeros(6)
         return TeleopStep(self.mapping.to_action(self.raw), commands)
 
 

@@ -78,3 +78,23 @@ def test_hadolint_is_clean():
     result = subprocess.run([hadolint, str(REPO / "docker" / "Dockerfile")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_mounts_the_spacenavd_socket_directory_not_the_file():
+    """spacenavd deletes and recreates its socket on every start: a file mount keeps the old,
+    dead one."""
+    robot = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]["robot"]
+    env = dict(e.split("=", 1) for e in robot["environment"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in robot["volumes"]}
+    socket_dir = str(Path(env["SPNAV_SOCKET"]).parent)
+    assert mounts[socket_dir] in ("/var/run", "/run")
+    assert not any(v.split(":")[0].endswith(".sock") for v in robot["volumes"])
+
+
+def test_dockerfile_builds_with_the_colcon_step_the_install_test_runs():
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    assert "FROM ros:jazzy" in text  # setuptools 68.1 there: test_install's jazzy case
+    assert "colcon build --packages-select fosp_ros" in text
+    keys = text.split("--skip-keys", 1)[1].split('"')[1].split()
+    package = (REPO / "package.xml").read_text()
+    assert all(f"<test_depend>{key}</test_depend>" in package for key in keys)

@@ -13,7 +13,7 @@ import yaml
 
 from fosp_ros.bringup import parse_overrides
 from fosp_ros.config import Topics, load_graph_config
-from fosp_ros.graph import FORWARDED, GRAPHS, node_parameters, nodes_for
+from fosp_ros.graph import FORWARDED, GRAPHS, launch_plan, node_parameters, nodes_for
 from tests.ros_graph import REPO, RosClient, new_domain_id, ros_env, wait_for
 from tests.test_install import DATA_FILES
 
@@ -39,9 +39,10 @@ def test_launch_files_name_existing_things(graph):
                  if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
                  and node.targets[0].id in ("GRAPH", "ARGUMENTS")}
     assert constants["GRAPH"] == graph
-    for argument, (node, _param) in FORWARDED[graph].items():
+    for argument, targets in FORWARDED[graph].items():
         assert argument in constants["ARGUMENTS"]
-        assert node in {s.executable for s in GRAPHS[graph]}
+        for node, _param in targets:
+            assert node in {s.executable for s in GRAPHS[graph]}
     assert "config/safereach.yaml" in DATA_FILES["share/fosp_ros/config"]
 
 
@@ -134,6 +135,78 @@ def test_bringup_leaves_out_the_nodes_named():
     policy = next(s for s in nodes_for("safereach", False) if s.executable == "policy")
     assert node_parameters("safereach", policy, False, "", {"policy_run": "r/online"})[
         "run"] == "r/online"
+
+
+SAFEREACH_DEFAULTS = {"use_sim": "true", "config": "", "run": "", "data": "", "task": "",
+                      "with_learner": "true", "policy_run": "", "camera": "fosp",
+                      "controller": ""}
+
+
+def test_launch_plan_with_no_argument_runs_the_twin_and_forwards_what_is_given(tmp_path):
+    nodes, choices = launch_plan("safereach", SAFEREACH_DEFAULTS)
+    assert [s.executable for s, _ in nodes] == [s.executable for s in nodes_for("safereach",
+                                                                                 True)]
+    assert choices == {"use_sim": True, "camera": "fosp"}
+    data = tmp_path / "data"
+    data.mkdir()
+    nodes, _ = launch_plan("safereach", {**SAFEREACH_DEFAULTS, "data": str(data),
+                                         "controller": "custom",
+                                         "task": "safereach-more-obstacles"})
+    params = {spec.executable: p for spec, p in nodes}
+    assert params["learner"]["data"] == str(data)
+    assert params["franka_interface"]["controller"] == params["sim_robot"]["controller"] == \
+        "custom"
+    assert params["sim_robot"]["task"] == "safereach-more-obstacles"
+
+
+def test_launch_plan_on_the_robot_picks_the_camera_and_refuses_a_state_model(tmp_path):
+    image_run = tmp_path / "image-run"
+    image_run.mkdir()
+    (image_run / "config.yaml").write_text("obs_mode: image\n")
+    robot = {**SAFEREACH_DEFAULTS, "use_sim": "false", "run": str(image_run)}
+    for camera, expected in (("fosp", True), ("realsense-ros", False), ("none", False)):
+        nodes, choices = launch_plan("safereach", {**robot, "camera": camera})
+        names = [s.executable for s, _ in nodes]
+        assert ("camera" in names) == expected and "sim_robot" not in names
+        assert choices["camera"] == camera
+    with pytest.raises(ValueError, match="launch argument run: .* state-mode model"):
+        launch_plan("safereach", {**robot, "run": ""})  # the shipped model reads sim state
+    with pytest.raises(ValueError, match="launch argument policy_run: .* state-mode model"):
+        launch_plan("safereach", {**robot, "with_learner": "false",
+                                  "policy_run": str(REPO / "models/fosp-safereach-state")})
+    # No learner here and no run for the policy: it waits for a learner elsewhere.
+    launch_plan("safereach", {**robot, "run": "", "with_learner": "false"})
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("use_sim", "maybe", "launch argument use_sim: 'maybe' is not true or false"),
+    ("with_learner", "nope", "launch argument with_learner: 'nope' is not true or false"),
+    ("camera", "webcam", "launch argument camera: 'webcam' is not one of fosp"),
+    ("controller", "franka", "launch argument controller: unknown controller 'franka'"),
+    ("config", "missing.yaml", "launch argument config: no file 'missing.yaml'"),
+    ("run", "no/such/run", "launch argument run: 'no/such/run' is not a directory"),
+    ("data", "no/such/data", "launch argument data: 'no/such/data' is not a directory"),
+    ("policy_run", "nope", "launch argument policy_run: 'nope' is not a directory"),
+    ("task", "safereach-mars", "launch argument task: 'safereach-mars' is not one of"),
+])
+def test_launch_plan_names_a_wrong_argument_in_one_line(argument, value, message):
+    with pytest.raises(ValueError) as err:
+        launch_plan("safereach", {**SAFEREACH_DEFAULTS, argument: value})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_launch_plan_sends_the_keyboard_to_a_terminal():
+    collect = {"use_sim": "true", "config": "", "out": "d", "device": "keyboard", "task": "",
+               "camera": "fosp", "controller": ""}
+    with pytest.raises(ValueError, match="launch argument device: the keyboard needs a terminal"):
+        launch_plan("collect", collect)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fosp_ros.bringup", "collect", "--sim",
+         "--set", "teleop.device=keyboard", "--set", "recorder.out=/tmp/unused"],
+        env=ros_env(new_domain_id()), cwd=REPO, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "teleop: error: the keyboard needs a terminal" in proc.stderr
 
 
 @pytest.mark.parametrize(("device", "error"), [

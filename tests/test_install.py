@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fosp_ros.config import SHIPPED_MODEL
 from fosp_ros.graph import GRAPHS
 from tests.ros_graph import REPO
 
@@ -41,7 +42,7 @@ def copy_tracked_files(destination: Path) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
     for name in files:
-        if name.startswith("models/"):  # checkpoints: not part of the package
+        if name.startswith("models/") and SHIPPED_MODEL not in name:  # only one is installed
             continue
         (destination / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, destination / name)
@@ -147,6 +148,7 @@ def test_pip_install_registers_packages_and_launch_files(tmp_path):
     for destination, files in DATA_FILES.items():
         for name in files:
             assert (prefix / destination / Path(name).name).is_file(), (destination, name)
+    assert SHIPPED_MODEL in str(DATA_FILES)
     assert os.access(prefix / "bin" / "fosp", os.X_OK)
     code = ("from ament_index_python.packages import get_package_share_directory as d; "
             "print(d('fosp_ros')); print(d('fosp_teleop'))")

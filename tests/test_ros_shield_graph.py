@@ -11,6 +11,7 @@ from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
 from fosp_ros.conversions import array_to_msg, pose_from_msg
+from fosp_ros.runtime import POSE_QOS
 from tests.ros_graph import NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 
@@ -34,10 +35,10 @@ class Arm:
         self.lock = threading.Lock()
         self.state = {"pose": None, "poses": 0, "status": [], "targets": [], "executed": []}
         node.create_subscription(PoseStamped, "/franka_robot_state_broadcaster/current_pose",
-                                 self._on_pose, 10)
+                                 self._on_pose, POSE_QOS)
         node.create_subscription(String, "/fosp/shield_status",
                                  lambda m: self.state["status"].append(m.data), 10)
-        node.create_subscription(PoseStamped, "/cartesian_impedance_controller/equilibrium_pose",
+        node.create_subscription(PoseStamped, "/target_pose",
                                  lambda m: self.state["targets"].append(pose_from_msg(m)), 50)
         node.create_subscription(Float32MultiArray, "/fosp/action/executed",
                                  lambda m: self.state["executed"].append(list(m.data)), 10)

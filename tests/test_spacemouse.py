@@ -17,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fosp_teleop.spacemouse import (
+    DEV_RM,
     ButtonEvent,
+    DeviceEvent,
     EventStream,
     KeyboardTeleop,
     MotionEvent,
@@ -74,7 +76,9 @@ def test_unpack_inverts_pack_and_skips_other_event_types():
     for event in (MotionEvent(INT32_MIN, INT32_MAX, 0, 1, -1, 7, 3), ButtonEvent(11, True),
                   ButtonEvent(0, False)):
         assert unpack_event(pack_event(event)) == event
-    assert unpack_event(struct.pack("=8i", 3, 1, 0, 0x200, 0x256F, 0xC635, 0, 0)) is None
+    assert unpack_event(struct.pack("=8i", 3, 1, 0, 0x200, 0x256F, 0xC635, 0, 0)) == \
+        DeviceEvent(op=DEV_RM, device=0)
+    assert unpack_event(struct.pack("=8i", 4, 1, 0, 0, 0, 0, 0, 0)) is None  # config changed
 
 
 def test_event_stream_reassembles_any_chunking_and_skips_tagged_packets():
@@ -90,9 +94,9 @@ def test_event_stream_reassembles_any_chunking_and_skips_tagged_packets():
         got = []
         for i in range(0, len(wire), chunk):
             got += stream.feed(wire[i : i + chunk])
-        assert got == events
+        assert got == [*events[:2], DeviceEvent(op=0, device=0), events[2]]
         assert stream.protocol_reply == 1
-        assert stream.skipped == 2
+        assert stream.skipped == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +217,7 @@ def test_socket_path_follows_spnav_socket_like_libspnav(monkeypatch, sock_path):
 def test_teleop_holds_the_last_deflection_between_events(sock_path):
     mapping = TeleopMapping(deadband=0.0)
     with SpacenavdStandIn(sock_path) as daemon, SpnavClient(sock_path) as client:
-        teleop = SpaceMouseTeleop(client, mapping)
+        teleop = SpaceMouseTeleop(client, mapping, hold_timeout=10.0)
         daemon.wait_for_clients(1)
         daemon.play([MotionEvent(0, 0, 175, 0, 0, 0), ButtonEvent(0, True), ButtonEvent(0, False),
                      ButtonEvent(1, True)])
@@ -231,6 +235,73 @@ def test_teleop_holds_the_last_deflection_between_events(sock_path):
         while np.any(teleop.step().action) and time.monotonic() < deadline:
             time.sleep(0.002)
         np.testing.assert_array_equal(teleop.step().action, np.zeros(6))
+
+
+def deflected(sock_path, protocol: int, hold_timeout: float = 10.0):
+    """A stand-in daemon, a client and a teleop whose cap is held at full deflection."""
+    daemon = SpacenavdStandIn(sock_path, protocol=protocol)
+    client = SpnavClient(sock_path)
+    teleop = SpaceMouseTeleop(client, TeleopMapping(deadband=0.0), hold_timeout=hold_timeout)
+    daemon.wait_for_clients(1)
+    daemon.send(MotionEvent(350, 0, 0, 0, 0, 0))
+    deadline = time.monotonic() + 2.0
+    while not np.any(teleop.step().action) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert np.any(teleop.step().action)
+    return daemon, client, teleop
+
+
+def step_until_still(teleop: SpaceMouseTeleop, timeout: float = 2.0) -> float:
+    """Steps until the action is zero; the seconds it took."""
+    start = time.monotonic()
+    while np.any(teleop.step().action) and time.monotonic() < start + timeout:
+        time.sleep(0.002)
+    assert not np.any(teleop.step().action), "the action never went back to zero"
+    return time.monotonic() - start
+
+
+def test_a_removed_device_stops_the_action_though_no_zero_motion_comes(sock_path):
+    """spacenavd (protocol v1) sends a device-removed event on unplug or a dropped wireless
+    link, and no zero-motion event: the last deflection must not go on."""
+    daemon, client, teleop = deflected(sock_path, protocol=1)
+    with daemon, client:
+        assert client.protocol == 1
+        daemon.send(DeviceEvent(op=DEV_RM, device=0))
+        step_until_still(teleop)
+        # A device added back (op 0) does not restart the motion either.
+        daemon.send(DeviceEvent(op=0, device=0))
+        time.sleep(0.05)
+        assert not np.any(teleop.step().action)
+
+
+def test_a_lost_daemon_connection_stops_the_action(sock_path):
+    daemon, client, teleop = deflected(sock_path, protocol=1)
+    with daemon, client:
+        daemon.disconnect_all()
+        step_until_still(teleop)
+        assert "closed the connection" in teleop.lost
+
+
+def test_an_old_daemon_held_deflection_times_out(sock_path):
+    """A v0 daemon sends no device events: with no motion event for hold_timeout the action
+    goes back to zero, however long the last deflection was held."""
+    daemon, client, teleop = deflected(sock_path, protocol=0, hold_timeout=0.3)
+    with daemon, client:
+        assert client.protocol == 0
+        took = step_until_still(teleop, timeout=2.0)
+        assert took <= 0.3 + 0.2, took
+        daemon.send(MotionEvent(350, 0, 0, 0, 0, 0))  # a fresh reading moves it again
+        deadline = time.monotonic() + 2.0
+        while not np.any(teleop.step().action) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert np.any(teleop.step().action)
+
+
+def test_device_event_wire_format_round_trips():
+    event = DeviceEvent(op=DEV_RM, device=3)
+    packet = pack_event(event)
+    assert struct.unpack("=8i", packet)[:3] == (3, 1, 3)  # UEV_DEV, DEV_RM, id
+    assert unpack_event(packet) == event and event.removed
 
 
 # --------------------------------------------------------------------------------------------
