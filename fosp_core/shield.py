@@ -17,7 +17,10 @@ and is tested exhaustively here. Its guarantees:
    process, a network hiccup) is dropped: it was chosen for a pose the arm has left, and a
    backlog of such actions must not play out after the arm was seen to stop.
 4. **Latched stop.** ``stop()`` holds position and ignores actions and homing until
-   ``resume()`` is called explicitly; nothing else clears it.
+   ``resume()`` is called explicitly; nothing else clears it. The target it holds is fixed
+   when the stop begins (the last target sent) and never moves while stopped, whatever the
+   poses do: re-limiting it to the latest pose moved it whenever the arm lagged more than
+   one step behind its target, as it does under load.
 5. **Homing** walks back to the home pose under the same limits.
 
 For each action ``on_action`` also says which action the arm carries out instead
@@ -76,6 +79,7 @@ class SafetyShield:
         self._action_time = -np.inf
         self._hold: np.ndarray | None = None  # last target sent: holding means staying there
         self._zero_run = False  # the last action was zero: hold the target it was sent
+        self._stop_target: np.ndarray | None = None  # the target a latched stop holds
 
     # ---- inputs --------------------------------------------------------------------------
     def update_pose(self, pose: np.ndarray, now: float) -> None:
@@ -84,10 +88,12 @@ class SafetyShield:
             self._pose, self._pose_time = pose, now
 
     def stop(self) -> None:
+        if not self.stopped:
+            self._stop_target = None  # fixed by the first target the stop sends
         self.stopped, self.homing = True, False
 
     def resume(self) -> None:
-        self.stopped, self._zero_run = False, False
+        self.stopped, self._zero_run, self._stop_target = False, False, None
 
     def home(self) -> bool:
         """Start homing; refused (False) while stopped."""
@@ -147,7 +153,9 @@ class SafetyShield:
         if now - self._pose_time > self.config.pose_timeout:
             return ShieldOutput(None, "stale pose")
         if self.stopped:
-            return self._hold_position("stopped")
+            if self._stop_target is None:
+                self._stop_target = self._hold_position("stopped").target
+            return self._send(self._stop_target, "stopped")
         return None
 
     def _hold_position(self, reason: str) -> ShieldOutput:

@@ -155,6 +155,27 @@ def test_stop_latches_until_resume():
     assert out.reason == "action" and out.target[0] > pose[0]
 
 
+def test_a_latched_stop_holds_its_target_exactly_while_the_arm_lags_and_moves():
+    """Under load the poses lag: the arm can be more than one step behind the last target
+    when the stop comes. The stop must hold that target bit for bit, not re-limit it to each
+    new pose (it then crept along with the arm: one /fosp/stop check in six, heavy load)."""
+    shield = SafetyShield()
+    pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
+    shield.update_pose(pose, 0.0)
+    last = shield.on_action(np.array([0, 1, 0, 0, 0, 0]), 0.0).target  # one step to +y
+    # The pose arrives late: the arm is still where it was, then overshoots backwards.
+    shield.stop()
+    sent = []
+    for i, t in enumerate(np.arange(0.01, 0.5, 0.01)):
+        lagging = pose + np.array([0, -0.002 * i, 0, 0, 0, 0])
+        shield.update_pose(lagging, t)
+        sent.append(shield.on_action(np.array([0, -1, 0, 0, 0, 0]), t).target)
+        sent.append(shield.on_tick(t).target)
+    assert all(np.array_equal(target, last) for target in sent), "the target moved"
+    shield.resume()
+    assert shield.on_action(np.array([0, -1, 0, 0, 0, 0]), 0.6).reason == "action"
+
+
 def test_homing_walks_back_within_limits():
     shield = SafetyShield()
     home = np.array(shield.config.home_pose)
