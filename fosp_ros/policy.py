@@ -318,14 +318,14 @@ class Policy(Node):
             self._awaiting = (self._weights_received, time.monotonic())
         chosen = episode["log"].chosen
         online = chosen["online"] / max(1, sum(chosen.values()))
-        p50 = float(np.percentile(self.step_ms, 50)) if self.step_ms else 0.0
+        p50, p99 = (np.percentile(self.step_ms, [50, 99]) if self.step_ms else (0.0, 0.0))
         success, violation = bool(arrays["reward"].any()), bool(arrays["cost"].any())
         self.successes += success
         self.violations += violation
         self._report(f"episode {self.episodes_done}: success={success} "
                      f"violation={violation} online={online:.2f} "
                      f"stopped_at={episode['log'].stopped_at} "
-                     f"step_ms_p50={p50:.1f} late_ticks={self.late_ticks} "
+                     f"step_ms_p50={p50:.1f} step_ms_p99={p99:.1f} late_ticks={self.late_ticks} "
                      f"stale_ticks={self.stale_ticks} shield_held={episode['shield_held']}")
         if self.episodes_done == self.params["episodes"]:  # an evaluation's last episode
             n = self.episodes_done
