@@ -26,8 +26,8 @@ from fosp_ros.conversions import array_to_msg, pose_from_msg
 from fosp_ros.graph import launch_plan
 from fosp_ros.runtime import POSE_QOS
 from tests.agent_helpers import tiny_config, write_dataset
-from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 from tests.robot_standins import POSE_TOPIC, TARGET_TOPIC
+from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 WS = Workspace()
 
