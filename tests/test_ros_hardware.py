@@ -92,8 +92,9 @@ def robot_nodes(config: str, run: str) -> list[tuple[str, dict]]:
 def test_episodes_on_the_robot_graph_against_the_upstream_drivers(image_run, tmp_path):
     domain = new_domain_id()
     config, run = str(image_run / "graph.yaml"), str(image_run / "run")
-    procs = [NodeProcess("tests.robot_standins", domain, {"pose_rate": float(os.environ.get("FOSP_TEST_POSE_RATE", 1000))},
-                         log_dir=tmp_path)]
+    # FOSP_TEST_POSE_RATE=10 gives the same run at the sim's pose rate, for comparison.
+    rate = float(os.environ.get("FOSP_TEST_POSE_RATE", 1000))
+    procs = [NodeProcess("tests.robot_standins", domain, {"pose_rate": rate}, log_dir=tmp_path)]
     procs += [NodeProcess(module, domain, params, log_dir=tmp_path)
               for module, params in robot_nodes(config, run)]
     client = RosClient(domain)
