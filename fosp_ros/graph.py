@@ -105,10 +105,12 @@ def launch_plan(graph: str, arguments: dict[str, str]) -> tuple[list[tuple[NodeS
         raise ValueError(f"launch argument config: no file {config!r}")
     try:
         graph_config = load_graph_config(config or None)
-        graph_config.ros.controller_profile(arguments.get("controller", ""))
     except ValueError as err:  # ConfigError is one
-        name = "controller" if "controller" in str(err) else "config"
-        raise ValueError(f"launch argument {name}: {err}") from None
+        raise ValueError(f"launch argument config: {err}") from None
+    try:
+        graph_config.ros.controller_profile(arguments.get("controller", ""))
+    except ValueError as err:
+        raise ValueError(f"launch argument controller: {err}") from None
     task = arguments.get("task", "")
     if task:
         from fosp_core.envs.safereach import TASKS
