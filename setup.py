@@ -85,7 +85,7 @@ setup(
     extras_require={
         # ROS 2 Kilted from PyPI wheels; on a real ROS 2 install these come from the distribution.
         "ros": ["ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-std-srvs",
-                "ros-sensor-msgs", "ros-geometry-msgs"],
+                "ros-sensor-msgs", "ros-geometry-msgs", "ros-action-msgs"],
         # RealSense camera node (needs the libusb-1.0-0 system library).
         "realsense": ["pyrealsense2>=2.55"],
         "dev": [
@@ -95,6 +95,8 @@ setup(
             # The colcon test builds the package as ROS 2 Humble and Jazzy do.
             "colcon-core>=0.21", "colcon-python-setup-py>=0.2.9", "colcon-ros>=0.5",
             "setuptools>=69",
+            # An action type for the stand-in of franka_hardware's error recovery server.
+            "ros-test-msgs",
         ],
     },
     entry_points={"console_scripts": ["fosp = fosp_core.cli:main"]

@@ -22,6 +22,11 @@ and is tested exhaustively here. Its guarantees:
    poses do: re-limiting it to the latest pose moved it whenever the arm lagged more than
    one step behind its target, as it does under load.
 5. **Homing** walks back to the home pose under the same limits.
+6. **Robot fault.** While the robot itself refuses to move (the FR3 after a reflex, or with
+   its user stop pressed: ``fault`` names it), the shield ignores actions and homing and
+   sends the arm's own pose as the target, so the controller does not pull the arm towards an
+   old target the moment the robot moves again. Clearing the fault is the robot's side's job
+   (``fosp_ros.reflex``).
 
 For each action ``on_action`` also says which action the arm carries out instead
 (``ShieldOutput.executed``, same units): the action itself (clipped to [-1, 1]) when it is
@@ -80,6 +85,7 @@ class SafetyShield:
         self._hold: np.ndarray | None = None  # last target sent: holding means staying there
         self._zero_run = False  # the last action was zero: hold the target it was sent
         self._stop_target: np.ndarray | None = None  # the target a latched stop holds
+        self.fault: str | None = None  # why the robot itself does not move, if it does not
 
     # ---- inputs --------------------------------------------------------------------------
     def update_pose(self, pose: np.ndarray, now: float) -> None:
@@ -95,9 +101,15 @@ class SafetyShield:
     def resume(self) -> None:
         self.stopped, self._zero_run, self._stop_target = False, False, None
 
+    def set_fault(self, fault: str | None) -> None:
+        """The robot refuses to move (``fault`` says why) or moves again (None)."""
+        if fault is not None:
+            self.homing = False
+        self.fault = fault
+
     def home(self) -> bool:
-        """Start homing; refused (False) while stopped."""
-        if self.stopped:
+        """Start homing; refused (False) while stopped or while the robot is in a fault."""
+        if self.stopped or self.fault is not None:
             return False
         self.homing, self._zero_run = True, False
         return True
@@ -152,6 +164,8 @@ class SafetyShield:
             return ShieldOutput(None, "no pose")
         if now - self._pose_time > self.config.pose_timeout:
             return ShieldOutput(None, "stale pose")
+        if self.fault is not None:  # the arm stands where it is: so does the target
+            return self._send(self._pose.copy(), self.fault)
         if self.stopped:
             if self._stop_target is None:
                 self._stop_target = self._hold_position("stopped").target

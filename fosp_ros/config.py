@@ -87,6 +87,25 @@ def default_controllers() -> dict[str, ControllerProfile]:
 
 
 @dataclass
+class ReflexConfig:
+    """Recovery after a reflex (see fosp_ros.reflex). The interfaces are franka_ros2's: the
+    full robot state of ``franka_robot_state_broadcaster`` (its ``robot_mode``), and
+    franka_hardware's error recovery action (empty goal and result). Other types of the same
+    shape can stand in for them (the tests do: ``state_type``/``mode_field``,
+    ``recovery_type``)."""
+
+    state_topic: str = "/franka_robot_state_broadcaster/robot_state"
+    state_type: str = "franka_msgs/msg/FrankaRobotState"
+    mode_field: str = "robot_mode"
+    recovery_action: str = "/action_server/error_recovery"
+    recovery_type: str = "franka_msgs/action/ErrorRecovery"
+    # Wait for the operator (``ros2 service call /fosp/recover std_srvs/srv/Trigger``) before
+    # error recovery; otherwise the reset between episodes recovers by itself.
+    confirm: bool = False
+    timeout: float = 10.0  # s: error recovery that takes longer counts as failed
+
+
+@dataclass
 class RosConfig:
     control_rate_hz: float = 10.0
     # s: the policy does not act on an older image, pose or state (a stalled camera or robot
@@ -98,6 +117,7 @@ class RosConfig:
     controller: str = "crisp"
     controllers: dict[str, ControllerProfile] = field(default_factory=default_controllers)
     topics: Topics = field(default_factory=Topics)
+    reflex: ReflexConfig = field(default_factory=ReflexConfig)
 
     def controller_profile(self, name: str = "") -> ControllerProfile:
         name = name or self.controller

@@ -94,12 +94,15 @@ class Policy(Node):
         self._resetting = False
         self._weights_received = 0  # count of weight messages so far
         self._awaiting: tuple[int, float] | None = None  # (count at episode end, since when)
+        self._retry_reset_at = 0.0  # a refused reset (a reflex being recovered) is asked again
+        self._refusal = ""
 
         t = self.cfg.ros.topics
         subscribe_with_info(self, Image, t.image, self._on_image, 10)
         subscribe_with_info(self, PoseStamped, t.pose, self._on_pose, POSE_QOS)
         subscribe_with_info(self, Float32MultiArray, t.sim_state, self._on_state, 10)
         self.create_subscription(Float32MultiArray, t.labels, self._on_labels, 10)
+        self.create_subscription(String, t.shield_status, self._on_shield_status, 10)
         # Every report counts (they are matched to the actions in order): queue a stall's worth.
         subscribe_with_info(self, Float32MultiArray, t.executed_action, self._on_executed, 100)
         self.create_subscription(UInt8MultiArray, "/fosp/weights", self._on_weights, LATCHED)
@@ -138,6 +141,13 @@ class Policy(Node):
     def _on_labels(self, msg: Float32MultiArray) -> None:
         with self._lock:
             self._labels = np.maximum(self._labels, array_from_msg(msg)[:2])
+
+    def _on_shield_status(self, msg: String) -> None:
+        # A reflex (fosp_ros.reflex) during an episode: the arm hit something hard enough to
+        # stop. The row it happened at is marked; the episode goes on with the arm held.
+        episode = self._episode
+        if msg.data == "reflex" and episode is not None and "reflex_at" not in episode:
+            episode["reflex_at"] = len(episode["rows"]) - 1
 
     def _on_executed(self, msg: Float32MultiArray, info) -> None:
         with self._lock:
@@ -251,12 +261,21 @@ class Policy(Node):
                                                      self.params["seed"])
             else:
                 self.policy.load_weights(weights)
-        if self.policy is None or not self.reset_client.service_is_ready():
+        if self.policy is None or not self.reset_client.service_is_ready() or \
+                time.monotonic() < self._retry_reset_at:
             return
         self._resetting = True
         self.reset_client.call_async(Trigger.Request()).add_done_callback(self._on_reset_done)
 
     def _on_reset_done(self, future) -> None:
+        answer = future.result()
+        if answer is not None and not answer.success:  # e.g. error recovery after a reflex
+            if answer.message != self._refusal:
+                self._report(f"reset refused, asking again: {answer.message}")
+            self._refusal, self._retry_reset_at = answer.message, time.monotonic() + 0.5
+            self._resetting = False
+            return
+        self._refusal = ""
         time.sleep(2 * self.period)  # let a fresh image and pose of the new layout arrive
         if not self._ready():
             self._resetting = False
@@ -306,10 +325,15 @@ class Policy(Node):
     def _finish_episode(self) -> None:
         episode, self._episode = self._episode, None
         episode["shield_held"] = self._executed_actions(episode["rows"])
+        reflex_at = episode.get("reflex_at")
+        if reflex_at is not None:
+            # A reflex is a contact over the collision thresholds: a cost event, whatever the
+            # labeler saw.
+            episode["rows"][reflex_at]["cost"] = 1.0
         arrays = rows_to_arrays(episode["rows"], self.size, self.policy.config.state_dim)
         meta = {"task": self.cfg.env.task, "behaviour": "policy", "seed": None, "layout": {},
                 "source": "ros", **episode["log"].meta(), "episode": self.episodes_done,
-                "shield_held": episode["shield_held"]}
+                "shield_held": episode["shield_held"], "reflex_at": reflex_at}
         msg = UInt8MultiArray()
         msg.data = trajectory_to_bytes(arrays, meta)
         self.traj_pub.publish(msg)
@@ -326,7 +350,8 @@ class Policy(Node):
                      f"violation={violation} online={online:.2f} "
                      f"stopped_at={episode['log'].stopped_at} "
                      f"step_ms_p50={p50:.1f} step_ms_p99={p99:.1f} late_ticks={self.late_ticks} "
-                     f"stale_ticks={self.stale_ticks} shield_held={episode['shield_held']}")
+                     f"stale_ticks={self.stale_ticks} shield_held={episode['shield_held']} "
+                     f"reflex={reflex_at is not None}")
         if self.episodes_done == self.params["episodes"]:  # an evaluation's last episode
             n = self.episodes_done
             self._report(f"{n} episodes done: success {rate_text(self.successes, n)}, "

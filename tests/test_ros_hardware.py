@@ -17,16 +17,17 @@ import pytest
 import torch
 import yaml
 from geometry_msgs.msg import PoseStamped
-from std_msgs.msg import Float32MultiArray, String
+from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
+from fosp_core.dataset import trajectory_from_bytes
 from fosp_core.geometry import Workspace
 from fosp_core.train import pretrain
 from fosp_ros.conversions import array_to_msg, pose_from_msg
 from fosp_ros.graph import launch_plan
 from fosp_ros.runtime import POSE_QOS
 from tests.agent_helpers import tiny_config, write_dataset
-from tests.robot_standins import POSE_TOPIC, TARGET_TOPIC
+from tests.robot_standins import POSE_TOPIC, REFLEX_STANDIN, TARGET_TOPIC
 from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 
 WS = Workspace()
@@ -40,7 +41,10 @@ def image_run(tmp_path_factory):
     pretrain(data, root / "run", tiny_config("image"), steps=2, progress=False)
     config = yaml.safe_load((REPO / "config" / "safereach.yaml").read_text())
     config["env"]["episode_steps"] = 30
+    config["ros"]["reflex"].update(REFLEX_STANDIN)
     (root / "graph.yaml").write_text(yaml.safe_dump(config))
+    config["ros"]["reflex"]["confirm"] = True
+    (root / "graph-confirm.yaml").write_text(yaml.safe_dump(config))
     return root
 
 
@@ -162,6 +166,76 @@ def test_an_old_reliable_pose_publisher_still_reaches_the_shield(image_run, tmp_
                                         lambda m: status.append(m.data), 10)
         wait_for(lambda: status[-3:] == ["hold"] * 3, 60,
                  "the shield holding the arm at its pose, tick after tick")
+    finally:
+        client.close()
+        stop_all(procs)
+
+
+def test_a_reflex_is_recovered_by_the_next_reset_and_marks_its_trajectory(image_run, tmp_path):
+    """A reflex in episode 1: the shield holds the arm where it stands, the policy marks the
+    trajectory (the reflex's row costs 1), the reset calls error recovery (aborted once, as
+    franka_hardware does when libfranka's recovery throws; tried again), then episode 2 runs
+    on a moving arm."""
+    domain = new_domain_id()
+    config, run = str(image_run / "graph.yaml"), str(image_run / "run")
+    procs = [NodeProcess("tests.robot_standins", domain,
+                         {"pose_rate": 200.0, "recovery_failures": 1}, log_dir=tmp_path)]
+    procs += [NodeProcess(module, domain, params, log_dir=tmp_path)
+              for module, params in robot_nodes(config, run)]
+    client = RosClient(domain)
+    try:
+        watch = Watch(client)
+        events, shield, trajectories = [], [], []
+        node = client.node
+        node.create_subscription(String, "/robot_standin/events",
+                                 lambda m: events.append(m.data), 10)
+        node.create_subscription(String, "/fosp/shield_status",
+                                 lambda m: shield.append(m.data), 100)
+        node.create_subscription(UInt8MultiArray, "/fosp/trajectory",
+                                 lambda m: trajectories.append(bytes(m.data)), 10)
+        wait_for(lambda: shield.count("action") >= 5, 120, "episode 1 driving the arm")
+        assert client.call(Trigger, "/robot_standin/reflex").success
+        wait_for(lambda: "reflex" in shield, 10, "the shield holding for the reflex")
+        wait_for(lambda: any("2 episodes done" in s for s in watch.status), 180,
+                 "episode 2 after error recovery")
+        assert events == ["reflex", "recovery aborted", "recovered"], events
+        reports = [s for s in watch.status if s.startswith("episode ")]
+        assert ["reflex=True" in r for r in reports] == [True, False], reports
+        assert any("reset refused, asking again" in s for s in watch.status), watch.status
+        first_arrays, first_meta = trajectory_from_bytes(trajectories[0])
+        second_arrays, second_meta = trajectory_from_bytes(trajectories[1])
+        assert first_meta["reflex_at"] is not None and second_meta["reflex_at"] is None
+        assert first_arrays["cost"][first_meta["reflex_at"]] == 1.0
+        assert shield.index("reflex") < len(shield) - shield[::-1].index("action") - 1, \
+            "the arm never moved again after the recovery"
+    finally:
+        client.close()
+        stop_all(procs)
+
+
+def test_with_confirm_the_reset_waits_for_the_operator(image_run, tmp_path):
+    domain = new_domain_id()
+    procs = [NodeProcess("tests.robot_standins", domain, {"pose_rate": 200.0}, log_dir=tmp_path),
+             NodeProcess("fosp_ros.franka_interface", domain,
+                         {"config": str(image_run / "graph-confirm.yaml")}, log_dir=tmp_path)]
+    client = RosClient(domain)
+    try:
+        shield: list[str] = []
+        client.node.create_subscription(String, "/fosp/shield_status",
+                                        lambda m: shield.append(m.data), 100)
+        wait_for(lambda: "hold" in shield, 60, "the shield holding the arm")
+        assert client.call(Trigger, "/fosp/home").message == "homing"
+        assert client.call(Trigger, "/robot_standin/reflex").success
+        wait_for(lambda: shield[-1:] == ["reflex"], 10, "the shield holding for the reflex")
+        for _ in range(3):  # however often the policy asks, nothing happens without the operator
+            answer = client.call(Trigger, "/fosp/home")
+            assert not answer.success and "call /fosp/recover" in answer.message, answer.message
+        assert client.call(Trigger, "/fosp/recover").success
+        answer = client.call(Trigger, "/fosp/home")
+        assert not answer.success and "calling error recovery" in answer.message
+        wait_for(lambda: client.call(Trigger, "/fosp/home").message == "homing", 10,
+                 "homing once error recovery has succeeded")
+        wait_for(lambda: shield[-1:] in (["homing"], ["hold"]), 10, "the arm homing")
     finally:
         client.close()
         stop_all(procs)

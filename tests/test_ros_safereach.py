@@ -319,6 +319,8 @@ def test_the_policy_drops_reports_of_actions_sent_before_its_episode(tiny_run):
     become the new episode's first executed action (it would shift every row by one)."""
     import rclpy
     from rclpy.parameter import Parameter
+    from rclpy.task import Future
+    from std_srvs.srv import Trigger
 
     from fosp_ros.conversions import array_to_msg
     from fosp_ros.policy import Policy
@@ -333,7 +335,9 @@ def test_the_policy_drops_reports_of_actions_sent_before_its_episode(tiny_run):
             node._set_obs(key, np.zeros(node.policy.config.state_dim if key == "state"
                                         else 6 if key == "pose" else (64, 64, 3), np.float32),
                           None)  # no message info: received now
-        node._on_reset_done(None)
+        reset = Future()
+        reset.set_result(Trigger.Response(success=True))
+        node._on_reset_done(reset)
         assert node._episode is not None
         started = node._started_ns
         right, up = array_to_msg([0, 1, 0, 0, 0, 0]), array_to_msg([0, 0, 1, 0, 0, 0])

@@ -227,3 +227,27 @@ def test_executed_is_the_action_the_arm_carries_out():
     lost = SafetyShield().on_action(np.ones(6), 0.0)
     assert lost.reason == "no pose"
     np.testing.assert_array_equal(lost.executed, np.zeros(6))
+
+
+def test_a_robot_fault_targets_the_arms_own_pose_and_refuses_homing():
+    """After a reflex the FR3 stands still: every target is where the arm is (an old target
+    would pull the arm the moment error recovery clears the reflex), actions move nothing,
+    homing is refused until the fault clears."""
+    shield = SafetyShield()
+    pose = np.array([0.5, 0.0, 0.07, 0, 0, 0])
+    shield.update_pose(pose, 0.0)
+    assert shield.home()
+    shield.set_fault("reflex")
+    assert not shield.homing and shield.home() is False
+    for i, t in enumerate(np.arange(0.01, 0.3, 0.01)):
+        moved = pose + np.array([0.001 * i, 0, 0, 0, 0, 0])  # pushed away by the contact
+        shield.update_pose(moved, t)
+        out = shield.on_action(np.ones(6), t)
+        assert out.reason == "reflex"
+        np.testing.assert_array_equal(out.target, moved)
+        np.testing.assert_array_equal(out.executed, np.zeros(6))
+        np.testing.assert_array_equal(shield.on_tick(t).target, moved)
+    shield.set_fault(None)
+    assert shield.home()
+    out = shield.on_tick(0.31)
+    assert out.reason == "homing" and within_step(out.target, moved)
