@@ -53,14 +53,14 @@ test: install lint
 # robot, shield, policy, learner; /fosp/finetune after each trajectory) with a before /
 # during / after report. The agent is the checkpoint shipped in $(MODEL), made by this
 # project's own commands (listed in $(MODEL)/source.json); RETRAIN=1 runs them again on
-# the demo's dataset (about 55 minutes on 2 cores). The dataset is reused when present.
+# the demo's dataset (about 55 minutes on 2 cores). The dataset is reused when complete;
+# an interrupted collection is completed.
 MODEL ?= models/fosp-safereach-state-cover
 DEMO_DATA ?= $(DEMO)/data-cover
 DEMO_TASK ?= safereach-obstacle-shape
 demo: install
-	@if [ -f $(DEMO_DATA)/index.json ]; then echo "reusing the dataset in $(DEMO_DATA)"; \
-	else $(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
-		--cover-layouts --out $(DEMO_DATA); fi
+	$(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
+		--cover-layouts --out $(DEMO_DATA)
 	$(VENV)/bin/fosp dataset info $(DEMO_DATA) --plot $(DEMO)/returns.png
 	@if [ -n "$(RETRAIN)" ]; then rm -rf $(DEMO)/pretrained $(DEMO)/pretrained-*; \
 		echo "RETRAIN=1: rerunning the commands that made $(MODEL) on $(DEMO_DATA)"; \

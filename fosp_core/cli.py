@@ -11,31 +11,50 @@ import sys
 from pathlib import Path
 
 from fosp_core import jsonfile
+from fosp_core.errors import UserError
+
+
+def count(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (a bad one is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from fosp_core.collect import collect
+    from fosp_core.collect import collect, collected, collection_plan
     from fosp_core.dataset import load_dataset, summarize, trajectory_files
 
     out = Path(args.out)
-    before = len(trajectory_files(out)) if out.is_dir() else 0
-    if before:
-        print(f"{args.out} already holds {before} trajectories: the new ones are added after "
-              "them (choose a new --out for a dataset of its own)")
+    plan = collection_plan(args.task, args.episodes, args.seed, args.mix, args.behaviour,
+                           args.cover_layouts)
+    if out.is_dir():
+        done, _ = collected(out, plan)
+        if done:
+            print(f"{args.out} holds {len(done)} of these {args.episodes} episodes already: "
+                  f"collecting the {args.episodes - len(done)} missing")
     try:
-        collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
-                behaviour=args.behaviour, workers=args.workers, cover_layouts=args.cover_layouts)
+        added = collect(args.out, args.task, args.episodes, seed=args.seed, mix=args.mix,
+                        behaviour=args.behaviour, workers=args.workers,
+                        cover_layouts=args.cover_layouts, add=args.add)
     except KeyboardInterrupt:
         from fosp_core.train import Interrupted
 
-        total = len(trajectory_files(out))
-        raise Interrupted(f"stopped: wrote {total - before} of {args.episodes} trajectories to "
-                          f"{args.out}, {total} in all; each file is whole, and collecting "
-                          "again adds new ones after them") from None
-    dataset = load_dataset(args.out)
-    summary = summarize(dataset)
+        done, _ = collected(out, plan)
+        raise Interrupted(f"stopped: {len(done)} of {args.episodes} episodes are in "
+                          f"{args.out}, each file whole; the same command again collects "
+                          "the missing ones") from None
+    summary = summarize(load_dataset(args.out))
     total = len(trajectory_files(out))
-    added = total - before
     print(f"wrote {added} {'trajectory' if added == 1 else 'trajectories'} to {args.out}, "
           f"{total} in all: success {summary['success_rate']:.0%}, "
           f"violation {summary['violation_rate']:.0%}, outcomes {summary['outcomes']}")
@@ -95,15 +114,30 @@ def _check_device(device: str) -> None:
         raise ValueError("--device cuda: no CUDA device is available to torch here")
 
 
-def pretrain_config(args: argparse.Namespace):
-    """The agent config a ``fosp pretrain`` command line trains with."""
+def pretrain_config(args: argparse.Namespace, base=None):
+    """The agent config a ``fosp pretrain`` command line trains with: ``--config`` (default
+    the cpu preset; ``base`` instead when given and no --config is), then --obs, --algo,
+    --seed and the --set overrides."""
     from fosp_core.agent.config import config_by_name
     from fosp_core.config import dotted_overrides, merge
 
     overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
-    config = merge(config_by_name(args.config),
-                   {k: v for k, v in overrides.items() if v is not None})
+    start = config_by_name(args.config) if args.config or base is None else base
+    config = merge(start, {k: v for k, v in overrides.items() if v is not None})
     return merge(config, dotted_overrides(args.set))
+
+
+def _check_resume(args: argparse.Namespace) -> None:
+    """``--resume`` continues a run with its saved config: refuse arguments that change it."""
+    from fosp_core.config import differences
+    from fosp_core.train import load_run_config
+
+    saved = load_run_config(args.out)
+    changed = differences(saved, pretrain_config(args, base=saved))
+    if changed:
+        raise UserError(f"--resume continues {args.out} with its saved config, and the "
+                        f"arguments change it ({'; '.join(changed)}); leave them out, or "
+                        "train a new --out")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -112,10 +146,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: dataset directory does not exist")
+    if args.resume:
+        _check_resume(args)
     config = pretrain_config(args)
     metrics = pretrain(args.data, args.out, config, args.steps, resume=args.resume,
-                       device=args.device, seed=args.seed, ckpt_every=args.ckpt_every,
-                       keep_every=args.keep_every)
+                       device=args.device, seed=args.seed or 0, ckpt_every=args.ckpt_every,
+                       keep_every=args.keep_every, skip_bad=args.skip_bad)
     shown = ("model/loss", "ac/actor_loss", "ac/ref_mean", "ac/lagrange")
     summary = ", ".join(f"{k} {metrics[k]:.4g}" for k in shown if k in metrics)
     print(f"run {args.out}: {args.steps} steps" + (f"; last step: {summary}" if summary else ""))
@@ -180,7 +216,7 @@ def _finetune(args: argparse.Namespace) -> int:
                       data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
                       seed=args.seed, device=args.device, overrides=dotted_overrides(args.set),
                       deterministic=args.deterministic, resume=args.resume,
-                      keep_every=args.keep_every)
+                      keep_every=args.keep_every, skip_bad=args.skip_bad)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
     return 0
@@ -204,7 +240,7 @@ def _extract(args: argparse.Namespace) -> int:
     _check_device(args.device)
     info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
                           step=args.step, overrides=dotted_overrides(args.set),
-                          device=args.device, weights=args.weights)
+                          device=args.device, weights=args.weights, skip_bad=args.skip_bad)
     fitted_on = (f"{info['rows']} dataset transitions" if args.weights == "eq19" else
                  f"the {info['rows_weighted']} of {info['rows']} dataset transitions from "
                  "demonstrations that reached the target without a cost")
@@ -271,10 +307,11 @@ def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int
     """Options shared by ``fosp finetune`` (in-process) and ``fosp demo`` (through ROS)."""
     p.add_argument("--run", required=True, help="pretrained run directory")
     p.add_argument("--task", default="safereach-obstacle-shape", choices=sorted(tasks))
-    p.add_argument("--trajectories", type=int, default=trajectories,
+    p.add_argument("--trajectories", type=count(1), default=trajectories,
                    help="fine-tuning trajectories")
-    p.add_argument("--grad-steps", type=int, default=40, help="gradient steps per trajectory")
-    p.add_argument("--eval-episodes", type=int, default=eval_episodes)
+    p.add_argument("--grad-steps", type=count(0), default=40,
+                   help="gradient steps per trajectory")
+    p.add_argument("--eval-episodes", type=count(1), default=eval_episodes)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true",
@@ -290,14 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="collect a SafeReach dataset with scripted behaviours")
     p.add_argument("--task", default="safereach", choices=sorted(TASKS))
-    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--episodes", type=count(1), required=True)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--mix", choices=["real", "sim"],
                         help="real: the paper's 120/30/40/10 composition; sim: safe:unsafe:random")
     source.add_argument("--behaviour", choices=["safe", "unsafe", "random"])
-    p.add_argument("--out", required=True, help="dataset directory (appends if it exists)")
+    p.add_argument("--out", required=True,
+                   help="dataset directory; the same command again adds what is missing")
+    p.add_argument("--add", action="store_true",
+                   help="add to a directory that holds other trajectories (another "
+                        "collection, recorded demonstrations)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=count(1), default=None,
+                   help="processes (default: all cores)")
     p.add_argument("--cover-layouts", action="store_true",
                    help="the safe behaviour's episodes take the task's distinct layouts in "
                         "turn instead of random ones, so every layout gets its share of "
@@ -348,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="latency, training and simulator figures of this machine")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--grad-steps", type=int, default=40, help="steps of the fine-tuning round")
+    p.add_argument("--grad-steps", type=count(1), default=40,
+                   help="steps of the fine-tuning round")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bringup", help="run a ROS graph (safereach, collect) in one process")
@@ -358,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bringup)
 
     p = sub.add_parser("tasks", help="contact sheet of the four SafeReach tasks")
-    p.add_argument("--sheet", default="docs/tasks.png", metavar="PNG")
+    p.add_argument("--sheet", default="fosp-tasks.png", metavar="PNG",
+                   help="where to write it (default: fosp-tasks.png here)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tasks)
 
@@ -366,28 +410,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="offline training of the agent on a dataset")
     p.add_argument("--data", required=True, help="dataset directory")
-    p.add_argument("--config", default="cpu", help="preset (cpu, paper) or a YAML file")
+    p.add_argument("--config", help="preset (cpu, paper) or a YAML file of the settings "
+                   "that differ from the preset it names (preset: NAME; default cpu)")
     p.add_argument("--obs", choices=OBS_MODES, help="observation mode (default: the config's)")
     p.add_argument("--algo", choices=ALGOS, help="algorithm (default: the config's)")
-    p.add_argument("--steps", type=int, required=True, help="total training steps")
+    p.add_argument("--steps", type=count(1), required=True, help="total training steps")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its saved config (--steps may grow)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt-every", type=int, default=1000, metavar="K")
-    p.add_argument("--keep-every", type=int, default=0, metavar="K",
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--ckpt-every", type=count(1), default=1000, metavar="K")
+    p.add_argument("--keep-every", type=count(0), default=0, metavar="K",
                    help="also keep the weights of every K-th step in RUN/checkpoints/, "
                         "for fosp eval --step (default: only the latest checkpoint)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set actor_critic.awr_normalise=false "
                         "(repeatable; applied last)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="train without the dataset's unreadable trajectory files (by default "
+                        "one stops the command, naming it)")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("extract", help="fit a fresh actor to a trained run's frozen critics "
                        "(policy extraction, eq. 19-20)")
     p.add_argument("--run", required=True, help="trained FOSP run directory")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--updates", type=int, default=4000, help="actor updates (default 4000)")
+    p.add_argument("--updates", type=count(1), default=4000, help="actor updates (default 4000)")
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, help="the critics kept at this step "
@@ -400,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override for the extraction, e.g. "
                         "--set actor_critic.awr_beta_cost=20 (repeatable; not the world "
                         "model's or critics' sizes)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="train without the dataset's unreadable trajectory files (by default "
+                        "one stops the command, naming it)")
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("eval", help="evaluate a trained run in the simulated SafeReach")
@@ -408,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "learner's RUN/online): its policy with expansion, on the layouts of "
                         "the report's 'after' row (seed offset 100000)")
     p.add_argument("--task", default="safereach", choices=sorted(TASKS))
-    p.add_argument("--episodes", type=int, help="episodes, on the layouts seeds seed, "
+    p.add_argument("--episodes", type=count(1), help="episodes, on the layouts seeds seed, "
                    "seed + 1, ... draw (default 10)")
     p.add_argument("--each-layout", action="store_true",
                    help="instead, one episode on each distinct layout of the task (27-33), "
@@ -430,13 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped run in --out, with the same arguments "
                         "(--trajectories may grow); it is saved after every round")
-    p.add_argument("--keep-every", type=int, default=0, metavar="K",
+    p.add_argument("--keep-every", type=count(0), default=0, metavar="K",
                    help="also keep the acting weights after every K-th round in OUT/rounds/, "
                         "for fosp eval --run OUT --round N")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "
                         "--set fosp.online_actor_init=copy (repeatable; not the network sizes)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="train without the dataset's unreadable trajectory files (by default "
+                        "one stops the command, naming it)")
     p.set_defaults(func=_finetune)
 
     p = sub.add_parser("compare", help="pool fine-tuning reports over seeds: PEX against "

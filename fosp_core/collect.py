@@ -10,6 +10,12 @@ An episode that must have a given outcome is re-drawn with the next seed until i
 (rejection sampling). Candidates are simulated without rendering and only the accepted one is
 replayed with the camera: rendering is most of the cost, and a seeded episode replays exactly.
 Episodes run in worker processes; the parent writes every file in episode order.
+
+Each file records the collection it belongs to (``meta["plan"]``: task, episodes, seed, mix or
+behaviour, cover_layouts) and its place in it (``meta["intended"]["index"]``). Collecting
+again with the same arguments therefore adds only the episodes that are missing (after an
+interrupted run) and nothing once all are there; a different collection is refused in a
+directory that holds one, unless it is asked for (``add``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fosp_core.dataset import DatasetWriter
+from fosp_core.dataset import DatasetWriter, read_meta, trajectory_files
 from fosp_core.envs.behaviours import make_behaviour
 from fosp_core.envs.safereach import Layout, SafeReachEnv, all_layouts, task_spec
+from fosp_core.errors import UserError
 
 # (behaviour, wanted success, wanted violation, share of the dataset) from App. D.1.
 REAL_MIX = (
@@ -212,16 +219,57 @@ def collect_episode(spec: EpisodeSpec) -> tuple[dict, dict]:
     )
 
 
+def collection_plan(task: str, episodes: int, seed: int, mix: str | None,
+                    behaviour: str | None, cover_layouts: bool) -> dict:
+    """What identifies a collection: the arguments that decide its episodes."""
+    return {"task": task, "episodes": episodes, "seed": seed, "mix": mix,
+            "behaviour": behaviour, "cover_layouts": cover_layouts}
+
+
+def collected(out: Path, plan: dict) -> tuple[set[int], int]:
+    """The episode indices of ``plan`` that ``out`` holds already, and how many of its files
+    belong to no collection or another one."""
+    done: set[int] = set()
+    others = 0
+    for path in trajectory_files(out) if out.is_dir() else []:
+        meta = read_meta(path)
+        if meta is not None and meta.get("plan") == plan:
+            done.add(int(meta["intended"]["index"]))
+        else:
+            others += 1
+    return done, others
+
+
+def _describe(plan: dict) -> str:
+    source = f"mix {plan['mix']}" if plan["mix"] else f"behaviour {plan['behaviour']}"
+    return (f"{plan['episodes']} episodes of {plan['task']}, {source}, seed {plan['seed']}"
+            + (", covering layouts" if plan["cover_layouts"] else ""))
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def collect(out: str | Path, task: str, episodes: int, seed: int = 0, mix: str | None = None,
             behaviour: str | None = None, workers: int | None = None, progress: bool = True,
-            cover_layouts: bool = False) -> DatasetWriter:
-    """Collect into ``out`` (appending after existing trajectories). Returns the writer."""
+            cover_layouts: bool = False, add: bool = False) -> int:
+    """Collect into ``out`` the episodes of this collection it does not hold yet (see the
+    module docstring); ``add`` allows a directory that holds other trajectories. Returns how
+    many were written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory (--out is a dataset directory)")
     specs = plan_episodes(task, episodes, seed, mix=mix, behaviour=behaviour,
                           cover_layouts=cover_layouts)
+    plan = collection_plan(task, episodes, seed, mix, behaviour, cover_layouts)
+    done, others = collected(out, plan)
+    if others and not add:
+        raise UserError(f"{out}: holds {others} trajectories of another collection (or "
+                        f"recorded ones); adding {_describe(plan)} would mix them: choose a "
+                        "new --out, or pass --add to add them anyway")
+    specs = [spec for spec in specs if spec.index not in done]
+    if not specs:
+        return 0
     writer = DatasetWriter(out)
     workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
     from tqdm import tqdm
@@ -238,11 +286,11 @@ def collect(out: str | Path, task: str, episodes: int, seed: int = 0, mix: str |
         results = pool.imap(collect_episode, specs)
     try:
         for arrays, meta in results:
-            writer.add(arrays, meta)
+            writer.add(arrays, dict(meta, plan=plan))
             bar.update(1)
             bar.set_postfix(success=f"{meta['success']:d}", violation=f"{meta['violation']:d}")
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
-    return writer
+    return len(specs)

@@ -25,10 +25,12 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from fosp_core.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config dict or YAML file does not fit its dataclass."""
 
 
@@ -93,11 +95,28 @@ def dotted_overrides(items: list[str]) -> dict[str, Any]:
     return result
 
 
+def differences(was: Any, now: Any) -> list[str]:
+    """The dotted keys where two configs differ, as 'key: was X, now Y'."""
+    flat_was, flat_now = _flatten(to_dict(was)), _flatten(to_dict(now))
+    return [f"{key}: was {flat_was.get(key)!r}, now {flat_now.get(key)!r}"
+            for key in sorted(set(flat_was) | set(flat_now))
+            if flat_was.get(key) != flat_now.get(key)]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
     """Read a YAML file into dataclass ``cls`` (an empty file gives the defaults)."""
-    with open(path, encoding="utf-8") as file:
-        data = yaml.safe_load(file)
-    return from_dict(cls, data or {})
+    from fosp_core.files import read_mapping
+
+    return from_dict(cls, read_mapping(path))
 
 
 def save_yaml(obj: Any, path: str | os.PathLike) -> None:

@@ -51,15 +51,19 @@ import math
 import os
 import re
 import secrets
+import sys
 import threading
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from fosp_core.errors import UserError
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -98,7 +102,7 @@ _SPEC: dict[str, tuple[np.dtype, tuple[int | None, ...]]] = {
 }
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A dataset file or directory is unusable. ``str()`` always starts with the path."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
@@ -363,6 +367,16 @@ def read_trajectory(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     return arrays, meta
 
 
+def read_meta(path: str | os.PathLike[str]) -> dict | None:
+    """Only the metadata of a trajectory file (its arrays are not read); None if unreadable."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return _decode_meta(path, npz["meta"])
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
+        return None
+
+
 def _read_trajectory(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     if not path.is_file():
         raise DatasetError(path, "no such trajectory file")
@@ -488,7 +502,8 @@ def load_dataset(directory: str | os.PathLike[str], strict: bool = False) -> Dat
 
     With ``strict=False`` unreadable files are listed in ``Dataset.errors`` as
     ``(path, reason)`` and the rest is returned; with ``strict=True`` the first one raises
-    ``DatasetError``.
+    ``DatasetError``. A file whose state vector is not as wide as most others' is unreadable
+    too: the dataset's rows must stack.
     """
     directory = _check_directory(directory)
     trajectories: list[Trajectory] = []
@@ -502,15 +517,37 @@ def load_dataset(directory: str | os.PathLike[str], strict: bool = False) -> Dat
             errors.append((path, exc.reason))
             continue
         trajectories.append(Trajectory(arrays=arrays, meta=meta, path=path))
+    widths = Counter(t.arrays["state"].shape[1] for t in trajectories)
+    if len(widths) > 1:
+        width = widths.most_common(1)[0][0]
+        for t in [t for t in trajectories if t.arrays["state"].shape[1] != width]:
+            reason = (f"'state' has {t.arrays['state'].shape[1]} columns; the dataset's "
+                      f"other trajectories have {width}")
+            if strict:
+                raise DatasetError(t.path, reason)
+            errors.append((t.path, reason))
+            trajectories.remove(t)
+    errors.sort()
     return Dataset(trajectories=trajectories, errors=errors, directory=directory)
 
 
-def load_training_data(directory: str | os.PathLike[str]) -> Dataset:
-    """``load_dataset`` for training on it: a directory without one readable trajectory (a
-    wrong path, most likely) is a ValueError, not an empty replay."""
+def load_training_data(directory: str | os.PathLike[str], skip_bad: bool = False) -> Dataset:
+    """``load_dataset`` for training on it. An unreadable file stops it (``DatasetError``
+    naming each one) unless ``skip_bad``: then the others are used and the skipped ones are
+    told on stderr. A directory without one readable trajectory (a wrong path, most likely)
+    is an error either way, not an empty replay."""
     dataset = load_dataset(directory)
+    if dataset.errors:
+        shown = "; ".join(f"{path.name}: {reason}" for path, reason in dataset.errors[:4])
+        more = f"; and {len(dataset.errors) - 4} more" if len(dataset.errors) > 4 else ""
+        what = (f"{len(dataset.errors)} of {len(dataset.errors) + len(dataset)} trajectory "
+                f"files are unreadable ({shown}{more})")
+        if not skip_bad:
+            raise DatasetError(directory, f"{what}; fix or remove them, or skip them with "
+                               "--skip-bad (fosp dataset info lists them all)")
+        print(f"warning: {directory}: skipping {what}", file=sys.stderr)
     if len(dataset) == 0:
-        raise ValueError(f"{directory}: no readable trajectories")
+        raise DatasetError(directory, "no readable trajectories")
     return dataset
 
 

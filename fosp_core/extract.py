@@ -181,7 +181,7 @@ def fit_actor(inputs: Tensor, actions: Tensor, weights: Tensor, config, updates:
 def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updates: int,
                    data: str | os.PathLike | None = None, seed: int = 0,
                    step: int | None = None, overrides: dict[str, Any] | None = None,
-                   device: str = "cpu", progress: bool = True,
+                   device: str = "cpu", progress: bool = True, skip_bad: bool = False,
                    weights: str = "eq19") -> dict[str, Any]:
     """Fit a fresh actor to ``run_dir``'s frozen critics and write the run to ``out_dir``.
 
@@ -226,7 +226,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     agent.eval()
     agent.requires_grad_(False)
 
-    dataset = load_training_data(data)
+    dataset = load_training_data(data, skip_bad)
     rows = dataset_terms(agent, dataset.trajectories)
     inputs, actions = (torch.cat([r[k] for r in rows]) for k in ("actor_input", "action"))
     eq19, fitted = regression_weights(rows, "eq19"), regression_weights(rows, weights)

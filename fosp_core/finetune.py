@@ -47,6 +47,7 @@ from fosp_core.agent.pex import (
 )
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.config import from_dict, to_dict
+from fosp_core.files import load_tensors
 from fosp_core.train import atomic_torch_save
 
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
@@ -93,7 +94,7 @@ def acting_weights(agent: Agent, offline_actor: ActorHead | None) -> dict[str, A
 
 def saved_acting_weights(learner_file: str | os.PathLike) -> dict[str, Any]:
     """The acting weights of a ``Learner.save`` checkpoint (what the policy would load)."""
-    state = torch.load(learner_file, map_location="cpu", weights_only=True)
+    state = load_tensors(learner_file)
     weights = {"agent": {k: v for k, v in state["agent"]["modules"].items()
                          if not k.startswith(NOT_FOR_ACTING)}}
     if "offline_actor" in state:
@@ -110,7 +111,7 @@ def weights_to_bytes(weights: dict[str, Any]) -> bytes:
 
 def weights_from_bytes(data: bytes) -> dict[str, Any]:
     """Inverse of ``weights_to_bytes``; ``weights_only`` refuses any pickled code."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return load_tensors(io.BytesIO(data), label="the weights message")
 
 
 def _check_expandable(config: AgentConfig) -> None:
@@ -139,15 +140,15 @@ class Learner:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, data_dir: str | os.PathLike | None,
                  pex: bool = True, device: str = "cpu", seed: int = 0,
-                 overrides: dict[str, Any] | None = None) -> Learner:
+                 overrides: dict[str, Any] | None = None, skip_bad: bool = False) -> Learner:
         """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start (None:
         an empty replay, filled by the online trajectories alone); ``overrides`` change its
-        config (see ``load_agent``)."""
+        config (see ``load_agent``); ``skip_bad``: see ``load_training_data``."""
         from fosp_core.dataset import load_training_data
         from fosp_core.train import load_agent
 
         agent, _ = load_agent(run_dir, device, overrides)
-        trajectories = load_training_data(data_dir).trajectories if data_dir else []
+        trajectories = load_training_data(data_dir, skip_bad).trajectories if data_dir else []
         c = agent.config
         replay = SequenceReplay(trajectories, c.batch_size, c.batch_length, c.obs_mode,
                                 seed=seed, hold_weight=c.fosp.online_hold_weight)
@@ -242,7 +243,7 @@ class Learner:
         atomic_torch_save({**self.state_dict(), **extra}, Path(path))
 
     def load(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.load_state_dict(load_tensors(path))
 
 
 def round_summary(stats: dict[str, float]) -> dict[str, float]:

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from fosp_core import jsonfile
 from fosp_core.agent.config import FospConfig
 from fosp_core.dataset import load_index
+from fosp_core.files import read_mapping
 from fosp_core.stats import difference_interval, sign_test, wilson_interval
 
 ROWS = ("before", "during", "after")
@@ -84,7 +84,7 @@ def load_report(path: str | os.PathLike) -> tuple[dict, dict, dict[int, bool]]:
     config_path = report_path.parent / "config.yaml"
     fosp = {}
     if config_path.is_file():
-        saved = (yaml.safe_load(config_path.read_text()) or {}).get("fosp", {}) or {}
+        saved = read_mapping(config_path).get("fosp", {}) or {}
         # A setting an older run's config lacks was not an option yet when it ran: the run
         # behaved as its default (new options default to the behaviour before them), so it
         # pools with later runs that left it at that default.

@@ -31,6 +31,7 @@ import numpy as np
 from fosp_core import jsonfile
 from fosp_core.agent.config import AgentConfig
 from fosp_core.collect import record_episode
+from fosp_core.files import load_tensors
 from fosp_core.finetune import (
     POLICIES,
     EpisodeLog,
@@ -199,7 +200,6 @@ def finetuned_policy(directory: str | os.PathLike, device: str = "cpu", seed: in
                      round_: int | None = None) -> PexPolicy:
     """The acting policy of a fine-tuned ``directory``: its config and the latest weights
     of its learner (what the ROS policy node would load), or those kept after ``round_``."""
-    import torch
 
     from fosp_core.finetune import saved_acting_weights
     from fosp_core.train import load_run_config
@@ -215,7 +215,7 @@ def finetuned_policy(directory: str | os.PathLike, device: str = "cpu", seed: in
                           for p in (directory / KEPT_ROUNDS_DIR).glob("round_*.pt"))
             raise FileNotFoundError(f"{directory}: no weights kept after round {round_} "
                                     f"(kept: {kept or 'none; fosp finetune --keep-every K'})")
-        weights = torch.load(path, map_location="cpu", weights_only=True)
+        weights = load_tensors(path)
     return PexPolicy(config, weights, device, seed)
 
 
@@ -291,7 +291,8 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
              out: str | os.PathLike, data: str | os.PathLike | None = None, pex: bool = True,
              eval_episodes: int = 20, seed: int = 0, device: str = "cpu",
              progress: bool = True, overrides: dict | None = None,
-             deterministic: bool = False, resume: bool = False, keep_every: int = 0) -> dict:
+             deterministic: bool = False, resume: bool = False, keep_every: int = 0,
+             skip_bad: bool = False) -> dict:
     """Fine-tune the pretrained ``run`` on ``task``; writes ``out`` and returns the report.
 
     ``overrides`` change the run's config (nested, e.g. {"fosp": {"pex_temperature": 100}});
@@ -329,7 +330,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         raise ValueError(f"{out}: already holds a fine-tuning run; continue it with --resume "
                          "(the same arguments) or choose another --out")
     learner = Learner.from_run(run, data, pex=pex, device=device, seed=seed,
-                               overrides=overrides)
+                               overrides=overrides, skip_bad=skip_bad)
     config = learner.agent.config
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(config, out / "config.yaml")
@@ -432,13 +433,12 @@ def _stored(out: Path) -> bool:
 def _saved_progress(out: Path, settings: dict, trajectories: int) -> tuple[dict, dict]:
     """The saved learner state and report so far of the run in ``out``, checked against the
     arguments of the resume."""
-    import torch
 
     path = out / LEARNER_FILE
     if not path.is_file():
         raise ValueError(f"{out}: nothing to resume (no {LEARNER_FILE}; it is written once "
                          "the evaluation before fine-tuning is done)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path)
     if PROGRESS_KEY not in state:
         raise ValueError(f"{path}: holds no fine-tuning progress (the ROS learner's, or an "
                          "older fosp finetune's), cannot be resumed")

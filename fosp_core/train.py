@@ -39,6 +39,7 @@ from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.replay import SequenceReplay
 from fosp_core.config import load_yaml, merge, save_yaml, to_dict
+from fosp_core.files import load_tensors
 from fosp_core.shipped import SOURCE_NAME  # exported runs: where the weights came from
 from fosp_core.stats import wilson_interval
 
@@ -216,7 +217,7 @@ def load_checkpoint(run_dir: str | os.PathLike, step: int | None = None) -> dict
                 f"{run_dir}: no weights kept at step {step} (kept: "
                 f"{', '.join(map(str, kept)) if kept else 'none; pretrain with --keep-every K'})"
             )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_tensors(path)
 
 
 def run_dataset(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> str:
@@ -258,8 +259,11 @@ def pretrain(
     ckpt_every: int = 1000,
     progress: bool = True,
     keep_every: int = 0,
+    skip_bad: bool = False,
 ) -> dict[str, float]:
     """Train the agent offline for ``steps`` total steps; returns the last step's metrics.
+
+    ``skip_bad`` trains without the dataset's unreadable files (``load_training_data``).
 
     ``keep_every`` > 0 also keeps the weights of every such step (``keep_weights``).
 
@@ -284,7 +288,7 @@ def pretrain(
         raise ValueError(f"{out}: already holds a checkpoint; pass resume=True (--resume)")
     else:
         checkpoint = None
-    dataset = load_training_data(data_dir)
+    dataset = load_training_data(data_dir, skip_bad)
     parallel = distributed.init(device)  # under torchrun: one rank of N
     main_rank = distributed.rank() == 0
     out.mkdir(parents=True, exist_ok=True)

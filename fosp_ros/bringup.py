@@ -100,6 +100,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from fosp_ros.config import load_graph_config
+
+    load_graph_config(args.config or None)  # a bad file stops here, before any node starts
     return bringup(args.graph, args.sim, args.config, parse_overrides(args.set),
                    tuple(args.without))
 

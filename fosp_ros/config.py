@@ -13,10 +13,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from fosp_core.config import from_dict
 from fosp_core.envs.safereach import SafeReachConfig
+from fosp_core.files import read_mapping
 from fosp_core.shield import ShieldConfig
 
 CONFIG_NAME = "safereach.yaml"
@@ -144,6 +143,6 @@ def load_graph_config(path: str | Path | None = None) -> GraphConfig:
     path = Path(path) if path else default_config_path()
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_mapping(path)
     known = {k: v for k, v in data.items() if k in ("env", "shield", "ros")}
     return from_dict(GraphConfig, known)

@@ -142,12 +142,12 @@ def launch_plan(graph: str, arguments: dict[str, str]) -> tuple[list[tuple[NodeS
 
 
 def _obs_mode(run: Path, argument: str) -> str:
-    import yaml
+    from fosp_core.files import read_mapping
 
     path = run / "config.yaml"
     if not path.is_file():
         raise ValueError(f"launch argument {argument}: {run} has no config.yaml (not a run)")
-    return str((yaml.safe_load(path.read_text()) or {}).get("obs_mode", "image"))
+    return str(read_mapping(path).get("obs_mode", "image"))
 
 
 def nodes_for(graph: str, use_sim: bool, camera: str = "fosp") -> list[NodeSpec]:

@@ -25,7 +25,6 @@ import queue
 import threading
 from pathlib import Path
 
-import torch
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
@@ -36,6 +35,7 @@ from std_srvs.srv import Trigger
 
 from fosp_core.config import dotted_overrides, save_yaml
 from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
+from fosp_core.files import load_tensors
 from fosp_core.finetune import Learner, RoundLog, round_summary, weights_to_bytes
 from fosp_core.train import LEARNER_FILE, run_dataset
 from fosp_ros.config import shipped_model_path
@@ -49,7 +49,7 @@ class LearnerNode(Node):
         self.declare_parameter("config", "")  # the graph's YAML; the run holds the agent's
         p = {name: self.declare_parameter(name, default).value for name, default in (
             ("run", ""), ("out", ""), ("data", ""), ("grad_steps", 40), ("auto_finetune", True),
-            ("pex", True), ("device", "cpu"), ("seed", 0))}
+            ("pex", True), ("device", "cpu"), ("seed", 0), ("skip_bad", False))}
         run = Path(p["run"]) if p["run"] else shipped_model_path()
         self.out = Path(p["out"]) if p["out"] else run / "online"
         try:
@@ -70,7 +70,8 @@ class LearnerNode(Node):
         except ParameterUninitializedException:
             overrides = {}
         self.learner = Learner.from_run(run, data, pex=p["pex"], device=p["device"],
-                                        seed=p["seed"], overrides=overrides)
+                                        seed=p["seed"], overrides=overrides,
+                                        skip_bad=p["skip_bad"])
         self.writer = DatasetWriter(self.out / "online_data")
         # The config fine-tuned with (the run's, plus 'set'): `fosp eval --run OUT` reads it.
         save_yaml(self.learner.agent.config, self.out / "config.yaml")
@@ -104,7 +105,7 @@ class LearnerNode(Node):
         checkpoint = self.out / LEARNER_FILE
         known = 0
         if checkpoint.is_file():
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            state = load_tensors(checkpoint)
             known = self.learner.restore(state, [t.arrays for t in stored])
         for trajectory in stored[known:]:
             self.learner.add_trajectory(trajectory.arrays)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -66,10 +67,10 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
                 break
             try:
                 nodes.append(factory())
-            except (ValueError, OSError, ImportError) as err:
-                # A bad config file or parameter, a device that is not there (spacenavd not
-                # running, no camera) or its optional driver package: one line, as the CLI
-                # says it, no traceback.
+            except (ValueError, OSError, ImportError, ParameterException) as err:
+                # A bad config file or parameter (or a parameter of the wrong type), a device
+                # that is not there (spacenavd not running, no camera) or its optional driver
+                # package: one line, as the CLI says it, no traceback.
                 name = re.sub(r"(?<!^)(?=[A-Z])", "_", getattr(factory, "__name__", "node"))
                 print(f"{name.lower()}: error: {err}", file=sys.stderr)  # SimRobot: sim_robot
                 return 2

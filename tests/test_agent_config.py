@@ -43,12 +43,19 @@ def test_config_by_name() -> None:
         config_by_name("nonexistent")
 
 
-def test_partial_yaml_overrides_paper_defaults(tmp_path) -> None:
+def test_a_partial_yaml_merges_onto_the_cli_default_or_the_preset_it_names(tmp_path) -> None:
     path = tmp_path / "ablation.yaml"
     path.write_text("algo: fosp-no-ref\nobs_mode: state\nmodel:\n  deter: 64\n")
-    config = config_by_name(path)
+    config = config_by_name(path)  # the command line's default preset: cpu
     assert (config.algo, config.obs_mode, config.model.deter) == ("fosp-no-ref", "state", 64)
-    assert config.model.stoch == paper().model.stoch
+    assert (config.preset, config.model.stoch, config.batch_size) == ("cpu", 16, 16)
+    assert config_by_name(path, default_preset="paper").model.stoch == paper().model.stoch
+    path.write_text("preset: paper\nmodel:\n  deter: 64\n")
+    config = config_by_name(path)
+    assert (config.preset, config.model.stoch, config.model.deter) == ("paper", 48, 64)
+    path.write_text("preset: huge\n")
+    with pytest.raises(ValueError, match="ablation.yaml: preset 'huge' is not one of paper, cpu"):
+        config_by_name(path)
 
 
 def test_invalid_algo_and_obs_mode_are_rejected() -> None:

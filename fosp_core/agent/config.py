@@ -29,7 +29,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fosp_core.config import load_yaml
+from fosp_core.config import merge
+from fosp_core.errors import UserError
+from fosp_core.files import read_mapping
 from fosp_core.state_layout import STATE_DIM
 
 ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
@@ -229,6 +231,9 @@ class FospConfig:
 class AgentConfig:
     """The whole agent. ``algo`` picks FOSP, a baseline or an ablation of sec. 5.3."""
 
+    # The preset this config was built from ('paper', 'cpu'; '' where not recorded): a YAML
+    # file given as a config takes its missing keys from the preset it names here.
+    preset: str = ""
     algo: str = "fosp"  # one of ALGOS
     obs_mode: str = "image"  # 'image': {'image', 'pose'}; 'state': {'state'}
     state_dim: int = STATE_DIM  # length of the 'state' vector in state mode
@@ -294,7 +299,7 @@ class AgentConfig:
 
 def paper() -> AgentConfig:
     """Table 4 of the paper (official-code values where it is silent)."""
-    return AgentConfig()
+    return AgentConfig(preset="paper")
 
 
 def cpu() -> AgentConfig:
@@ -313,6 +318,7 @@ def cpu() -> AgentConfig:
     base = paper()
     return dataclasses.replace(
         base,
+        preset="cpu",
         batch_size=16,
         batch_length=16,
         model=dataclasses.replace(
@@ -337,11 +343,17 @@ def cpu() -> AgentConfig:
 PRESETS = {"paper": paper, "cpu": cpu}
 
 
-def config_by_name(name_or_path: str | os.PathLike) -> AgentConfig:
-    """'paper' | 'cpu' | a YAML file (its missing keys take the paper preset's values)."""
+def config_by_name(name_or_path: str | os.PathLike, default_preset: str = "cpu") -> AgentConfig:
+    """'paper' | 'cpu' | a YAML file. The file's missing keys take the values of the preset it
+    names (``preset: paper``), else of ``default_preset`` (the command line's default)."""
     name = str(name_or_path)
     if name in PRESETS:
         return PRESETS[name]()
     if Path(name).is_file():
-        return load_yaml(AgentConfig, name)
-    raise ValueError(f"no agent config preset or YAML file named {name!r} (presets: paper, cpu)")
+        data = read_mapping(name)
+        preset = data.get("preset") or default_preset
+        if preset not in PRESETS:
+            raise UserError(f"{name}: preset {preset!r} is not one of {', '.join(PRESETS)}")
+        return merge(PRESETS[preset](), dict(data, preset=preset))
+    raise UserError(f"no agent config preset or YAML file named {name!r} (presets: "
+                    f"{', '.join(PRESETS)})")

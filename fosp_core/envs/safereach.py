@@ -338,11 +338,10 @@ class SafeReachConfig:
 
 def load_env_config(path: str | os.PathLike) -> SafeReachConfig:
     """The ``env`` section of a project YAML file such as ``config/safereach.yaml``."""
-    import yaml
-
     from fosp_core.config import from_dict
+    from fosp_core.files import read_mapping
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_mapping(path)
     return from_dict(SafeReachConfig, data.get("env") or {}, path="env")
 
 
