@@ -228,13 +228,18 @@ def collection_plan(task: str, episodes: int, seed: int, mix: str | None,
 
 def collected(out: Path, plan: dict) -> tuple[set[int], int]:
     """The episode indices of ``plan`` that ``out`` holds already, and how many of its files
-    belong to no collection or another one."""
+    belong to no collection or another one. Files written before ``meta["plan"]`` existed
+    belong to it when their intended episode is the plan's at that index."""
+    specs = {spec.index: asdict(spec) for spec in plan_episodes(**{
+        k: plan[k] for k in ("task", "episodes", "seed", "mix", "behaviour", "cover_layouts")})}
     done: set[int] = set()
     others = 0
     for path in trajectory_files(out) if out.is_dir() else []:
-        meta = read_meta(path)
-        if meta is not None and meta.get("plan") == plan:
-            done.add(int(meta["intended"]["index"]))
+        meta = read_meta(path) or {}
+        intended = meta.get("intended") or {}
+        index = intended.get("index")
+        if meta.get("plan", plan) == plan and specs.get(index) == intended:
+            done.add(int(index))
         else:
             others += 1
     return done, others
