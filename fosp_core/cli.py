@@ -507,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one where nothing catches the first
+        print("fosp: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:
         print(f"fosp: error: {err}", file=sys.stderr)
         return 2

@@ -520,13 +520,14 @@ def load_dataset(directory: str | os.PathLike[str], strict: bool = False) -> Dat
     widths = Counter(t.arrays["state"].shape[1] for t in trajectories)
     if len(widths) > 1:
         width = widths.most_common(1)[0][0]
-        for t in [t for t in trajectories if t.arrays["state"].shape[1] != width]:
-            reason = (f"'state' has {t.arrays['state'].shape[1]} columns; the dataset's "
-                      f"other trajectories have {width}")
-            if strict:
-                raise DatasetError(t.path, reason)
-            errors.append((t.path, reason))
-            trajectories.remove(t)
+        for t in trajectories:
+            if t.arrays["state"].shape[1] != width:
+                reason = (f"'state' has {t.arrays['state'].shape[1]} columns; the dataset's "
+                          f"other trajectories have {width}")
+                if strict:
+                    raise DatasetError(t.path, reason)
+                errors.append((t.path, reason))
+        trajectories = [t for t in trajectories if t.arrays["state"].shape[1] == width]
     errors.sort()
     return Dataset(trajectories=trajectories, errors=errors, directory=directory)
 

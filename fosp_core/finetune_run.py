@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fosp_core import jsonfile
 from fosp_core.agent.config import AgentConfig
@@ -57,6 +58,9 @@ EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
 KEPT_ROUNDS_DIR = "rounds"  # with keep_every: the acting weights after every K-th round
 PROGRESS_KEY = "finetune"  # the report so far, as JSON, inside LEARNER_FILE
+# The random state a rollout left, saved before its trajectory is stored: a resume that
+# trains on the stored trajectory goes on from exactly there.
+ROLLOUT_STATE = "rollout_state.pt"
 
 
 def episode_seed(seed: int, trajectory: int) -> int:
@@ -326,6 +330,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
                 "pex": pex, "grad_steps": grad_steps, "eval_episodes": eval_episodes,
                 "seed": seed, "deterministic": deterministic, "overrides": overrides or {}}
     saved = _saved_progress(out, settings, trajectories) if resume else None
+    if saved is None and not resume and (out / "config.yaml").exists():
+        raise ValueError(f"{out}: already holds a fine-tuning run; continue it with --resume "
+                         "(the same arguments) or choose another --out")
     if saved is None and ((out / LEARNER_FILE).exists() or _stored(out)):
         raise ValueError(f"{out}: already holds a fine-tuning run; continue it with --resume "
                          "(the same arguments) or choose another --out")
@@ -347,25 +354,28 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
 
     tally, log = Tally(), []
     stored = []
-    if saved is None:
-        before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed,
-                                 progress="before fine-tuning" if progress else "")
-        save()
-    else:
-        before, log, stored = _restore(out, *saved, learner, policy, tally)
-    bar = tqdm(range(len(log), trajectories), desc=f"finetune {task}", unit="traj",
-               initial=len(log), total=trajectories, disable=not progress)
-    curves = RoundLog(out, learner.steps)
-    # Ctrl-C: stop at the end of the trajectory or step
-    with stop_on_signal() as stop, contextlib.closing(curves):
+    # Ctrl-C: stop at the end of the evaluation, the trajectory or the gradient step.
+    with stop_on_signal() as stop, contextlib.ExitStack() as closing:
+        if saved is None:
+            before = evaluate_policy(env, policy, eval_episodes, EVAL_SEED_OFFSET + seed,
+                                     progress="before fine-tuning" if progress else "")
+            save()
+        else:
+            before, log, stored = _restore(out, *saved, learner, policy, tally)
+        bar = tqdm(range(len(log), trajectories), desc=f"finetune {task}", unit="traj",
+                   initial=len(log), total=trajectories, disable=not progress)
+        curves = closing.enter_context(contextlib.closing(RoundLog(out, learner.steps)))
         for i in bar:
             if stop.is_set():
                 break
             if i < len(stored):  # stored before the stop, never trained on
                 arrays, meta = stored[i].arrays, stored[i].meta
+                _continue_after_rollout(out / ROLLOUT_STATE, i, policy)
             else:
                 arrays, meta, _ = rollout(env, policy, episode_seed(seed, i), deterministic,
                                           render)
+                atomic_torch_save({"trajectory": i, "policy_rng": policy.generator.get_state(),
+                                   "torch_rng": torch.get_rng_state()}, out / ROLLOUT_STATE)
                 writer.add(arrays, meta)  # on disk before it is trained on
             learner.add_trajectory(arrays)
             stats = learner.train(grad_steps, stop=stop)
@@ -424,17 +434,31 @@ def _restore(out: Path, state: dict, progress: dict, learner: Learner, policy: P
     return progress["before"], log, stored
 
 
+def _continue_after_rollout(path: Path, index: int, policy: PexPolicy) -> None:
+    """The random state rollout ``index`` left (policy and torch), so training on its stored
+    trajectory and everything after goes on as if the run had never stopped. A trajectory
+    stored without it (copied by hand, an older version) goes on from the saved round's."""
+    if not path.is_file():
+        return
+    state = load_tensors(path)
+    if int(state["trajectory"]) == index:
+        policy.generator.set_state(state["policy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+
 def _stored(out: Path) -> bool:
     """Whether ``out`` holds stored fine-tuning trajectories."""
     directory = out / "online_data"
     return directory.is_dir() and any(directory.glob("traj_*.npz"))
 
 
-def _saved_progress(out: Path, settings: dict, trajectories: int) -> tuple[dict, dict]:
+def _saved_progress(out: Path, settings: dict, trajectories: int) -> tuple[dict, dict] | None:
     """The saved learner state and report so far of the run in ``out``, checked against the
-    arguments of the resume."""
+    arguments of the resume; None for a run stopped before anything was saved."""
 
     path = out / LEARNER_FILE
+    if not path.is_file() and (out / "config.yaml").is_file() and not _stored(out):
+        return None  # stopped before the evaluation before fine-tuning ended: start over
     if not path.is_file():
         raise ValueError(f"{out}: nothing to resume (no {LEARNER_FILE}; it is written once "
                          "the evaluation before fine-tuning is done)")

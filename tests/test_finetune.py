@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -555,6 +556,68 @@ def test_ctrl_c_stops_finetuning_between_rounds_and_resume_finishes_it(pretraine
     report = json.loads((out / "report.json").read_text())
     assert [e["trajectory"] for e in report["log"]] == list(range(1, rounds + 3))
     assert len(list((out / "online_data").glob("traj_*.npz"))) == rounds + 2
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pretrained, tmp_path_factory):
+    """A fine-tuning run that never stopped: the reference for the resumed ones."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "ft"
+    proc = fosp_process(*finetune_args(pretrained, out))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return out
+
+
+def finetune_args(pretrained, out) -> list[str]:
+    run, data = pretrained
+    return ["finetune", "--run", str(run), "--data", str(data), "--task",
+            "safereach-target-shape", "--grad-steps", "30", "--eval-episodes", "1",
+            "--trajectories", "3", "--out", str(out)]
+
+
+STOPS = {  # Ctrl-C as soon as this file appears, then after this many seconds
+    "in the evaluation before": ("config.yaml", 0.0),
+    "in the first rollout": ("learner.pt", 0.0),
+    "in the first round's training": ("online_data/traj_000000.npz", 0.0),
+    "later": ("online_data/traj_000001.npz", 0.4),
+}
+
+
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_finetune_resume_is_exact_after_a_stop_at_any_point(stop, pretrained, uninterrupted,
+                                                              tmp_path):
+    """Stopped anywhere (evaluating, collecting a trajectory, in a round, between rounds) and
+    resumed, a run ends bit for bit where the one that never stopped ends: the same
+    trajectories, report and learner."""
+    out = tmp_path / "ft"
+    marker, delay = STOPS[stop]
+
+    def ready() -> bool:
+        if not (out / marker).exists():
+            return False
+        time.sleep(delay)
+        return True
+
+    interrupt(fosp_process(*finetune_args(pretrained, out)), ready, timeout=300)
+    resumed = fosp_process(*finetune_args(pretrained, out), "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+
+    def log(directory):
+        report = json.loads((directory / "report.json").read_text())
+        return [{k: v for k, v in e.items() if k != "train_s"} for e in report["log"]]
+
+    assert log(out) == log(uninterrupted)
+    got = load_dataset(out / "online_data", strict=True).trajectories
+    want = load_dataset(uninterrupted / "online_data", strict=True).trajectories
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a.arrays["action"], b.arrays["action"])
+    state = torch.load(out / "learner.pt", weights_only=True)
+    final = torch.load(uninterrupted / "learner.pt", weights_only=True)
+    differing = [k for k, v in final["agent"]["modules"].items()
+                 if not torch.equal(state["agent"]["modules"][k], v)]
+    assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:3]}"
+    assert torch.equal(state["rng"], final["rng"]) and state["steps"] == final["steps"]
 
 
 def test_lead_in_offline_share_counts_the_actions_up_to_the_first_cost():
