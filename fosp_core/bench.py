@@ -2,7 +2,8 @@
 
 - policy step latency, p50 / p99, for the ``cpu`` and ``paper`` configs: image -> action with
   both policies and the two Q evaluations of safe policy expansion (``PexPolicy.step``);
-- one training step (world model + actor-critic) for ``cpu``;
+- one training step (world model + actor-critic) for ``cpu``, in fp32 and in bf16
+  (``train.precision``);
 - a 40-step fine-tuning round for ``cpu``, with the policy loop running at 10 Hz beside it,
   counting the ticks that missed their deadline (the policy node's situation when the learner
   shares its machine);
@@ -10,10 +11,18 @@
 - loading a 200-trajectory dataset.
 
 Figures only, no pass/fail: timing goals are read off them, not asserted in tests.
+
+``compare_with(ref)`` measures the train step and the policy step of this tree and of a git
+revision (``fosp bench --against HEAD~1``) in alternating child processes, so a regression
+shows as a ratio measured under the same load.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -118,9 +127,11 @@ def policy_step_latency(config_name: str, obs: str = "image", steps: int = 200) 
     return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
 
 
-def train_step_time(config_name: str, obs: str = "image", steps: int = 3) -> float:
+def train_step_time(config_name: str, obs: str = "image", steps: int = 3,
+                    precision: str = "fp32") -> float:
     """Mean seconds of ``Agent.train_step`` (world model + actor-critic), after a warm-up."""
-    config = merge(config_by_name(config_name), {"obs_mode": obs})
+    config = merge(config_by_name(config_name),
+                   {"obs_mode": obs, "train": {"precision": precision}})
     with tempfile.TemporaryDirectory() as tmp:
         data = load_dataset(synthetic_dataset(Path(tmp) / "data", episodes=4))
     replay = SequenceReplay(data.trajectories, config.batch_size, config.batch_length, obs)
@@ -165,8 +176,9 @@ def run_all(grad_steps: int = 40, progress=print) -> dict:
     paper = policy_step_latency("paper", steps=60)
     results.update(policy_step_ms_p50_cpu=cpu["p50"], policy_step_ms_p99_cpu=cpu["p99"],
                    policy_step_ms_p50_paper=paper["p50"], policy_step_ms_p99_paper=paper["p99"])
-    progress("train step (cpu)...")
+    progress("train step (cpu; fp32, bf16)...")
     results["train_step_s_cpu"] = train_step_time("cpu")
+    results["train_step_s_cpu_bf16"] = train_step_time("cpu", precision="bf16")
     progress(f"{grad_steps}-step fine-tuning round with the 10 Hz policy loop beside it...")
     loop = policy_loop_during_round("cpu", "image", 10.0, grad_steps)
     results.update(finetune_round_s_cpu=loop["round_s"], deadline_misses=loop["deadline_misses"],
@@ -184,7 +196,8 @@ def format_results(results: dict) -> str:
          f"{results['policy_step_ms_p50_cpu']:.1f} / {results['policy_step_ms_p99_cpu']:.1f}"),
         ("policy step p50 / p99, paper config (ms)",
          f"{results['policy_step_ms_p50_paper']:.1f} / {results['policy_step_ms_p99_paper']:.1f}"),
-        ("train step, cpu config (s)", f"{results['train_step_s_cpu']:.2f}"),
+        ("train step, cpu config, fp32 / bf16 (s)",
+         f"{results['train_step_s_cpu']:.2f} / {results['train_step_s_cpu_bf16']:.2f}"),
         ("fine-tuning round, cpu config (s)", f"{results['finetune_round_s_cpu']:.1f}"),
         ("policy loop during the round: ticks / deadline misses at 10 Hz",
          f"{results['policy_loop_ticks']} / {results['deadline_misses']}"),
@@ -193,3 +206,65 @@ def format_results(results: dict) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+# The figures ``compare_with`` takes from a tree: only calls that older trees have too.
+_AB_FIGURES = """
+import inspect, json
+import torch
+torch.set_num_threads(int(__import__("os").environ.get("FOSP_BENCH_THREADS", "2")))
+from fosp_core import bench
+out = {"train_step_s_fp32": bench.train_step_time("cpu", steps=STEPS)}
+if "precision" in inspect.signature(bench.train_step_time).parameters:
+    out["train_step_s_bf16"] = bench.train_step_time("cpu", steps=STEPS, precision="bf16")
+latency = bench.policy_step_latency("cpu", steps=200)
+out.update(policy_step_ms_p50=latency["p50"], policy_step_ms_p99=latency["p99"])
+print(json.dumps(out))
+"""
+
+
+def _figures(tree: Path, steps: int) -> dict[str, float]:
+    code = _AB_FIGURES.replace("STEPS", str(steps))
+    done = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(tree)), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {tree} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_with(ref: str, rounds: int = 3, steps: int = 3, progress=print) -> dict:
+    """This tree's figures against git revision ``ref``'s, A/B interleaved ``rounds`` times;
+    medians of each, and the ratio this / ref (below 1: faster now)."""
+    import numpy as np
+
+    here = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(here), "archive", ref], capture_output=True,
+                                 check=False)
+        if archive.returncode != 0:
+            raise ValueError(f"--against {ref}: not a revision of a git checkout at {here} "
+                             f"({archive.stderr.decode().strip()})")
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        samples: dict[str, list[dict]] = {"this": [], ref: []}
+        for round_ in range(rounds):
+            for name, tree in (("this", here), (ref, Path(tmp))):
+                progress(f"round {round_ + 1} of {rounds}: {name}...")
+                samples[name].append(_figures(tree, steps))
+    medians = {name: {key: float(np.median([s[key] for s in runs if key in s]))
+                      for key in runs[0]} for name, runs in samples.items()}
+    ratios = {key: medians["this"][key] / medians[ref][key]
+              for key in medians["this"] if key in medians[ref]}
+    return {"ref": ref, "rounds": rounds, "this": medians["this"], "other": medians[ref],
+            "ratio": ratios}
+
+
+def format_comparison(result: dict) -> str:
+    ref = result["ref"]
+    lines = [f"{'':28} {'this tree':>10} {ref:>10} {'ratio':>7}"]
+    for key, value in result["this"].items():
+        other = result["other"].get(key)
+        ratio = result["ratio"].get(key)
+        lines.append(f"{key:28} {value:10.3f} "
+                     + (f"{other:10.3f} {ratio:7.2f}" if other is not None else f"{'n/a':>10}"))
+    lines.append(f"(medians of {result['rounds']} alternating rounds; ratio = this / {ref})")
+    return "\n".join(lines)

@@ -107,11 +107,11 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_device(device: str) -> None:
-    import torch
+def _check_device(args: argparse.Namespace) -> None:
+    """--device auto | cpu | cuda[:N] -> the device torch will use (auto: a GPU if any)."""
+    from fosp_core.agent.precision import resolve_device
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available to torch here")
+    args.device = str(resolve_device(args.device))
 
 
 def pretrain_config(args: argparse.Namespace, base=None):
@@ -143,7 +143,7 @@ def _check_resume(args: argparse.Namespace) -> None:
 def _pretrain(args: argparse.Namespace) -> int:
     from fosp_core.train import pretrain
 
-    _check_device(args.device)
+    _check_device(args)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: dataset directory does not exist")
     if args.resume:
@@ -162,7 +162,7 @@ def _eval(args: argparse.Namespace) -> int:
     from fosp_core.finetune_run import LEAD_IN_ACTIONS, evaluate_finetuned
     from fosp_core.train import evaluate, is_finetuned
 
-    _check_device(args.device)
+    _check_device(args)
     if args.each_layout and args.episodes is not None:
         raise ValueError("--each-layout runs one episode per distinct layout; leave out "
                          "--episodes")
@@ -211,7 +211,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from fosp_core.config import dotted_overrides
     from fosp_core.finetune_run import finetune, format_report
 
-    _check_device(args.device)
+    _check_device(args)
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
                       seed=args.seed, device=args.device, overrides=dotted_overrides(args.set),
@@ -237,7 +237,7 @@ def _extract(args: argparse.Namespace) -> int:
     from fosp_core.config import dotted_overrides
     from fosp_core.extract import extract_policy
 
-    _check_device(args.device)
+    _check_device(args)
     info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
                           step=args.step, overrides=dotted_overrides(args.set),
                           device=args.device, weights=args.weights, skip_bad=args.skip_bad)
@@ -285,6 +285,12 @@ def _bench(args: argparse.Namespace) -> int:
     from fosp_core.bench import format_results, run_all
 
     quiet = (lambda *_: None) if args.json else (lambda text: print(text, file=sys.stderr))
+    if args.against:
+        from fosp_core.bench import compare_with, format_comparison
+
+        result = compare_with(args.against, rounds=args.rounds, progress=quiet)
+        print(jsonfile.dumps(result) if args.json else format_comparison(result))
+        return 0
     results = run_all(grad_steps=args.grad_steps, progress=quiet)
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     if args.json:
@@ -392,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--grad-steps", type=count(1), default=40,
                    help="steps of the fine-tuning round")
+    p.add_argument("--against", metavar="REV",
+                   help="instead: train and policy step of this tree against git revision "
+                        "REV (e.g. HEAD~1), measured in alternating rounds, with ratios")
+    p.add_argument("--rounds", type=count(1), default=3, help="rounds of --against")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bringup", help="run a ROS graph (safereach, collect) in one process")
@@ -418,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its saved config (--steps may grow)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
+                   "cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--ckpt-every", type=count(1), default=1000, metavar="K")
     p.add_argument("--keep-every", type=count(0), default=0, metavar="K",
@@ -444,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="eq19",  # checked by extract_policy (torch-free here)
                    help="eq19: the paper's weights (default); safe-success: clone only the "
                         "demonstrations that reached the target without a cost")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
+                   "cpu, cuda or cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the extraction, e.g. "
                         "--set actor_critic.awr_beta_cost=20 (repeatable; not the world "
@@ -466,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead, one episode on each distinct layout of the task (27-33), "
                         "and list those that violated or missed the target")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
+                   "cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--step", type=int, help="evaluate the weights kept at this step "
                    "(pretrain --keep-every) instead of the latest checkpoint")
@@ -485,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-every", type=count(0), default=0, metavar="K",
                    help="also keep the acting weights after every K-th round in OUT/rounds/, "
                         "for fosp eval --run OUT --round N")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
+                   "cpu, cuda or cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "
                         "--set fosp.online_actor_init=copy (repeatable; not the network sizes)")

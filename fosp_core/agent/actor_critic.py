@@ -117,6 +117,7 @@ from fosp_core.agent.math import (
     update_return_range,
 )
 from fosp_core.agent.networks import MLP, ActorHead, ObstacleSetEncoder, TwoHotDist, TwoHotHead
+from fosp_core.agent.precision import Precision
 from fosp_core.agent.world_model import Latent, WorldModel
 from fosp_core.state_layout import MAX_OBSTACLES, POSE_DIM, split_state
 
@@ -270,6 +271,8 @@ class ActorCritic(nn.Module):
         self.online = False
         # Data-parallel training averages gradients over ranks here (fosp_core.distributed).
         self.grad_sync = None
+        # Autocast and optimiser steps; the Agent replaces it with its device's.
+        self.precision = Precision(torch.device("cpu"))
 
         self.actor = build_actor(config, feat_dim)
         two_hot = {"bins": m.bins, "low": m.bin_low, "high": m.bin_high}
@@ -359,13 +362,9 @@ class ActorCritic(nn.Module):
         return self.lagrange * violation
 
     def _step(self, opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> float:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_sync is not None:
-            self.grad_sync(module)
-        norm = nn.utils.clip_grad_norm_(module.parameters(), self.config.actor_critic.grad_clip)
-        opt.step()
-        return norm.item()
+        sync = None if self.grad_sync is None else (lambda: self.grad_sync(module))
+        return self.precision.step(opt, loss, module.parameters(),
+                                   self.config.actor_critic.grad_clip, sync).item()
 
     @torch.no_grad()
     def _update_slow_critics(self) -> None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from fosp_core.agent.actor_critic import ActorCritic
 from fosp_core.agent.config import AgentConfig
+from fosp_core.agent.precision import Precision
 from fosp_core.agent.replay import OBS_KEYS
 from fosp_core.agent.world_model import Latent, WorldModel
 
@@ -84,7 +85,11 @@ class Agent(nn.Module):
                                         unnormalize=self.normalizer.inverse)
         m = config.model
         self.model_opt = torch.optim.Adam(self.world_model.parameters(), lr=m.lr, eps=m.eps)
+        self.precision = Precision(self.device, config.train.precision)
+        self.actor_critic.precision = self.precision
         self.to(self.device)
+        if config.train.channels_last:
+            self.world_model.to(memory_format=torch.channels_last)  # its conv weights
         self._latent: Latent | None = None
         self._prev_action: Tensor | None = None
         self._obs: dict[str, Tensor] = {}  # the last observation ``observe`` folded in
@@ -94,21 +99,19 @@ class Agent(nn.Module):
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """World-model update (eq. 1), then actor-critic update; returns float metrics."""
-        batch = self.normalizer({key: value.to(self.device) for key, value in batch.items()})
+        batch = self.normalizer(self.precision.to_device(batch))
         if self.config.algo == "dreamer":
             # DreamerV3 has no cost: its world model sees an all-zero cost signal.
             batch["cost"] = torch.zeros_like(batch["cost"])
         self.world_model.train()
-        loss, wm_metrics, posterior = self.world_model.loss(batch)
-        self.model_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.actor_critic.grad_sync is not None:  # data-parallel: average over ranks
-            self.actor_critic.grad_sync(self.world_model)
-        grad_norm = nn.utils.clip_grad_norm_(
-            self.world_model.parameters(), self.config.model.grad_clip
-        )
-        self.model_opt.step()
-        ac_metrics = self.actor_critic.update(self.world_model, posterior, batch)
+        with self.precision.autocast():
+            loss, wm_metrics, posterior = self.world_model.loss(batch)
+        sync = self.actor_critic.grad_sync  # data-parallel: average over ranks
+        grad_norm = self.precision.step(
+            self.model_opt, loss, self.world_model.parameters(), self.config.model.grad_clip,
+            None if sync is None else (lambda: sync(self.world_model)))
+        with self.precision.autocast():
+            ac_metrics = self.actor_critic.update(self.world_model, posterior, batch)
         metrics = {f"model/{k}": v for k, v in wm_metrics.items()}
         metrics["model/grad_norm"] = grad_norm.item()
         metrics.update({f"ac/{k}": v for k, v in ac_metrics.items()})
@@ -186,7 +189,8 @@ class Agent(nn.Module):
         The caller then picks an action from ``actor_input(features)`` and passes it to
         ``remember_action`` (``act`` does both; policy expansion chooses between two actors).
         """
-        self.eval()
+        if self.training or self.world_model.training:  # a flag, not a walk of the modules
+            self.eval()
         keys = OBS_KEYS[self.config.obs_mode]
         tensors = {key: torch.as_tensor(np.asarray(obs[key]))[None].to(self.device) for key in keys}
         tensors = self.normalizer(tensors)
@@ -196,10 +200,8 @@ class Agent(nn.Module):
             self._latent = self.world_model.rssm.initial(1, self.device)
             self._prev_action = torch.zeros(1, self.config.action_dim, device=self.device)
         is_first = torch.tensor([first], device=self.device)
-        latent = self.world_model.observe_step(self._latent, self._prev_action, tensors, is_first)
-        if deterministic:
-            # The most likely latent instead of a sample: evaluation becomes reproducible, and
-            # a one-hot mode is as much in the training distribution as any sample.
-            latent = latent.mode()
-        self._latent = latent
-        return self.actor_critic.inputs(latent)
+        # deterministic: the most likely latent instead of a sample; evaluation becomes
+        # reproducible, and a one-hot mode is as much in the training distribution as any.
+        self._latent = self.world_model.observe_step(self._latent, self._prev_action, tensors,
+                                                     is_first, deterministic)
+        return self.actor_critic.inputs(self._latent)

@@ -228,6 +228,17 @@ class FospConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How the computation runs, not what it computes (``fosp_core.agent.precision``)."""
+
+    # fp32 | bf16 | fp16: bf16 (and fp16) runs matrix multiplies and convolutions in 16 bits,
+    # keeping distributions, losses, returns and optimiser states in float32.
+    precision: str = "fp32"
+    # Convolutions of the image encoder and decoder in NHWC (channels-last) memory layout.
+    channels_last: bool = True
+
+
+@dataclass
 class AgentConfig:
     """The whole agent. ``algo`` picks FOSP, a baseline or an ablation of sec. 5.3."""
 
@@ -247,6 +258,7 @@ class AgentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     fosp: FospConfig = field(default_factory=FospConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def actor_reads_state(self) -> bool:

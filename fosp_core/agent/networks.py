@@ -50,7 +50,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(x)
-        return self.out(x) if self.out is not None else x
+        # An output layer's result leaves in float32 (a no-op without autocast): under bf16
+        # (agent.precision) distributions and losses still compute in full precision.
+        return self.out(x).float() if self.out is not None else x
 
 
 def _stages(image_size: int, min_res: int) -> int:
@@ -82,7 +84,11 @@ class ImageEncoder(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         lead = image.shape[:-3]
-        x = preprocess_image(image).flatten(0, -4).permute(0, 3, 1, 2)  # NHWC -> NCHW
+        # NHWC -> NCHW as a view: the memory stays NHWC, which is channels-last, the layout
+        # the convolutions run fastest in on the CPU (train.channels_last).
+        x = preprocess_image(image).flatten(0, -4).permute(0, 3, 1, 2)
+        if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.convs(x).flatten(1).unflatten(0, lead)
 
 
@@ -115,8 +121,10 @@ class ImageDecoder(nn.Module):
         lead = features.shape[:-1]
         x = self.project(features.flatten(0, -2))
         x = x.view(-1, self.channels, self.min_res, self.min_res)
+        if self.deconvs[0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.deconvs(x).permute(0, 2, 3, 1)  # NCHW -> NHWC
-        return x.unflatten(0, lead)
+        return x.unflatten(0, lead).float()
 
 
 class TwoHotDist:

@@ -87,7 +87,9 @@ class NormGRUCell(nn.Module):
         self.norm = nn.LayerNorm(3 * size)
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        reset, candidate, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
+        # The gates and the state in float32 whatever the precision of the matmul.
+        gates = self.norm(self.linear(torch.cat([x, h], -1)).float())
+        reset, candidate, update = gates.chunk(3, -1)
         reset = torch.sigmoid(reset)
         candidate = torch.tanh(reset * candidate)
         update = torch.sigmoid(update - 1.0)
@@ -138,20 +140,29 @@ class RSSM(nn.Module):
         one_hot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
         return one_hot + probs - probs.detach()
 
-    def img_step(self, prev: Latent, action: Tensor) -> Latent:
-        """Prior step: h_t = f(z_{t-1}, h_{t-1}, a_{t-1}), z_t ~ p(z_t | h_t)."""
+    @classmethod
+    def _stoch(cls, logits: Tensor, sample: bool) -> Tensor:
+        """A sample of z (straight-through), or its most likely classes without drawing."""
+        if sample:
+            return cls._sample(logits)
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+    def img_step(self, prev: Latent, action: Tensor, sample: bool = True) -> Latent:
+        """Prior step: h_t = f(z_{t-1}, h_{t-1}, a_{t-1}), z_t ~ p(z_t | h_t) (or its mode)."""
         x = self.step_in(torch.cat([prev.stoch.flatten(-2), action], -1))
         deter = self.gru(x, prev.deter)
         logits = self._distribution(self.prior_net(deter))
-        return Latent(deter, self._sample(logits), logits)
+        return Latent(deter, self._stoch(logits, sample), logits)
 
     def obs_step(
-        self, prev: Latent, action: Tensor, embed: Tensor, is_first: Tensor
+        self, prev: Latent, action: Tensor, embed: Tensor, is_first: Tensor,
+        sample: tuple[bool, bool] = (True, True),
     ) -> tuple[Latent, Latent]:
         """One filtering step on a real observation: (posterior, prior) of s_t.
 
         Where ``is_first`` the previous state and action are zeroed, i.e. reset to
         ``initial``, so one sequence can hold the end of one episode and the start of the next.
+        ``sample``: whether the (posterior, prior) z are drawn or their modes taken.
         """
         keep = (~is_first.bool()).to(embed.dtype)
         prev = Latent(
@@ -159,9 +170,9 @@ class RSSM(nn.Module):
             prev.stoch * keep[:, None, None],
             prev.logits * keep[:, None, None],
         )
-        prior = self.img_step(prev, action * keep[:, None])
+        prior = self.img_step(prev, action * keep[:, None], sample[1])
         logits = self._distribution(self.posterior_net(torch.cat([prior.deter, embed], -1)))
-        posterior = Latent(prior.deter, self._sample(logits), logits)
+        posterior = Latent(prior.deter, self._stoch(logits, sample[0]), logits)
         return posterior, prior
 
     def observe(
@@ -252,10 +263,14 @@ class WorldModel(nn.Module):
         return self.state_encoder(symlog(obs["state"].float()))
 
     def observe_step(
-        self, prev: Latent, action: Tensor, obs: dict[str, Tensor], is_first: Tensor
+        self, prev: Latent, action: Tensor, obs: dict[str, Tensor], is_first: Tensor,
+        deterministic: bool = False,
     ) -> Latent:
-        """Deployment: fold one observation (B, ...) into the state; returns the posterior."""
-        posterior, _ = self.rssm.obs_step(prev, action, self.encode(obs), is_first)
+        """Deployment: fold one observation (B, ...) into the state; returns the posterior,
+        its z drawn, or with ``deterministic`` its most likely classes. The prior's z is never
+        used here, so it is not drawn."""
+        posterior, _ = self.rssm.obs_step(prev, action, self.encode(obs), is_first,
+                                          sample=(not deterministic, False))
         return posterior
 
     def imagine(
