@@ -64,9 +64,9 @@ demo: install
 	$(VENV)/bin/fosp dataset info $(DEMO_DATA) --plot $(DEMO)/returns.png
 	@if [ -n "$(RETRAIN)" ]; then rm -rf $(DEMO)/pretrained $(DEMO)/pretrained-*; \
 		echo "RETRAIN=1: rerunning the commands that made $(MODEL) on $(DEMO_DATA)"; \
-		$(PY) -m fosp_core.shipped $(MODEL) --rerun $(DEMO_DATA) $(DEMO)/pretrained; \
+		$(PY) -m fosp.shipped $(MODEL) --rerun $(DEMO_DATA) $(DEMO)/pretrained; \
 	else echo "agent: the checkpoint shipped in $(MODEL) (RETRAIN=1 trains it again), made by:"; \
-		$(PY) -m fosp_core.shipped $(MODEL); \
+		$(PY) -m fosp.shipped $(MODEL); \
 		rm -rf $(DEMO)/pretrained; cp -r $(MODEL) $(DEMO)/pretrained; fi
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune

@@ -65,7 +65,7 @@ setup(
                 "with ROS 2 nodes and a simulated SafeReach twin",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["fosp_core", "fosp_core.*", "fosp_ros", "fosp_teleop"]),
+    packages=find_packages(include=["fosp", "fosp_core", "fosp_core.*", "fosp_ros", "fosp_teleop"]),
     install_requires=[
         # Pinned: a looser pin makes pip fetch the newest build with GBs of CUDA packages.
         "torch==2.13.0",
@@ -99,7 +99,7 @@ setup(
             "ros-test-msgs",
         ],
     },
-    entry_points={"console_scripts": ["fosp = fosp_core.cli:main"]
+    entry_points={"console_scripts": ["fosp = fosp.cli:main"]
                   + [f"{exe} = {module}:main" for exe, module in MODULES.items()]},
     cmdclass={"install_scripts": per_package(install_scripts, "install_dir"),
               "develop": per_package(develop, "script_dir")},

@@ -21,8 +21,9 @@ import torch
 from fosp_core.agent.agent import VectorNormalizer
 from fosp_core.agent.config import ACTOR_DISTRIBUTIONS
 from fosp_core.agent.networks import ActorHead
-from fosp_core.dataset import load_dataset
-from fosp_core.envs.safereach import EPISODE_STEPS, SafeReachEnv
+from fosp_core.data.dataset import load_dataset
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import EPISODE_STEPS
 
 
 def main() -> None:

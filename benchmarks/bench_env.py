@@ -18,10 +18,11 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from fosp_core.collect import collect  # noqa: E402
-from fosp_core.dataset import load_dataset, summarize  # noqa: E402
+from fosp_core.data.collect import collect  # noqa: E402
+from fosp_core.data.dataset import load_dataset, summarize  # noqa: E402
 from fosp_core.envs.behaviours import behaviour_rates  # noqa: E402
-from fosp_core.envs.safereach import EPISODE_STEPS, SafeReachEnv  # noqa: E402
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import EPISODE_STEPS
 
 
 def steps_per_second(obs_mode: str, steps: int = 800) -> float:

@@ -7,7 +7,8 @@
 The run's world model, critics and REF are frozen. Every dataset transition goes through the
 world model as at deterministic deployment (whole episodes, from their first row, the most
 likely latent at each step) and gets eq. 19's terms from ``ActorCritic.offline_terms`` with
-the run's config and return scales: ``fosp_core.extract.dataset_terms``, what ``fosp extract``
+the run's config and return scales: ``fosp_core.learning.extract.dataset_terms``, what
+``fosp extract``
 fits its actor to. (The README's figures from before ``fosp extract`` existed were made with
 sampled latents.) It prints:
 
@@ -46,12 +47,12 @@ from fosp_core.agent.config import ACTOR_DISTRIBUTIONS
 from fosp_core.agent.math import lambda_returns
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
-from fosp_core.dataset import load_dataset
+from fosp_core.data.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.extract import TERMS, dataset_terms, fit_actor
-from fosp_core.finetune import PolicyStep
-from fosp_core.finetune_run import evaluate_policy
-from fosp_core.train import load_agent
+from fosp_core.learning.extract import TERMS, dataset_terms, fit_actor
+from fosp_core.learning.finetune import PolicyStep
+from fosp_core.learning.finetune_run import evaluate_policy
+from fosp_core.learning.runs import load_agent
 
 ACTOR_INPUTS = ("features", "state", "decoded")
 

@@ -30,10 +30,10 @@ import torch
 
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs
-from fosp_core.config import load_yaml
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.finetune import PexPolicy, saved_acting_weights
-from fosp_core.finetune_run import EVAL_SEED_OFFSET, rollout
+from fosp_core.learning.finetune import PexPolicy, saved_acting_weights
+from fosp_core.learning.finetune_run import EVAL_SEED_OFFSET, rollout
+from fosp_core.util.config import load_yaml
 
 
 def constant_moves(action_dim: int) -> torch.Tensor:

@@ -27,10 +27,11 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-import fosp_core.finetune as finetune
-from fosp_core.envs.safereach import TASKS, SafeReachEnv
-from fosp_core.finetune import PexPolicy
-from fosp_core.finetune_run import finetuned_policy, is_finetuned, rollout
+import fosp_core.learning.finetune as finetune
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import TASKS
+from fosp_core.learning.finetune import PexPolicy
+from fosp_core.learning.finetune_run import finetuned_policy, is_finetuned, rollout
 
 FIRST_SEED = 20000
 

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from fosp_core.agent.pex import normalised_value, value_upper_bound
-from fosp_core.dataset import load_dataset
-from fosp_core.envs.safereach import EPISODE_STEPS, TASKS, SafeReachEnv
-from fosp_core.extract import dataset_terms
-from fosp_core.finetune import PexPolicy
-from fosp_core.train import load_agent
+from fosp_core.data.dataset import load_dataset
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import EPISODE_STEPS, TASKS
+from fosp_core.learning.extract import dataset_terms
+from fosp_core.learning.finetune import PexPolicy
+from fosp_core.learning.runs import load_agent
 
 LEAD_IN = 10  # steps before a violation's first cost that count as leading into it
 

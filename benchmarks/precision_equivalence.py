@@ -32,7 +32,7 @@ TAIL = 200  # steps at the end of a run whose losses are averaged
 
 
 def fosp(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fosp_core.cli", *args], text=True,
+    return subprocess.Popen([sys.executable, "-m", "fosp.cli", *args], text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--obs", default="state")
     parser.add_argument("--episodes", type=int, default=50)
     args = parser.parse_args()
-    from fosp_core.stats import wilson_interval
+    from fosp_core.util.stats import wilson_interval
 
     out = Path(args.out)
     runs = {(seed, p): out / f"{p}-s{seed}" for seed in args.seeds for p in PRECISIONS}

@@ -34,9 +34,9 @@ import torch
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import config_by_name
 from fosp_core.agent.replay import SequenceReplay
-from fosp_core.config import merge
-from fosp_core.dataset import DatasetWriter, load_dataset
-from fosp_core.finetune import Learner, PexPolicy
+from fosp_core.data.dataset import DatasetWriter, load_dataset
+from fosp_core.learning.finetune import Learner, PexPolicy
+from fosp_core.util.config import merge
 
 
 def synthetic_dataset(directory: Path, episodes: int, steps: int = 80) -> Path:
@@ -110,7 +110,7 @@ def policy_step_latency(config_name: str, obs: str = "image", steps: int = 200) 
     """p50 / p99 of ``PexPolicy.step`` (expanded: two actors, two Q evaluations)."""
     config = merge(config_by_name(config_name), {"obs_mode": obs})
     agent = Agent(config)
-    from fosp_core.finetune import acting_weights, expand_policy
+    from fosp_core.learning.finetune import acting_weights, expand_policy
 
     policy = PexPolicy(config, acting_weights(agent, expand_policy(agent)))
     policy.reset()

@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fosp_core.config import from_dict
 from fosp_core.envs.safereach import SafeReachConfig
-from fosp_core.files import read_mapping
-from fosp_core.shield import ShieldConfig
+from fosp_core.robot.shield import ShieldConfig
+from fosp_core.util.config import from_dict
+from fosp_core.util.files import read_mapping
 
 CONFIG_NAME = "safereach.yaml"
 # The model the learner starts from when no run is given (a simulator-only, state-mode model).

@@ -7,7 +7,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray
 
-from fosp_core.geometry import pos_quat_from_pose, pose_from_pos_quat
+from fosp_core.robot.geometry import pos_quat_from_pose, pose_from_pos_quat
 
 
 def pose_from_msg(msg: PoseStamped) -> np.ndarray:

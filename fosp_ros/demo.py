@@ -22,18 +22,18 @@ import threading
 import time
 from pathlib import Path
 
-from fosp_core import jsonfile
-from fosp_core.dataset import load_dataset
+from fosp_core.data.dataset import load_dataset
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.finetune import PexPolicy
-from fosp_core.finetune_run import (
+from fosp_core.learning.finetune import PexPolicy
+from fosp_core.learning.finetune_run import (
     EVAL_SEED_OFFSET,
     Tally,
     evaluate_policy,
     finetuned_policy,
     plot_finetune,
 )
-from fosp_core.train import load_run_config
+from fosp_core.learning.runs import load_run_config
+from fosp_core.util import jsonfile
 from fosp_ros.config import load_graph_config
 from fosp_ros.graph import node_parameters, nodes_for
 

@@ -1,7 +1,7 @@
 """franka_interface: policy/teleop actions -> safety shield -> Cartesian targets for the arm.
 
 Reads the end-effector pose franka_ros2 publishes, turns each 6-D action into the next target
-through ``fosp_core.shield.SafetyShield`` and publishes it to the controller topic. Nothing
+through ``fosp_core.robot.shield.SafetyShield`` and publishes it to the controller topic. Nothing
 reaches the arm any other way. For each action it also publishes the action the arm carried out
 (``executed_action``: zeros where the shield held the arm), which the recorder stores. A timer
 at the control rate lets the shield hold position when actions stop (watchdog) and walk home.
@@ -33,7 +33,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from fosp_core.shield import SafetyShield, ShieldOutput
+from fosp_core.robot.shield import SafetyShield, ShieldOutput
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, pose_from_msg, pose_to_msg
 from fosp_ros.reflex import HOME, RECOVER, ReflexWatch, interface_type

@@ -113,7 +113,7 @@ def launch_plan(graph: str, arguments: dict[str, str]) -> tuple[list[tuple[NodeS
         raise ValueError(f"launch argument controller: {err}") from None
     task = arguments.get("task", "")
     if task:
-        from fosp_core.envs.safereach import TASKS
+        from fosp_core.envs.tasks import TASKS
 
         if task not in TASKS:
             raise ValueError(f"launch argument task: {task!r} is not one of {', '.join(TASKS)}")
@@ -142,7 +142,7 @@ def launch_plan(graph: str, arguments: dict[str, str]) -> tuple[list[tuple[NodeS
 
 
 def _obs_mode(run: Path, argument: str) -> str:
-    from fosp_core.files import read_mapping
+    from fosp_core.util.files import read_mapping
 
     path = run / "config.yaml"
     if not path.is_file():

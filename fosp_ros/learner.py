@@ -33,11 +33,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.config import dotted_overrides, save_yaml
-from fosp_core.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
-from fosp_core.files import load_tensors
-from fosp_core.finetune import Learner, RoundLog, round_summary, weights_to_bytes
-from fosp_core.train import LEARNER_FILE, run_dataset
+from fosp_core.data.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
+from fosp_core.learning.finetune import Learner, RoundLog, round_summary, weights_to_bytes
+from fosp_core.learning.runs import LEARNER_FILE, run_dataset
+from fosp_core.util.config import dotted_overrides, save_yaml
+from fosp_core.util.files import load_tensors
 from fosp_ros.config import shipped_model_path
 from fosp_ros.policy import LATCHED
 from fosp_ros.runtime import run_nodes

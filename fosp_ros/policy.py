@@ -2,7 +2,8 @@
 
 Each episode: reset (``/fosp/sim/reset`` with the simulated robot, ``/fosp/home`` on hardware),
 then ``episode_steps`` control steps. Every tick turns the latest camera image and pose into an
-action with ``fosp_core.finetune.PexPolicy`` and publishes it; ``franka_interface`` shields it.
+action with ``fosp_core.learning.finetune.PexPolicy`` and publishes it; ``franka_interface``
+shields it.
 The finished trajectory (dataset row convention, labels from the labeler) goes to the learner
 on ``/fosp/trajectory`` as the bytes of a dataset file. New weights arrive on
 ``/fosp/weights`` at any time and are swapped in between episodes, so a fine-tuning round in the
@@ -41,11 +42,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import rows_to_arrays, trajectory_to_bytes
-from fosp_core.finetune import EpisodeLog, PexPolicy, weights_from_bytes
-from fosp_core.finetune_run import load_policy
-from fosp_core.images import to_policy_image
-from fosp_core.stats import rate_text
+from fosp_core.data.dataset import rows_to_arrays, trajectory_to_bytes
+from fosp_core.data.images import to_policy_image
+from fosp_core.learning.finetune import EpisodeLog, PexPolicy, weights_from_bytes
+from fosp_core.learning.finetune_run import load_policy
+from fosp_core.util.stats import rate_text
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import (

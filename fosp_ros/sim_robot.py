@@ -26,7 +26,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.envs.safereach import Layout, SafeReachEnv, task_spec
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import Layout, task_spec
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_to_msg, image_to_msg, pose_from_msg, pose_to_msg
 from fosp_ros.runtime import POSE_QOS, config_parameter, run_nodes

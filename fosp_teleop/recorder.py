@@ -1,6 +1,6 @@
 """recorder: image, pose, action, reward and cost at the control rate -> dataset trajectories.
 
-One trajectory per episode, in the dataset format of ``fosp_core.dataset`` (``fosp pretrain``
+One trajectory per episode, in the dataset format of ``fosp_core.data.dataset`` (``fosp pretrain``
 reads it directly). Episodes start and stop on ``/fosp/episode`` ("start" / "stop", e.g. from
 the SpaceMouse's first button) or the ``/fosp/record/start`` and ``/fosp/record/stop``
 services. An episode also ends by itself after ``episode_steps`` steps, as the paper's
@@ -37,9 +37,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import DatasetWriter, rows_to_arrays
-from fosp_core.images import to_policy_image
-from fosp_core.state_layout import STATE_DIM
+from fosp_core.data.dataset import DatasetWriter, rows_to_arrays
+from fosp_core.data.images import to_policy_image
+from fosp_core.envs.state_layout import STATE_DIM
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, image_from_msg, pose_from_msg
 from fosp_ros.runtime import (

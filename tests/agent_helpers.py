@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from fosp_core.agent.config import AgentConfig, cpu
-from fosp_core.config import merge
-from fosp_core.dataset import DatasetWriter
+from fosp_core.data.dataset import DatasetWriter
+from fosp_core.util.config import merge
 
 STATE_DIM = 25
 
@@ -74,7 +74,7 @@ def write_dataset(directory: Path, episodes: int = 6, steps: int = 20) -> Path:
 
 def fosp_process(*args: str) -> subprocess.Popen:
     """``fosp ARGS`` in a child process (one torch thread), its stdout and stderr piped."""
-    return subprocess.Popen([sys.executable, "-m", "fosp_core.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "fosp.cli", *args],
                             env=dict(os.environ, OMP_NUM_THREADS="1"), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=Path(__file__).resolve().parents[1])

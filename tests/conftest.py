@@ -23,7 +23,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """(run, data): a tiny state-mode agent pretrained for 3 steps on a 4-episode dataset."""
-    from fosp_core.train import pretrain
+    from fosp_core.learning.train import pretrain
     from tests.agent_helpers import tiny_config, write_dataset
 
     root = tmp_path_factory.mktemp("pretrained")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fosp_core.agent.config import AgentConfig, config_by_name, cpu, paper
-from fosp_core.config import ConfigError, from_dict, load_yaml, save_yaml
+from fosp_core.util.config import ConfigError, from_dict, load_yaml, save_yaml
 
 
 @pytest.mark.parametrize("preset", [paper, cpu])

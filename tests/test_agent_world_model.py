@@ -9,7 +9,7 @@ import torch
 
 from fosp_core.agent.config import AgentConfig, cpu
 from fosp_core.agent.world_model import Latent, WorldModel
-from fosp_core.config import merge
+from fosp_core.util.config import merge
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

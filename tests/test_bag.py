@@ -10,20 +10,17 @@ import cv2
 import numpy as np
 import pytest
 
-from fosp_core.bag import (
+from fosp.cli import main
+from fosp_core.data.bag import (
     STATE_DIM,
     BagError,
     BagTopics,
-    array_msg,
     bag_to_dataset,
     image_from_msg,
-    image_msg,
-    pose_msg,
     typestore,
-    write_demo_bag,
 )
-from fosp_core.cli import main
-from fosp_core.dataset import load_dataset
+from fosp_core.data.dataset import load_dataset
+from tests.bag_writer import array_msg, image_msg, pose_msg, write_demo_bag
 
 
 def demo_trajectory(steps: int, size: tuple[int, int] = (64, 64), seed: int = 0,

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from fosp_core.cli import main
-from fosp_core.collect import (
+from fosp.cli import main
+from fosp_core.data.collect import (
     REAL_MIX,
     EpisodeSpec,
     collect,
@@ -14,7 +14,7 @@ from fosp_core.collect import (
     plan_episodes,
     split_counts,
 )
-from fosp_core.dataset import load_dataset, summarize
+from fosp_core.data.dataset import load_dataset, summarize
 
 
 def test_split_counts():
@@ -51,7 +51,8 @@ def test_sim_mix_plan_and_errors():
 
 
 def test_cover_layouts_gives_every_layout_a_safe_demonstration_in_turn():
-    from fosp_core.envs.safereach import TASKS, Layout, all_layouts
+    from fosp_core.envs.layouts import all_layouts
+    from fosp_core.envs.tasks import TASKS, Layout
 
     task = "safereach-more-obstacles"
     specs = plan_episodes(task, 60, seed=0, mix="real", cover_layouts=True)

@@ -5,16 +5,16 @@ import json
 import pytest
 import yaml
 
-from fosp_core.cli import main
-from fosp_core.dataset import DatasetWriter
-from fosp_core.finetune_compare import (
+from fosp.cli import main
+from fosp_core.data.dataset import DatasetWriter
+from fosp_core.learning.finetune_compare import (
     closest_direct,
     format_comparison,
     load_report,
     paired_violations,
     pool,
 )
-from fosp_core.stats import difference_interval, sign_test
+from fosp_core.util.stats import difference_interval, sign_test
 from tests.agent_helpers import make_trajectory
 
 

@@ -1,4 +1,4 @@
-"""The generic dataclass <-> dict <-> YAML helper (fosp_core.config)."""
+"""The generic dataclass <-> dict <-> YAML helper (fosp_core.util.config)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fosp_core.config import (
+from fosp_core.util.config import (
     ConfigError,
     dotted_overrides,
     from_dict,

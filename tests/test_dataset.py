@@ -1,4 +1,4 @@
-"""Tests for fosp_core.dataset: format round trip, atomic writes, damage handling, summaries."""
+"""fosp_core.data.dataset: format round trip, atomic writes, damage handling, summaries."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fosp_core import dataset as ds
-from fosp_core.dataset import (
+from fosp_core.data import dataset as ds
+from fosp_core.data.dataset import (
     TRAJECTORY_KEYS,
     DatasetError,
     DatasetWriter,
@@ -456,8 +456,8 @@ def test_plot_returns_writes_png(tmp_path: Path) -> None:
 
 
 def test_plot_paths_draws_each_trajectory_by_outcome(tmp_path: Path, capsys) -> None:
-    from fosp_core.cli import main
-    from fosp_core.dataset import plot_paths
+    from fosp.cli import main
+    from fosp_core.data.dataset import plot_paths
 
     writer = DatasetWriter(tmp_path / "d")
     for seed, reward_at, cost_at in ((0, 2, None), (1, 3, 1), (2, None, 2), (3, None, None),
@@ -477,7 +477,7 @@ def test_module_constants() -> None:
 
 
 def test_to_policy_image_is_the_one_resize():
-    from fosp_core.images import to_policy_image
+    from fosp_core.data.images import to_policy_image
 
     frame = np.zeros((480, 640, 3), np.uint8)
     frame[:240] = 200  # top half bright
@@ -492,7 +492,7 @@ def test_to_policy_image_is_the_one_resize():
 
 
 def test_trajectory_bytes_round_trip_and_bad_bytes(tmp_path):
-    from fosp_core.dataset import trajectory_from_bytes, trajectory_to_bytes
+    from fosp_core.data.dataset import trajectory_from_bytes, trajectory_to_bytes
 
     arrays = make_traj(4)
     meta = make_meta("policy")

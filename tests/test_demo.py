@@ -5,8 +5,8 @@ import pytest
 import torch
 import yaml
 
-from fosp_core.cli import main
-from fosp_core.train import pretrain
+from fosp.cli import main
+from fosp_core.learning.train import pretrain
 from tests.agent_helpers import strict_loads, tiny_config, write_dataset
 from tests.ros_graph import REPO
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fosp_core.config import save_yaml
-from fosp_core.train import load_checkpoint
+from fosp_core.learning.runs import load_checkpoint
+from fosp_core.util.config import save_yaml
 from tests.agent_helpers import tiny_config, write_dataset
 from tests.ros_graph import REPO
 
@@ -20,7 +20,7 @@ def test_two_gloo_ranks_finish_with_identical_weights(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fosp_core.cli",
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fosp.cli",
          "pretrain", "--data", str(data), "--config", str(config), "--steps", "4",
          "--out", str(run), "--ckpt-every", "2"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -38,7 +38,7 @@ def test_two_gloo_ranks_finish_with_identical_weights(tmp_path):
 
 def _parameter_names(run):
     from fosp_core.agent.agent import Agent
-    from fosp_core.train import load_run_config
+    from fosp_core.learning.runs import load_run_config
 
     agent = Agent(load_run_config(run))
     return [(name, None) for name, _ in agent.named_parameters()]

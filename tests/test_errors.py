@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from fosp_core.cli import main
-from fosp_core.config import save_yaml
+from fosp.cli import main
+from fosp_core.util.config import save_yaml
 from tests.agent_helpers import tiny_config, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_invalid_numbers_are_usage_errors(argv, said, capsys):
 
 def test_a_partial_yaml_config_records_the_preset_it_merged_onto(world, tmp_path):
     from fosp_core.agent.config import AgentConfig
-    from fosp_core.config import load_yaml
+    from fosp_core.util.config import load_yaml
 
     partial = tmp_path / "partial.yaml"
     partial.write_text("obs_mode: state\nmodel:\n  deter: 32\n  hidden: 32\n  stoch: 4\n"
@@ -182,7 +182,7 @@ def test_a_partial_yaml_config_records_the_preset_it_merged_onto(world, tmp_path
 def test_a_wrong_parameter_type_through_bringup_is_one_line():
     """The node that declares the parameter names it; nothing keeps running."""
     proc = subprocess.run(
-        [sys.executable, "-m", "fosp_core.cli", "bringup", "safereach", "--sim", "--set",
+        [sys.executable, "-m", "fosp.cli", "bringup", "safereach", "--sim", "--set",
          "learner.grad_steps=abc"], cwd=REPO, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, ROS_DOMAIN_ID="171", OMP_NUM_THREADS="1"))
     assert proc.returncode == 2, proc.stderr
@@ -192,6 +192,6 @@ def test_a_wrong_parameter_type_through_bringup_is_one_line():
 
 
 def test_fosp_tasks_does_not_write_into_the_docs_by_default():
-    from fosp_core.cli import build_parser
+    from fosp.cli import build_parser
 
     assert build_parser().parse_args(["tasks"]).sheet == "fosp-tasks.png"

@@ -1,4 +1,4 @@
-"""fosp_core.extract: a fresh actor fitted to a trained run's frozen critics (eq. 19-20)."""
+"""fosp_core.learning.extract: a fresh actor fitted to a run's frozen critics (eq. 19-20)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fosp.cli import main
 from fosp_core.agent.math import symlog
-from fosp_core.cli import main
-from fosp_core.dataset import load_dataset
-from fosp_core.extract import (
+from fosp_core.data.dataset import load_dataset
+from fosp_core.learning.extract import (
     EXTRACT_NAME,
     dataset_terms,
     extract_policy,
@@ -19,7 +19,8 @@ from fosp_core.extract import (
     regression_weights,
     weight_by_outcome,
 )
-from fosp_core.train import CHECKPOINT_NAME, DATASET_NAME, load_agent, pretrain
+from fosp_core.learning.runs import CHECKPOINT_NAME, DATASET_NAME, load_agent
+from fosp_core.learning.train import pretrain
 from tests.agent_helpers import tiny_config, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -215,7 +216,6 @@ def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
         (["--run", str(dreamer)], "needs a FOSP run"),
         (["--run", str(unrecorded)], "no dataset.txt; pass the dataset with --data"),
         (["--run", str(tmp_path / "none")], "run directory not found"),
-        (["--run", str(run_dir), "--updates", "0"], "at least one update"),
         (["--run", str(run_dir), "--weights", "oracle"], "weights must be one of"),
         (["--run", str(run_dir), "--data", str(tmp_path / "nodata")], "nodata"),
     ]
@@ -224,6 +224,9 @@ def test_cli_extract_errors(run_dir, data_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "x" / CHECKPOINT_NAME).exists()
+    with pytest.raises(SystemExit):  # a usage error of the parser, exit code 2
+        main(["extract", "--out", str(tmp_path / "x"), "--run", str(run_dir), "--updates", "0"])
+    assert "--updates: 0 is less than 1" in capsys.readouterr().err
 
 
 def test_extract_in_image_mode(data_dir, tmp_path):

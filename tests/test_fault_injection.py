@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from fosp_core.config import save_yaml
-from fosp_core.dataset import load_dataset, load_index, trajectory_to_bytes
+from fosp_core.data.dataset import load_dataset, load_index, trajectory_to_bytes
+from fosp_core.util.config import save_yaml
 from tests.agent_helpers import fosp_process, tiny_config, write_dataset
 
 SEED = 20261206  # the kill points are random, and the same on every run of the suite
@@ -94,7 +94,7 @@ def test_pretrain_killed_then_resumed_ends_as_an_uninterrupted_run(rng, world, t
 
 @pytest.fixture(scope="module")
 def pretrained_tiny(world):
-    from fosp_core.train import pretrain
+    from fosp_core.learning.train import pretrain
 
     pretrain(world / "data", world / "run", tiny_config("state"), steps=3, progress=False)
     return world / "run"

@@ -13,10 +13,10 @@ from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import online_policy_weights, symlog
 from fosp_core.agent.networks import BoundedNormal
 from fosp_core.agent.replay import SequenceReplay, hold_rows
-from fosp_core.dataset import load_dataset
-from fosp_core.finetune import Learner, PexPolicy, expand_policy
-from fosp_core.finetune_run import control_counts
-from fosp_core.train import pretrain
+from fosp_core.data.dataset import load_dataset
+from fosp_core.learning.finetune import Learner, PexPolicy, expand_policy
+from fosp_core.learning.finetune_run import control_counts
+from fosp_core.learning.train import pretrain
 from tests.agent_helpers import (
     fosp_process,
     interrupt,
@@ -52,7 +52,7 @@ def test_expansion_freezes_the_offline_policy_and_transfers_the_rest(pretrained)
     critics_before = {k: v.clone() for k, v in learner.agent.actor_critic.critics.state_dict()
                       .items()}
     # the critics were transferred from the pretrained run, not re-initialised
-    from fosp_core.train import load_agent
+    from fosp_core.learning.runs import load_agent
     pretrained_agent, _ = load_agent(run)
     for key, value in pretrained_agent.actor_critic.critics.state_dict().items():
         torch.testing.assert_close(critics_before[key], value)
@@ -390,7 +390,7 @@ def test_resume_gives_the_same_next_losses(tmp_path):
 
 
 def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
-    from fosp_core.cli import main
+    from fosp.cli import main
 
     run, _data = pretrained  # the run remembers its dataset (dataset.txt)
     out = tmp_path / "ft"
@@ -447,8 +447,10 @@ def test_cli_finetune_reports_before_during_after(pretrained, tmp_path, capsys):
     assert said in capsys.readouterr().out
     # --each-layout on a fine-tuned run: one episode on each layout given. On the after
     # row's layout, reset with its seed, it repeats that row's episode.
-    from fosp_core.envs.safereach import TASKS, SafeReachEnv, all_layouts
-    from fosp_core.finetune_run import EVAL_SEED_OFFSET, evaluate_policy, finetuned_policy
+    from fosp_core.envs.layouts import all_layouts
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.envs.tasks import TASKS
+    from fosp_core.learning.finetune_run import EVAL_SEED_OFFSET, evaluate_policy, finetuned_policy
 
     policy = finetuned_policy(out)
     env = SafeReachEnv(task="safereach-more-obstacles", obs_mode=policy.config.obs_mode)
@@ -478,8 +480,8 @@ def test_finetune_resume_continues_exactly_where_it_stopped(pretrained, tmp_path
     # Sampled acting (the default): the resume must also restore the policy's random state.
     import shutil
 
-    from fosp_core.cli import main
-    from fosp_core.finetune_run import finetune
+    from fosp.cli import main
+    from fosp_core.learning.finetune_run import finetune
 
     run, data = pretrained
     task = "safereach-target-shape"
@@ -621,7 +623,7 @@ def test_finetune_resume_is_exact_after_a_stop_at_any_point(stop, pretrained, un
 
 
 def test_lead_in_offline_share_counts_the_actions_up_to_the_first_cost():
-    from fosp_core.finetune_run import lead_in_offline_share
+    from fosp_core.learning.finetune_run import lead_in_offline_share
 
     def episode(costs):
         return {"cost": np.array([0.0, *costs], np.float32)}
@@ -688,7 +690,7 @@ def test_finetune_deterministic_acting_takes_the_policy_mode(pretrained, tmp_pat
     # deterministic acting it is the pretrained policy's deterministic episode there, sampled
     # acting departs from it.
     from fosp_core.envs.safereach import SafeReachEnv
-    from fosp_core.finetune_run import finetune, rollout
+    from fosp_core.learning.finetune_run import finetune, rollout
 
     run, data = pretrained
     report = finetune(run, "safereach-target-shape", 1, 1, tmp_path / "ft", data=data,
@@ -715,8 +717,8 @@ def test_finetune_deterministic_acting_takes_the_policy_mode(pretrained, tmp_pat
 
 def test_offline_control_is_the_pretrained_policy_and_leaves_the_random_state(pretrained):
     from fosp_core.envs.safereach import SafeReachEnv
-    from fosp_core.finetune_run import OfflineControl, rollout
-    from fosp_core.train import load_run_config
+    from fosp_core.learning.finetune_run import OfflineControl, rollout
+    from fosp_core.learning.runs import load_run_config
 
     run, _ = pretrained
     before = torch.get_rng_state()
@@ -802,7 +804,7 @@ def test_eval_says_which_policy_led_into_the_violations(pretrained):
     # ties and its most likely choice is index 0: the offline policy takes every action, so
     # it led into every violation. Without expansion the online policy takes them all.
     from fosp_core.envs.safereach import SafeReachEnv
-    from fosp_core.finetune_run import evaluate_policy
+    from fosp_core.learning.finetune_run import evaluate_policy
 
     run, _ = pretrained
     env = SafeReachEnv(task="safereach-more-obstacles", obs_mode="state")

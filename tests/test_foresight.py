@@ -6,7 +6,7 @@ import torch
 
 from fosp_core.agent.foresight import foreseen_cost, imagined_step_costs, veto
 from fosp_core.agent.networks import TwoHotDist
-from fosp_core.finetune import Learner, PexPolicy
+from fosp_core.learning.finetune import Learner, PexPolicy
 from tests.agent_helpers import make_trajectory, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -227,7 +227,7 @@ def test_hold_on_success_holds_still_from_the_first_touch_until_reset(pretrained
 
 
 def test_episode_log_records_where_the_stop_and_the_hold_began():
-    from fosp_core.finetune import EpisodeLog, PolicyStep
+    from fosp_core.learning.finetune import EpisodeLog, PolicyStep
 
     def step(chosen, stopped=False, done=False, vetoed="", p_online=0.5):
         return PolicyStep(np.zeros(6, np.float32), chosen, np.full(2, np.nan),
@@ -248,7 +248,7 @@ def test_episode_log_records_where_the_stop_and_the_hold_began():
 
 def test_rollout_and_rates_report_the_stop(pretrained):
     from fosp_core.envs.safereach import SafeReachEnv
-    from fosp_core.finetune_run import episode_rates, format_report, rollout
+    from fosp_core.learning.finetune_run import episode_rates, format_report, rollout
 
     policy = _policy(pretrained, stop=0.5)
     _constant_cost_head(policy, bin_index=131)
@@ -318,7 +318,7 @@ def test_foresight_benchmark_runs(pretrained, tmp_path):
     import sys
     from pathlib import Path
 
-    from fosp_core.finetune_run import finetune
+    from fosp_core.learning.finetune_run import finetune
 
     run, data = pretrained
     finetune(run, "safereach-target-shape", 1, 1, tmp_path / "ft", data=data, pex=False,
@@ -347,8 +347,9 @@ def _push_straight_ahead(policy: PexPolicy) -> None:
 @pytest.mark.parametrize("hold", [True, False])
 def test_a_real_touch_in_the_twin_starts_the_hold(pretrained, hold):
     """MuJoCo, not a label handed in: the arm drives into the middle target (nothing between)."""
-    from fosp_core.envs.safereach import OBSTACLE_POINTS, TARGET_POINTS, Layout, SafeReachEnv
-    from fosp_core.finetune_run import rollout
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.envs.tasks import OBSTACLE_POINTS, TARGET_POINTS, Layout
+    from fosp_core.learning.finetune_run import rollout
 
     run, data = pretrained
     learner = Learner.from_run(run, data, pex=True,

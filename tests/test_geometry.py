@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fosp_core.geometry import (
+from fosp_core.robot.geometry import (
     TOOL_DOWN,
     Workspace,
     action_to_delta,

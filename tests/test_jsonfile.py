@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from fosp_core import jsonfile
-from fosp_core.finetune_compare import load_report, pool
-from fosp_core.finetune_run import format_report
+from fosp_core.learning.finetune_compare import load_report, pool
+from fosp_core.learning.finetune_run import format_report
+from fosp_core.util import jsonfile
 from tests.agent_helpers import strict_loads
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fosp_core.cli import build_parser, pretrain_config
-from fosp_core.config import dotted_overrides, merge, save_yaml
+from fosp.cli import build_parser, pretrain_config
+from fosp.shipped import main as shipped_main
+from fosp.shipped import recorded_commands, rerun_commands
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.shipped import main as shipped_main
-from fosp_core.shipped import recorded_commands, rerun_commands
-from fosp_core.train import load_agent, load_run_config
+from fosp_core.learning.runs import load_agent, load_run_config
+from fosp_core.util.config import dotted_overrides, merge, save_yaml
 from tests.agent_helpers import tiny_config, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,8 +9,8 @@ import torch
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.precision import Precision, autocast_dtype, resolve_device
 from fosp_core.agent.replay import SequenceReplay
-from fosp_core.config import merge
-from fosp_core.dataset import load_dataset
+from fosp_core.data.dataset import load_dataset
+from fosp_core.util.config import merge
 from tests.agent_helpers import tiny_config, write_dataset
 
 

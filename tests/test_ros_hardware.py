@@ -20,9 +20,9 @@ from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import trajectory_from_bytes
-from fosp_core.geometry import Workspace
-from fosp_core.train import pretrain
+from fosp_core.data.dataset import trajectory_from_bytes
+from fosp_core.learning.train import pretrain
+from fosp_core.robot.geometry import Workspace
 from fosp_ros.conversions import array_to_msg, pose_from_msg
 from fosp_ros.graph import launch_plan
 from fosp_ros.runtime import POSE_QOS

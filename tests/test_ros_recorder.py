@@ -8,7 +8,7 @@ import yaml
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from fosp_core.dataset import load_dataset, read_trajectory
+from fosp_core.data.dataset import load_dataset, read_trajectory
 from fosp_ros.conversions import array_to_msg
 from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
 

@@ -13,10 +13,10 @@ from std_msgs.msg import Float32MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 from torch import nn
 
-from fosp_core.dataset import load_dataset, trajectory_from_bytes
-from fosp_core.finetune import Learner, weights_from_bytes, weights_to_bytes
-from fosp_core.stats import rate_text
-from fosp_core.train import pretrain
+from fosp_core.data.dataset import load_dataset, trajectory_from_bytes
+from fosp_core.learning.finetune import Learner, weights_from_bytes, weights_to_bytes
+from fosp_core.learning.train import pretrain
+from fosp_core.util.stats import rate_text
 from fosp_ros.policy import LATCHED
 from tests.agent_helpers import tb_scalars, tiny_config, write_dataset
 from tests.ros_graph import REPO, NodeProcess, RosClient, new_domain_id, stop_all, wait_for
@@ -264,8 +264,8 @@ def test_a_restarted_learner_picks_up_its_state_and_every_stored_trajectory(tiny
     import rclpy
     from rclpy.parameter import Parameter
 
-    from fosp_core.dataset import DatasetWriter
-    from fosp_core.train import is_finetuned, load_run_config
+    from fosp_core.data.dataset import DatasetWriter
+    from fosp_core.learning.runs import is_finetuned, load_run_config
     from fosp_ros.learner import LearnerNode
     from fosp_ros.policy import Policy
 

@@ -10,10 +10,11 @@ from geometry_msgs.msg import Twist
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, Float32MultiArray, String
 
-from fosp_core.dataset import read_trajectory
+from fosp_core.data.dataset import read_trajectory
 from fosp_ros.conversions import array_from_msg
-from fosp_teleop.spacemouse import ButtonEvent, MotionEvent, SpacenavdStandIn
+from fosp_teleop.spacemouse import ButtonEvent, MotionEvent
 from tests.ros_graph import NodeProcess, RosClient, new_domain_id, stop_all, wait_for
+from tests.spacenavd_standin import SpacenavdStandIn
 
 
 def test_standin_spacemouse_records_a_demonstration(tmp_path):
@@ -71,7 +72,7 @@ def test_standin_spacemouse_records_a_demonstration(tmp_path):
     assert moved > 0.05, moved
     assert np.isclose(arrays["action"][:, 1].max(), 1.0)  # full deflection = full step
     assert np.all(np.abs(arrays["action"]) <= 1.0)
-    info = subprocess.run([sys.executable, "-m", "fosp_core.cli", "dataset", "info", str(out),
+    info = subprocess.run([sys.executable, "-m", "fosp.cli", "dataset", "info", str(out),
                            "--json"], capture_output=True, text=True, check=True)
     report = json.loads(info.stdout)
     assert report["episodes"] == 1 and set(report["by_behaviour"]) == {"teleop"}

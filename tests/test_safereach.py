@@ -4,18 +4,16 @@ import numpy as np
 import pytest
 
 from fosp_core.envs.behaviours import behaviour_rates, make_behaviour
+from fosp_core.envs.layouts import all_layouts, sample_layout
 from fosp_core.envs.planner import DEMO_MARGINS, GRIPPER_HALF, MARGIN, plan_path
-from fosp_core.envs.safereach import (
+from fosp_core.envs.safereach import STATE_DIM, SafeReachEnv
+from fosp_core.envs.tasks import (
     EPISODE_STEPS,
     OBSTACLE_POINTS,
     START_XY,
-    STATE_DIM,
     TARGET_POINTS,
     TASKS,
     Layout,
-    SafeReachEnv,
-    all_layouts,
-    sample_layout,
     task_spec,
 )
 
@@ -255,8 +253,8 @@ def test_safe_demonstrator_keeps_a_wide_berth_where_the_layout_allows():
 def test_shipped_yaml_matches_defaults_and_is_checked(tmp_path):
     from pathlib import Path
 
-    from fosp_core.config import ConfigError
     from fosp_core.envs.safereach import SafeReachConfig, load_env_config
+    from fosp_core.util.config import ConfigError
 
     shipped = Path(__file__).resolve().parents[1] / "config" / "safereach.yaml"
     assert load_env_config(shipped) == SafeReachConfig()

@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fosp_core.geometry import Workspace, next_target
-from fosp_core.shield import SafetyShield, ShieldConfig
+from fosp_core.robot.geometry import Workspace, next_target
+from fosp_core.robot.shield import SafetyShield, ShieldConfig
 
 WS = Workspace()
 LOW, HIGH, STEP = np.array(WS.low), np.array(WS.high), np.array(WS.max_step)

@@ -26,7 +26,6 @@ from fosp_teleop.spacemouse import (
     SpaceMouseTeleop,
     SpacenavdDisconnected,
     SpacenavdNotRunning,
-    SpacenavdStandIn,
     SpnavClient,
     TeleopCommand,
     TeleopMapping,
@@ -36,6 +35,7 @@ from fosp_teleop.spacemouse import (
     twist_to_raw,
     unpack_event,
 )
+from tests.spacenavd_standin import SpacenavdStandIn
 
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
 

@@ -3,7 +3,7 @@ paired outcomes."""
 
 import pytest
 
-from fosp_core.stats import difference_interval, rate_text, sign_test, wilson_interval
+from fosp_core.util.stats import difference_interval, rate_text, sign_test, wilson_interval
 
 
 @pytest.mark.parametrize("hits, n, low, high", [

@@ -1,4 +1,4 @@
-"""fosp_core.train and the CLI: checkpoints, exact resume, learning, evaluation, errors."""
+"""fosp_core.learning.train and the CLI: checkpoints, exact resume, learning, evaluation, errors."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from fosp.cli import main
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.replay import SequenceReplay
-from fosp_core.cli import main
-from fosp_core.config import save_yaml
-from fosp_core.dataset import load_dataset
-from fosp_core.train import CHECKPOINT_NAME, CONFIG_NAME, evaluate, load_agent, pretrain
+from fosp_core.data.dataset import load_dataset
+from fosp_core.learning.runs import CHECKPOINT_NAME, CONFIG_NAME, load_agent
+from fosp_core.learning.train import evaluate, pretrain
+from fosp_core.util.config import save_yaml
 from tests.agent_helpers import fosp_process, interrupt, tb_scalars, tiny_config, write_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -159,7 +160,8 @@ def test_evaluate_counts_the_distinct_layouts_its_episodes_drew(data_dir, tmp_pa
 
 
 def test_eval_each_layout_runs_every_distinct_layout_once(data_dir, tmp_path, capsys):
-    from fosp_core.envs.safereach import TASKS, all_layouts
+    from fosp_core.envs.layouts import all_layouts
+    from fosp_core.envs.tasks import TASKS
 
     run = tmp_path / "run"
     pretrain(data_dir, run, tiny_config(), steps=1, progress=False)
@@ -326,8 +328,8 @@ def test_export_keeps_float16_weights_that_act_like_the_run_and_cannot_be_resume
 
 
 def test_pretrain_set_overrides_the_preset() -> None:
-    from fosp_core.cli import build_parser, pretrain_config
-    from fosp_core.config import ConfigError
+    from fosp.cli import build_parser, pretrain_config
+    from fosp_core.util.config import ConfigError
 
     argv = ["pretrain", "--data", "d", "--steps", "1", "--out", "o", "--obs", "state",
             "--set", "fosp.cost_limit=2", "--set", "actor_critic.awr_normalise=false"]

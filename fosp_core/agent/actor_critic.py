@@ -119,7 +119,7 @@ from fosp_core.agent.math import (
 from fosp_core.agent.networks import MLP, ActorHead, ObstacleSetEncoder, TwoHotDist, TwoHotHead
 from fosp_core.agent.precision import Precision
 from fosp_core.agent.world_model import Latent, WorldModel
-from fosp_core.state_layout import MAX_OBSTACLES, POSE_DIM, split_state
+from fosp_core.envs.state_layout import MAX_OBSTACLES, POSE_DIM, split_state
 
 FOSP_ALGOS = ("fosp", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 # Predicted costs are continuous; a state counts as violating above this (costs are 0/1).
@@ -269,7 +269,8 @@ class ActorCritic(nn.Module):
         # Online fine-tuning (sec. 4.3) trains the actor with eq. 23 instead of eq. 19-20
         # (unless fosp.online_actor_loss keeps eq. 19 online).
         self.online = False
-        # Data-parallel training averages gradients over ranks here (fosp_core.distributed).
+        # Data-parallel training averages gradients over ranks here
+        # (fosp_core.learning.distributed).
         self.grad_sync = None
         # Autocast and optimiser steps; the Agent replaces it with its device's.
         self.precision = Precision(torch.device("cpu"))

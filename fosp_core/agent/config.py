@@ -29,10 +29,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fosp_core.config import merge
-from fosp_core.errors import UserError
-from fosp_core.files import read_mapping
-from fosp_core.state_layout import STATE_DIM
+from fosp_core.envs.state_layout import STATE_DIM
+from fosp_core.util.config import merge
+from fosp_core.util.errors import UserError
+from fosp_core.util.files import read_mapping
 
 ALGOS = ("fosp", "dreamer", "safedreamer", "fosp-no-insample", "fosp-no-ref", "fosp-no-auglag")
 OBS_MODES = ("image", "state")

@@ -17,8 +17,9 @@ import abc
 import numpy as np
 
 from fosp_core.envs.planner import DEMO_MARGINS, MARGIN, plan_path
-from fosp_core.envs.safereach import START_Z, SafeReachEnv
-from fosp_core.geometry import delta_to_action
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import START_Z
+from fosp_core.robot.geometry import delta_to_action
 
 BEHAVIOURS = ("safe", "unsafe", "random")
 WAYPOINT_REACHED = 0.012  # metres

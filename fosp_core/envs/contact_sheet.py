@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from fosp_core.envs.safereach import TASKS, SafeReachEnv
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import TASKS
+from fosp_core.util.files import save_figure
 
 LARGE = 256
 
@@ -45,7 +46,5 @@ def write_contact_sheet(path: str | Path, seed: int = 0) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return path

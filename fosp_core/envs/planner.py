@@ -12,12 +12,12 @@ import heapq
 
 import numpy as np
 
-from fosp_core.envs.safereach import (
+from fosp_core.envs.tasks import (
     WORKSPACE_CENTER,
     WORKSPACE_HALF,
     TaskSpec,
-    _segment_hits_box,
     obstacle_half_extent,
+    segment_hits_box,
 )
 
 # Half-extent (x, y) of the closed fingers around the EE point (they spread along y) plus a
@@ -44,7 +44,7 @@ def plan_path(start, goal, obstacles_xy, spec: TaskSpec, margin: np.ndarray = MA
 
     def free(p0, p1) -> bool:
         # A hair less than the corner offset so that paths may run along the grown edges.
-        return not any(_segment_hits_box(p0, p1, c, half, margin - 1e-4) for c in centers)
+        return not any(segment_hits_box(p0, p1, c, half, margin - 1e-4) for c in centers)
 
     nodes = [np.asarray(start, dtype=float), np.asarray(goal, dtype=float)]
     for c in centers:

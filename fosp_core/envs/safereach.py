@@ -11,7 +11,7 @@ Design decisions (each a stand-in for something on the real robot):
   links are simulated bodies driven by a soft constraint, so they push obstacles physically.
   Gravity compensation and a weak joint spring towards the home posture keep the redundant
   elbow from drifting, as the Franka's own null-space controller does.
-- Every action goes through ``fosp_core.geometry.next_target`` (bounded step, workspace box),
+- Every action goes through ``fosp_core.robot.geometry.next_target`` (bounded step, workspace box),
   the same function the ROS safety shield uses.
 - Labels follow the paper's hand labelling (Fig. 8): cost = 1 from the step the arm first
   touches an obstacle until that obstacle has stopped moving; reward = 1 on every step the
@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,23 @@ import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fosp_core.geometry import (  # noqa: E402
+from fosp_core.envs.layouts import sample_layout  # noqa: E402
+from fosp_core.envs.state_layout import MAX_OBSTACLES, SLOT_DIM, STATE_DIM  # noqa: E402
+from fosp_core.envs.tasks import (  # noqa: E402
+    EPISODE_STEPS,
+    IMAGE_SIZE,
+    START_XY,
+    START_Z,
+    TARGET_POINTS,
+    WORKSPACE_CENTER,
+    WORKSPACE_HALF,
+    Layout,
+    TaskSpec,
+    obstacle_half_extent,
+    target_half_extent,
+    task_spec,
+)
+from fosp_core.robot.geometry import (  # noqa: E402
     TOOL_DOWN,
     Workspace,
     holds_still,
@@ -45,26 +60,6 @@ from fosp_core.geometry import (  # noqa: E402
     pos_rot_from_pose,
     pose_from_pos_rot,
 )
-from fosp_core.state_layout import MAX_OBSTACLES, SLOT_DIM, STATE_DIM  # noqa: E402
-
-EPISODE_STEPS = 80
-IMAGE_SIZE = 64
-
-WORKSPACE_CENTER = (0.5, 0.0)
-WORKSPACE_HALF = 0.125
-START_XY = (0.395, 0.0)
-START_Z = 0.065  # EE site height; the fingertips are ~5 cm lower
-TARGET_POINTS = ((0.600, -0.075), (0.600, 0.0), (0.600, 0.075))
-# Two rows of three between the start and the targets.
-OBSTACLE_POINTS = (
-    (0.460, -0.085), (0.460, 0.0), (0.460, 0.085),
-    (0.525, -0.085), (0.525, 0.0), (0.525, 0.085),
-)  # fmt: skip
-
-# Static third-person camera, opposite the robot across the table like the paper's RealSense.
-CAMERA_POS = (0.98, 0.30, 0.42)
-CAMERA_LOOK_AT = (0.47, 0.0, 0.05)
-CAMERA_FOVY = 42
 
 OBSTACLE_HEIGHT = 0.06  # above the highest fingertip the workspace box allows
 GREEN = "0.15 0.65 0.2 1"
@@ -75,153 +70,10 @@ MOVING_LINEAR = 0.005
 MOVING_ANGULAR = 0.05
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """What differs between the original task and the paper's three unseen tasks (Fig. 6)."""
-
-    obstacle_shape: str = "box"  # "box" (green rectangular block) or "cylinder"
-    target_shape: str = "cylinder"  # the paper's original red target is cylindrical
-    n_obstacles: int = 2
-
-
-TASKS: dict[str, TaskSpec] = {
-    "safereach": TaskSpec(),
-    "safereach-obstacle-shape": TaskSpec(obstacle_shape="cylinder"),
-    "safereach-target-shape": TaskSpec(target_shape="box"),
-    "safereach-more-obstacles": TaskSpec(n_obstacles=3),
-}
-
-
-def task_spec(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[task]
-
-
-# Footprint half-extents (x, y) used for placement and by the scripted planner.
-def obstacle_half_extent(shape: str) -> tuple[float, float]:
-    return (0.015, 0.028) if shape == "box" else (0.025, 0.025)
-
-
-def target_half_extent(shape: str) -> tuple[float, float]:
-    return (0.02, 0.02)
-
-
-@dataclass
-class Layout:
-    """Where the target and the obstacles stand at the start of an episode."""
-
-    target_index: int
-    obstacle_indices: list[int]
-    target_xy: tuple[float, float]
-    obstacle_xy: list[tuple[float, float]]
-
-    @property
-    def key(self) -> tuple[int, tuple[int, ...]]:
-        """Equal for equal layouts of one task: the twin draws from a small set of them."""
-        return self.target_index, tuple(sorted(self.obstacle_indices))
-
-    def to_dict(self) -> dict:
-        return {
-            "target_index": self.target_index,
-            "obstacle_indices": list(self.obstacle_indices),
-            "target_xy": [float(v) for v in self.target_xy],
-            "obstacle_xy": [[float(a), float(b)] for a, b in self.obstacle_xy],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict, n_obstacles: int) -> Layout:
-        """The layout ``to_dict`` wrote (a trajectory's ``meta['layout']``), checked against
-        the points a layout can use and the task's number of obstacles."""
-        try:
-            ti, indices = int(data["target_index"]), [int(i) for i in data["obstacle_indices"]]
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError("a layout needs 'target_index' (an int) and 'obstacle_indices' "
-                             f"(a list of ints), got {data!r}") from err
-        if not 0 <= ti < len(TARGET_POINTS):
-            raise ValueError(f"target_index must be in 0..{len(TARGET_POINTS) - 1}, got {ti}")
-        if len(indices) != n_obstacles or len(set(indices)) != n_obstacles or not all(
-                0 <= i < len(OBSTACLE_POINTS) for i in indices):
-            raise ValueError(f"obstacle_indices must be {n_obstacles} distinct points of "
-                             f"0..{len(OBSTACLE_POINTS) - 1} for this task, got {indices}")
-        layout = cls(ti, indices, TARGET_POINTS[ti], [OBSTACLE_POINTS[i] for i in indices])
-        for key in ("target_xy", "obstacle_xy"):  # optional; a mismatch is a typo somewhere
-            if key in data and not np.allclose(data[key], layout.to_dict()[key], atol=1e-6):
-                raise ValueError(f"{key} {data[key]} does not match the indices' points "
-                                 f"{layout.to_dict()[key]}")
-        return layout
-
-
-def _segment_hits_box(p0, p1, center, half, margin) -> bool:
-    """Does the segment p0-p1 pass through the axis-aligned box grown by margin? (slab test)"""
-    p0, p1, center = np.asarray(p0), np.asarray(p1), np.asarray(center)
-    lo, hi = center - np.asarray(half) - margin, center + np.asarray(half) + margin
-    d = p1 - p0
-    t0, t1 = 0.0, 1.0
-    for k in range(2):
-        if abs(d[k]) < 1e-12:
-            if p0[k] < lo[k] or p0[k] > hi[k]:
-                return False
-            continue
-        a, b = (lo[k] - p0[k]) / d[k], (hi[k] - p0[k]) / d[k]
-        t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
-        if t0 > t1:
-            return False
-    return True
-
-
-def _blocking(spec: TaskSpec, target: tuple[float, float]) -> list[int]:
-    """The obstacle points that stand on the straight line from the start to ``target``."""
-    half = obstacle_half_extent(spec.obstacle_shape)
-    return [i for i, p in enumerate(OBSTACLE_POINTS)
-            if _segment_hits_box(START_XY, target, p, half, margin=0.01)]
-
-
-def _passable(layout: Layout, spec: TaskSpec) -> bool:
-    from fosp_core.envs.planner import plan_path  # local: the planner imports this module
-
-    return plan_path(START_XY, layout.target_xy, layout.obstacle_xy, spec) is not None
-
-
-def _make_layout(target_index: int, obstacle_indices: list[int]) -> Layout:
-    return Layout(target_index, obstacle_indices, TARGET_POINTS[target_index],
-                  [OBSTACLE_POINTS[i] for i in obstacle_indices])
-
-
-def sample_layout(spec: TaskSpec, rng: np.random.Generator) -> Layout:
-    """Target at one of 3 points; obstacles at distinct points of 6 (App. D.1).
-
-    The first obstacle always stands on the straight line from the start to the target, as in
-    the paper's setup where the arm has to go around; the others are random. Layouts in which
-    no way around exists are redrawn (only possible with 3 obstacles in one row).
-    """
-    while True:
-        ti = int(rng.integers(len(TARGET_POINTS)))
-        first = int(rng.choice(_blocking(spec, TARGET_POINTS[ti])))
-        rest = [i for i in range(len(OBSTACLE_POINTS)) if i != first]
-        others = rng.choice(rest, size=spec.n_obstacles - 1, replace=False).tolist()
-        layout = _make_layout(ti, [first] + [int(i) for i in others])
-        if _passable(layout, spec):
-            return layout
-
-
-def all_layouts(spec: TaskSpec) -> list[Layout]:
-    """Every distinct layout ``sample_layout`` can draw for this task, once, ordered by key.
-
-    There are few (27-33 per task): random evaluation seeds repeat them, and a deterministic
-    policy does the same on every repeat, so evaluating each once (``fosp eval
-    --each-layout``) shows which layouts a policy fails on and weighs them equally.
-    """
-    found: dict[tuple, Layout] = {}
-    for ti, target in enumerate(TARGET_POINTS):
-        for first in _blocking(spec, target):
-            rest = [i for i in range(len(OBSTACLE_POINTS)) if i != first]
-            for others in itertools.combinations(rest, spec.n_obstacles - 1):
-                layout = _make_layout(ti, [first, *others])
-                if layout.key not in found and _passable(layout, spec):
-                    found[layout.key] = layout
-    return [found[key] for key in sorted(found)]
-
+# Static third-person camera, opposite the robot across the table like the paper's RealSense.
+CAMERA_POS = (0.98, 0.30, 0.42)
+CAMERA_LOOK_AT = (0.47, 0.0, 0.05)
+CAMERA_FOVY = 42
 
 def _look_at_xyaxes(pos, target) -> str:
     """MJCF camera ``xyaxes`` (right and up vectors) for a camera at pos looking at target."""
@@ -338,8 +190,8 @@ class SafeReachConfig:
 
 def load_env_config(path: str | os.PathLike) -> SafeReachConfig:
     """The ``env`` section of a project YAML file such as ``config/safereach.yaml``."""
-    from fosp_core.config import from_dict
-    from fosp_core.files import read_mapping
+    from fosp_core.util.config import from_dict
+    from fosp_core.util.files import read_mapping
 
     data = read_mapping(path)
     return from_dict(SafeReachConfig, data.get("env") or {}, path="env")

@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fosp_core.dataset import DatasetWriter, read_meta, trajectory_files
+from fosp_core.data.dataset import DatasetWriter, read_meta, trajectory_files
 from fosp_core.envs.behaviours import make_behaviour
-from fosp_core.envs.safereach import Layout, SafeReachEnv, all_layouts, task_spec
-from fosp_core.errors import UserError
+from fosp_core.envs.layouts import all_layouts
+from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.envs.tasks import Layout, task_spec
+from fosp_core.util.errors import UserError
 
 # (behaviour, wanted success, wanted violation, share of the dataset) from App. D.1.
 REAL_MIX = (

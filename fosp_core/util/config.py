@@ -10,14 +10,13 @@ hints, so a YAML file is checked against the dataclass that will hold it:
   needs the values it changes.
 - ``merge(obj, data)``: a copy of ``obj`` with the (possibly partial, nested) ``data`` applied.
 - ``load_yaml(cls, path)`` / ``save_yaml(obj, path)``: the same through a file; saving is
-  atomic (temp file in the same directory + ``os.replace``) so a crash never leaves half a file.
+  atomic (``fosp_core.util.files.atomic_write``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from fosp_core.errors import UserError
+from fosp_core.util.errors import UserError
 
 T = TypeVar("T")
 
@@ -114,7 +113,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
     """Read a YAML file into dataclass ``cls`` (an empty file gives the defaults)."""
-    from fosp_core.files import read_mapping
+    from fosp_core.util.files import read_mapping
 
     return from_dict(cls, read_mapping(path))
 
@@ -123,18 +122,9 @@ def save_yaml(obj: Any, path: str | os.PathLike) -> None:
     """Write a dataclass tree to YAML atomically: readers see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=False)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    from fosp_core.util.files import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=False))
 
 
 def _deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fosp_core.geometry import (
+from fosp_core.robot.geometry import (
     Workspace,
     delta_to_action,
     holds_still,

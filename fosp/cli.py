@@ -10,8 +10,8 @@ import math
 import sys
 from pathlib import Path
 
-from fosp_core import jsonfile
-from fosp_core.errors import UserError
+from fosp_core.util import jsonfile
+from fosp_core.util.errors import UserError
 
 
 def count(minimum: int):
@@ -31,8 +31,8 @@ def count(minimum: int):
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from fosp_core.collect import collect, collected, collection_plan
-    from fosp_core.dataset import load_dataset, summarize, trajectory_files
+    from fosp_core.data.collect import collect, collected, collection_plan
+    from fosp_core.data.dataset import load_dataset, summarize, trajectory_files
 
     out = Path(args.out)
     plan = collection_plan(args.task, args.episodes, args.seed, args.mix, args.behaviour,
@@ -47,7 +47,7 @@ def _collect(args: argparse.Namespace) -> int:
                         behaviour=args.behaviour, workers=args.workers,
                         cover_layouts=args.cover_layouts, add=args.add)
     except KeyboardInterrupt:
-        from fosp_core.train import Interrupted
+        from fosp_core.learning.train import Interrupted
 
         done, _ = collected(out, plan)
         raise Interrupted(f"stopped: {len(done)} of {args.episodes} episodes are in "
@@ -62,7 +62,13 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _dataset_info(args: argparse.Namespace) -> int:
-    from fosp_core.dataset import format_summary, load_dataset, plot_paths, plot_returns, summarize
+    from fosp_core.data.dataset import (
+        format_summary,
+        load_dataset,
+        plot_paths,
+        plot_returns,
+        summarize,
+    )
 
     dataset = load_dataset(args.dir)
     if not dataset.trajectories and not dataset.errors:
@@ -87,7 +93,7 @@ def _dataset_info(args: argparse.Namespace) -> int:
 
 
 def _dataset_from_bag(args: argparse.Namespace) -> int:
-    from fosp_core.bag import bag_to_dataset
+    from fosp_core.data.bag import bag_to_dataset
 
     paths = bag_to_dataset(
         args.bag, args.out, task=args.task, image_topic=args.image_topic,
@@ -119,18 +125,18 @@ def pretrain_config(args: argparse.Namespace, base=None):
     the cpu preset; ``base`` instead when given and no --config is), then --obs, --algo,
     --seed and the --set overrides."""
     from fosp_core.agent.config import config_by_name
-    from fosp_core.config import dotted_overrides, merge
+    from fosp_core.util.config import dotted_overrides, merge
 
     overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
-    start = config_by_name(args.config) if args.config or base is None else base
+    start = config_by_name(args.config or "cpu") if args.config or base is None else base
     config = merge(start, {k: v for k, v in overrides.items() if v is not None})
     return merge(config, dotted_overrides(args.set))
 
 
 def _check_resume(args: argparse.Namespace) -> None:
     """``--resume`` continues a run with its saved config: refuse arguments that change it."""
-    from fosp_core.config import differences
-    from fosp_core.train import load_run_config
+    from fosp_core.learning.runs import load_run_config
+    from fosp_core.util.config import differences
 
     saved = load_run_config(args.out)
     changed = differences(saved, pretrain_config(args, base=saved))
@@ -141,7 +147,7 @@ def _check_resume(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from fosp_core.train import pretrain
+    from fosp_core.learning.train import pretrain
 
     _check_device(args)
     if not Path(args.data).is_dir():
@@ -159,8 +165,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from fosp_core.finetune_run import LEAD_IN_ACTIONS, evaluate_finetuned
-    from fosp_core.train import evaluate, is_finetuned
+    from fosp_core.learning.finetune_run import LEAD_IN_ACTIONS, evaluate_finetuned
+    from fosp_core.learning.runs import is_finetuned
+    from fosp_core.learning.train import evaluate
 
     _check_device(args)
     if args.each_layout and args.episodes is not None:
@@ -208,8 +215,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from fosp_core.config import dotted_overrides
-    from fosp_core.finetune_run import finetune, format_report
+    from fosp_core.learning.finetune_run import finetune, format_report
+    from fosp_core.util.config import dotted_overrides
 
     _check_device(args)
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
@@ -223,7 +230,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from fosp_core import finetune_compare as compare
+    from fosp_core.learning import finetune_compare as compare
 
     groups = compare.pool([compare.load_report(path) for path in args.runs])
     print(compare.format_comparison(groups))
@@ -234,8 +241,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from fosp_core.config import dotted_overrides
-    from fosp_core.extract import extract_policy
+    from fosp_core.learning.extract import extract_policy
+    from fosp_core.util.config import dotted_overrides
 
     _check_device(args)
     info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
@@ -256,7 +263,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     # Through the ROS graph: fosp_ros does the talking; fosp_core never imports rclpy.
-    from fosp_core.finetune_run import format_report
+    from fosp_core.learning.finetune_run import format_report
     from fosp_ros.demo import run_demo
 
     report = run_demo(args.run, args.task, args.trajectories, args.grad_steps, args.out,
@@ -269,7 +276,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fosp_core.train import CHECKPOINT_NAME, export_run
+    from fosp_core.learning.runs import CHECKPOINT_NAME, export_run
 
     source = {"commands": args.command} if args.command else {}
     out = export_run(args.run, args.out, half=not args.float32, **source)
@@ -326,7 +333,7 @@ def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fosp_core.envs.safereach import TASKS
+    from fosp_core.envs.tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="fosp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -361,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--paths", metavar="PNG", help="top view of the gripper paths, coloured by "
                    "outcome, with where each violation began")
     q.set_defaults(func=_dataset_info)
-    # Defaults mirror fosp_core.bag.BagTopics (not imported here: --help stays instant).
+    # Defaults mirror fosp_core.data.bag.BagTopics (not imported here: --help stays instant).
     q = dsub.add_parser("from-bag", help="convert a rosbag2 teleop recording (MCAP or SQLite3)")
     q.add_argument("bag", help="bag directory (a bare .mcap file works too)")
     q.add_argument("--out", required=True, help="dataset directory (appends if it exists)")
@@ -528,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fosp: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # dataset errors name the file; show them without a traceback
-        from fosp_core.dataset import DatasetError
-        from fosp_core.train import Interrupted
+        from fosp_core.data.dataset import DatasetError
+        from fosp_core.learning.train import Interrupted
 
         if isinstance(err, DatasetError):
             print(f"fosp: error: {err}", file=sys.stderr)

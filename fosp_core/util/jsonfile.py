@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 
@@ -35,10 +34,9 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 
 def write(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` to ``path`` as strict JSON: a temp file, then a rename, never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from fosp_core.util.files import write_text
+
+    write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def number(value: float | None) -> float:

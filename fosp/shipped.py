@@ -4,8 +4,8 @@ A shipped model records in ``source.json`` the ``fosp`` commands that trained it
 ``fosp pretrain``, then possibly ``fosp extract`` (a fresh actor fitted to the pretrained
 critics). ``make demo RETRAIN=1`` reruns them on the demo's dataset::
 
-    python -m fosp_core.shipped MODEL                 # print the commands
-    python -m fosp_core.shipped MODEL --rerun DATA OUT
+    python -m fosp.shipped MODEL                 # print the commands
+    python -m fosp.shipped MODEL --rerun DATA OUT
 
 Rerunning keeps every option and redirects the paths: each ``--data`` reads DATA, each later
 command's ``--run`` reads what the one before it wrote, and the last command writes OUT (the
@@ -20,7 +20,7 @@ import os
 import shlex
 from pathlib import Path
 
-SOURCE_NAME = "source.json"  # written by fosp_core.train.export_run
+from fosp_core.learning.runs import SOURCE_NAME
 
 
 def recorded_commands(model_dir: str | os.PathLike) -> list[list[str]]:
@@ -53,7 +53,7 @@ def rerun_commands(commands: list[list[str]], data: str, out: str) -> list[list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fosp_core.shipped", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fosp.shipped", description=__doc__)
     parser.add_argument("model", help="a directory in models/")
     parser.add_argument("--rerun", nargs=2, metavar=("DATA", "OUT"),
                         help="run the commands again on DATA, writing the final run to OUT")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         for command in commands:
             print("  " + shlex.join(command))
         return 0
-    from fosp_core.cli import main as fosp
+    from fosp.cli import main as fosp
 
     for command in rerun_commands(commands, *args.rerun):
         print(f"RETRAIN: {shlex.join(command)}", flush=True)

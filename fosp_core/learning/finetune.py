@@ -46,9 +46,8 @@ from fosp_core.agent.pex import (
     value_upper_bound,
 )
 from fosp_core.agent.replay import SequenceReplay
-from fosp_core.config import from_dict, to_dict
-from fosp_core.files import load_tensors
-from fosp_core.train import atomic_torch_save
+from fosp_core.util.config import from_dict, to_dict
+from fosp_core.util.files import load_tensors, save_tensors
 
 POLICIES = ("offline", "online")  # index 0 and 1 of every PEX choice
 
@@ -144,8 +143,8 @@ class Learner:
         """The pretrained agent of ``run_dir`` with ``data_dir`` as the replay's start (None:
         an empty replay, filled by the online trajectories alone); ``overrides`` change its
         config (see ``load_agent``); ``skip_bad``: see ``load_training_data``."""
-        from fosp_core.dataset import load_training_data
-        from fosp_core.train import load_agent
+        from fosp_core.data.dataset import load_training_data
+        from fosp_core.learning.runs import load_agent
 
         agent, _ = load_agent(run_dir, device, overrides)
         trajectories = load_training_data(data_dir, skip_bad).trajectories if data_dir else []
@@ -240,7 +239,7 @@ class Learner:
     def save(self, path: str | os.PathLike, **extra: Any) -> None:
         """Atomic checkpoint; loads with ``torch.load(..., weights_only=True)``. ``extra``
         entries (tensors, plain containers, strings) are saved beside the learner's state."""
-        atomic_torch_save({**self.state_dict(), **extra}, Path(path))
+        save_tensors({**self.state_dict(), **extra}, Path(path))
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(load_tensors(path))
@@ -361,7 +360,7 @@ class PexPolicy:
 
         ``pex=None`` expands when the run has Q critics (a FOSP run) and acts directly when not.
         """
-        from fosp_core.train import load_agent
+        from fosp_core.learning.runs import load_agent
 
         agent, _ = load_agent(run_dir, device)
         if pex is None:

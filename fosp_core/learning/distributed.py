@@ -1,4 +1,4 @@
-"""Data-parallel pretraining: ``torchrun --nproc_per_node=N -m fosp_core.cli pretrain ...``.
+"""Data-parallel pretraining: ``torchrun --nproc_per_node=N -m fosp.cli pretrain ...``.
 
 Every rank samples its own batches (replay seed + rank) and all ranks keep identical weights.
 ``torch.nn.parallel.DistributedDataParallel`` fits one forward/backward per module; a FOSP step

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fosp_core import jsonfile
 from fosp_core.agent.config import FospConfig
-from fosp_core.dataset import load_index
-from fosp_core.files import read_mapping
-from fosp_core.stats import difference_interval, sign_test, wilson_interval
+from fosp_core.data.dataset import load_index
+from fosp_core.util import jsonfile
+from fosp_core.util.files import read_mapping, save_figure
+from fosp_core.util.stats import difference_interval, sign_test, wilson_interval
 
 ROWS = ("before", "during", "after")
 # Report fields that change what a run measures (besides its seed and task).
@@ -267,6 +267,4 @@ def plot_comparison(groups: list[Group], path: str | os.PathLike) -> None:
     fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=7)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=90)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=90)

@@ -29,11 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fosp_core import jsonfile
 from fosp_core.agent.config import AgentConfig
-from fosp_core.collect import record_episode
-from fosp_core.files import load_tensors
-from fosp_core.finetune import (
+from fosp_core.data.collect import record_episode
+from fosp_core.learning.finetune import (
     POLICIES,
     EpisodeLog,
     Learner,
@@ -42,17 +40,11 @@ from fosp_core.finetune import (
     acting_weights,
     round_summary,
 )
-from fosp_core.stats import wilson_interval
-from fosp_core.train import (
-    LEARNER_FILE,
-    Interrupted,
-    atomic_torch_save,
-    is_finetuned,
-    layout_outcome,
-    load_agent,
-    run_dataset,
-    stop_on_signal,
-)
+from fosp_core.learning.runs import LEARNER_FILE, is_finetuned, load_agent, run_dataset
+from fosp_core.learning.train import Interrupted, layout_outcome, stop_on_signal
+from fosp_core.util import jsonfile
+from fosp_core.util.files import load_tensors, save_figure, save_tensors
+from fosp_core.util.stats import wilson_interval
 
 EVAL_SEED_OFFSET = 100_000  # evaluation layouts never coincide with fine-tuning ones
 LEAD_IN_ACTIONS = 5  # the actions up to a violation's first cost that count as leading into it
@@ -205,8 +197,8 @@ def finetuned_policy(directory: str | os.PathLike, device: str = "cpu", seed: in
     """The acting policy of a fine-tuned ``directory``: its config and the latest weights
     of its learner (what the ROS policy node would load), or those kept after ``round_``."""
 
-    from fosp_core.finetune import saved_acting_weights
-    from fosp_core.train import load_run_config
+    from fosp_core.learning.finetune import saved_acting_weights
+    from fosp_core.learning.runs import load_run_config
 
     directory = Path(directory)
     config = load_run_config(directory)
@@ -242,7 +234,9 @@ def evaluate_finetuned(directory: str | os.PathLike, task: str, episodes: int, s
     the report's "after" row: the first 20 are that row's, and none is a fine-tuning layout.
     ``round_`` takes the weights kept after that round instead (``keep_every``);
     ``each_layout`` runs one episode on each of the task's distinct layouts instead."""
-    from fosp_core.envs.safereach import SafeReachEnv, all_layouts, task_spec
+    from fosp_core.envs.layouts import all_layouts
+    from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.envs.tasks import task_spec
 
     layouts = all_layouts(task_spec(task)) if each_layout else None
     if not layouts and episodes < 1:
@@ -316,9 +310,9 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     policy, and this shows where it went."""
     from tqdm import tqdm
 
-    from fosp_core.config import save_yaml
-    from fosp_core.dataset import DatasetWriter
+    from fosp_core.data.dataset import DatasetWriter
     from fosp_core.envs.safereach import SafeReachEnv
+    from fosp_core.util.config import save_yaml
 
     if trajectories < 1 or eval_episodes < 1 or grad_steps < 0 or keep_every < 0:
         raise ValueError(f"need trajectories >= 1, eval episodes >= 1, gradient steps >= 0 "
@@ -374,7 +368,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
             else:
                 arrays, meta, _ = rollout(env, policy, episode_seed(seed, i), deterministic,
                                           render)
-                atomic_torch_save({"trajectory": i, "policy_rng": policy.generator.get_state(),
+                save_tensors({"trajectory": i, "policy_rng": policy.generator.get_state(),
                                    "torch_rng": torch.get_rng_state()}, out / ROLLOUT_STATE)
                 writer.add(arrays, meta)  # on disk before it is trained on
             learner.add_trajectory(arrays)
@@ -392,7 +386,7 @@ def finetune(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
             if keep_every > 0 and len(log) % keep_every == 0:
                 path = kept_round_path(out, len(log))
                 path.parent.mkdir(exist_ok=True)
-                atomic_torch_save(learner.snapshot(), path)
+                save_tensors(learner.snapshot(), path)
             bar.set_postfix(success=int(entry["success"]), violation=int(entry["violation"]),
                             online=f"{entry['online_share']:.2f}")
     if stop.is_set():
@@ -419,7 +413,7 @@ def _restore(out: Path, state: dict, progress: dict, learner: Learner, policy: P
              tally: Tally) -> tuple[dict, list[dict], list]:
     """Bring a fresh learner, policy and tally back to the saved state of the run in ``out``;
     returns its "before" row, its log and the stored trajectories."""
-    from fosp_core.dataset import load_dataset
+    from fosp_core.data.dataset import load_dataset
 
     log = progress["log"]
     stored = load_dataset(out / "online_data", strict=True).trajectories
@@ -582,6 +576,4 @@ def plot_finetune(report: dict, path: Path) -> None:
     bars.set(ylim=(0, 1.2), yticks=np.linspace(0, 1, 6), title="Table 3 style (95% intervals)")
     bars.legend(fontsize=7, loc="upper center", ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=90)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=90)

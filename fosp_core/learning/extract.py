@@ -36,14 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fosp_core import jsonfile
 from fosp_core.agent.actor_critic import build_actor
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.math import awr_actor_loss
 from fosp_core.agent.networks import ActorHead
 from fosp_core.agent.world_model import Latent
-from fosp_core.config import merge, save_yaml
-from fosp_core.dataset import OUTCOME_KEYS
+from fosp_core.data.dataset import OUTCOME_KEYS
+from fosp_core.util import jsonfile
+from fosp_core.util.config import merge, save_yaml
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
 WEIGHTINGS = ("eq19", "safe-success")  # what eq. 20 weighs each dataset transition with
@@ -190,8 +190,8 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
     ``weights`` picks the regression weights (``regression_weights``). Returns what was
     done, also written to ``out_dir/extract.json``.
     """
-    from fosp_core.dataset import load_training_data
-    from fosp_core.train import (
+    from fosp_core.data.dataset import load_training_data
+    from fosp_core.learning.runs import (
         CHECKPOINT_NAME,
         CONFIG_NAME,
         DATASET_NAME,

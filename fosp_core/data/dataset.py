@@ -50,7 +50,6 @@ import json
 import math
 import os
 import re
-import secrets
 import sys
 import threading
 import zipfile
@@ -63,7 +62,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from fosp_core.errors import UserError
+from fosp_core.util.errors import UserError
+from fosp_core.util.files import atomic_write
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -228,52 +228,6 @@ def _meta_to_json(meta: Mapping[str, Any]) -> str:
         raise ValueError(f"meta is not JSON serialisable: {exc}") from exc
 
 
-# --------------------------------------------------------------------------------------------
-# Atomic file writing
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable. Not every OS / filesystem lets a directory be opened
-    # or fsynced (Windows, some network mounts); the data file is already synced, so skip.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` via a synced temp file and ``os.replace``.
-
-    The temp name starts with a dot and ends in ``.tmp``, so a crash mid-write can never leave
-    something that matches ``traj_*.npz`` / ``index.json`` or looks like a finished file.
-    """
-    path = Path(path)
-    directory = path.parent
-    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666 rather than tempfile.mkstemp: mkstemp makes the file 0600, and that
-    # mode would survive the rename, hiding recordings from a trainer running as another user.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
 def write_trajectory(path: str | os.PathLike[str], arrays: Mapping[str, Any],
                      meta: Mapping[str, Any]) -> None:
     """Validate and atomically write one trajectory file (see the module docstring).
@@ -282,7 +236,7 @@ def write_trajectory(path: str | os.PathLike[str], arrays: Mapping[str, Any],
     ``violation`` are derived from reward / cost when absent and must agree with them when
     given; ``format`` and ``length`` are always set here. Raises ``ValueError`` on bad input.
     """
-    _atomic_write(Path(path), _encoder(arrays, meta))
+    atomic_write(Path(path), _encoder(arrays, meta))
 
 
 def _encoder(arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Callable[[IO[bytes]], None]:
@@ -606,7 +560,7 @@ def load_index(directory: str | os.PathLike[str]) -> list[dict]:
 def _write_index(directory: Path, records: list[dict]) -> None:
     text = json.dumps({"format": FORMAT_VERSION, "episodes": records}, indent=1,
                       default=_json_default, allow_nan=False)
-    _atomic_write(directory / INDEX_NAME, lambda f: f.write(text.encode("utf-8") + b"\n"))
+    atomic_write(directory / INDEX_NAME, lambda f: f.write(text.encode("utf-8") + b"\n"))
 
 
 class DatasetWriter:
@@ -799,7 +753,7 @@ def _finish_plot(fig, ax, xlabel: str, ylabel: str, title: str,
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    _atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
+    atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
 
 
 PATH_COLOURS = {"safe_success": "tab:green", "safe_fail": "tab:gray",

@@ -1,0 +1,1 @@
+"""Datasets: trajectory files, collecting them in the twin, converting rosbags, images."""
