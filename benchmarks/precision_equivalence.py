@@ -67,7 +67,7 @@ def main() -> int:
     out = Path(args.out)
     runs = {(seed, p): out / f"{p}-s{seed}" for seed in args.seeds for p in PRECISIONS}
     for seed in args.seeds:  # the two precisions of a seed side by side
-        procs = [fosp("pretrain", "--data", args.data, "--config", "cpu", "--obs", args.obs,
+        procs = [fosp("pretrain", "--data", args.data, "--preset", "cpu", "--obs", args.obs,
                       "--steps", str(args.steps), "--seed", str(seed), "--out", str(run),
                       "--set", f"train.precision={p}", "--ckpt-every", "500")
                  for (s, p), run in runs.items() if s == seed and not (run / "tb").is_dir()]

@@ -121,14 +121,15 @@ def _check_device(args: argparse.Namespace) -> None:
 
 
 def pretrain_config(args: argparse.Namespace, base=None):
-    """The agent config a ``fosp pretrain`` command line trains with: ``--config`` (default
-    the cpu preset; ``base`` instead when given and no --config is), then --obs, --algo,
-    --seed and the --set overrides."""
+    """The agent config a ``fosp pretrain`` command line trains with: ``--preset`` (``base``
+    instead when given and --preset is the default), then --obs, --algo, --seed and the
+    --set overrides."""
     from fosp_core.agent.config import config_by_name
     from fosp_core.util.config import dotted_overrides, merge
 
     overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
-    start = config_by_name(args.config or "cpu") if args.config or base is None else base
+    explicit = base is None or args.preset is not None
+    start = config_by_name(args.preset or "cpu") if explicit else base
     config = merge(start, {k: v for k, v in overrides.items() if v is not None})
     return merge(config, dotted_overrides(args.set))
 
@@ -332,13 +333,21 @@ def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int
                         "eq. 21's most likely choice (default: sample them, as the paper)")
 
 
+def add_command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose help shows every option's default."""
+    return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                          **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fosp_core.envs.tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="fosp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("collect", help="collect a SafeReach dataset with scripted behaviours")
+    from fosp_core.agent.config import ALGOS, OBS_MODES
+
+    p = add_command(sub, "collect", help="collect a SafeReach dataset with scripted behaviours")
     p.add_argument("--task", default="safereach", choices=sorted(TASKS))
     p.add_argument("--episodes", type=count(1), required=True)
     source = p.add_mutually_exclusive_group(required=True)
@@ -359,9 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "demonstrations (the other behaviours keep random layouts)")
     p.set_defaults(func=_collect)
 
-    p = sub.add_parser("dataset", help="inspect datasets")
+    p = add_command(sub, "dataset", help="inspect datasets")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
-    q = dsub.add_parser("info", help="counts and success/violation rates per behaviour")
+    q = add_command(dsub, "info", help="counts and success/violation rates per behaviour")
     q.add_argument("dir")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.add_argument("--plot", metavar="PNG", help="reward return vs cost return per trajectory")
@@ -369,9 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "outcome, with where each violation began")
     q.set_defaults(func=_dataset_info)
     # Defaults mirror fosp_core.data.bag.BagTopics (not imported here: --help stays instant).
-    q = dsub.add_parser("from-bag", help="convert a rosbag2 teleop recording (MCAP or SQLite3)")
+    q = add_command(dsub, "from-bag", help="convert a rosbag2 teleop recording (MCAP or SQLite3)")
     q.add_argument("bag", help="bag directory (a bare .mcap file works too)")
-    q.add_argument("--out", required=True, help="dataset directory (appends if it exists)")
+    q.add_argument("--out", required=True, help="dataset directory (adds after what it holds)")
     q.add_argument("--task", default="safereach", help="task name stored in each trajectory")
     q.add_argument("--image-topic", default="/camera/camera/color/image_raw")
     q.add_argument("--pose-topic", default="/franka_robot_state_broadcaster/current_pose")
@@ -386,49 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="control rate")
     q.set_defaults(func=_dataset_from_bag)
 
-    p = sub.add_parser("demo", help="safe fine-tuning of a pretrained run through the ROS graph")
-    _add_finetune_arguments(p, TASKS, trajectories=5, eval_episodes=10)
-    p.add_argument("--config", default="", help="project YAML for the graph")
-    p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
-    p.set_defaults(func=_demo)
-
-    p = sub.add_parser("export", help="a run's config and float16 weights, small enough to ship")
-    p.add_argument("--run", required=True, help="trained run directory")
-    p.add_argument("--out", required=True, help="directory to write (e.g. models/NAME)")
-    p.add_argument("--command", action="append", default=[],
-                   help="a command that trained the run, recorded in source.json for "
-                        "`make demo RETRAIN=1` (repeatable, in the order they ran)")
-    p.add_argument("--float32", action="store_true", help="keep float32 weights")
-    p.set_defaults(func=_export)
-
-    p = sub.add_parser("bench", help="latency, training and simulator figures of this machine")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--grad-steps", type=count(1), default=40,
-                   help="steps of the fine-tuning round")
-    p.add_argument("--against", metavar="REV",
-                   help="instead: train and policy step of this tree against git revision "
-                        "REV (e.g. HEAD~1), measured in alternating rounds, with ratios")
-    p.add_argument("--rounds", type=count(1), default=3, help="rounds of --against")
-    p.set_defaults(func=_bench)
-
-    p = sub.add_parser("bringup", help="run a ROS graph (safereach, collect) in one process")
-    from fosp_ros.bringup import add_arguments
-
-    add_arguments(p)
-    p.set_defaults(func=_bringup)
-
-    p = sub.add_parser("tasks", help="contact sheet of the four SafeReach tasks")
+    p = add_command(sub, "tasks", help="contact sheet of the four SafeReach tasks")
     p.add_argument("--sheet", default="fosp-tasks.png", metavar="PNG",
                    help="where to write it (default: fosp-tasks.png here)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tasks)
 
-    from fosp_core.agent.config import ALGOS, OBS_MODES
-
-    p = sub.add_parser("pretrain", help="offline training of the agent on a dataset")
+    p = add_command(sub, "pretrain", help="offline training of the agent on a dataset")
     p.add_argument("--data", required=True, help="dataset directory")
-    p.add_argument("--config", help="preset (cpu, paper) or a YAML file of the settings "
-                   "that differ from the preset it names (preset: NAME; default cpu)")
+    p.add_argument("--preset",
+                   help="the agent's settings: a preset (cpu, paper) or a YAML file of the "
+                        "settings that differ from the preset it names (preset: NAME; "
+                        "without it, cpu); default: cpu, or with --resume the run's own")
     p.add_argument("--obs", choices=OBS_MODES, help="observation mode (default: the config's)")
     p.add_argument("--algo", choices=ALGOS, help="algorithm (default: the config's)")
     p.add_argument("--steps", type=count(1), required=True, help="total training steps")
@@ -450,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "one stops the command, naming it)")
     p.set_defaults(func=_pretrain)
 
-    p = sub.add_parser("extract", help="fit a fresh actor to a trained run's frozen critics "
+    p = add_command(sub, "extract", help="fit a fresh actor to a trained run's frozen critics "
                        "(policy extraction, eq. 19-20)")
     p.add_argument("--run", required=True, help="trained FOSP run directory")
     p.add_argument("--out", required=True, help="run directory to write")
@@ -473,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "one stops the command, naming it)")
     p.set_defaults(func=_extract)
 
-    p = sub.add_parser("eval", help="evaluate a trained run in the simulated SafeReach")
+    p = add_command(sub, "eval", help="evaluate a trained run in the simulated SafeReach")
     p.add_argument("--run", required=True,
                    help="run directory; or a fine-tuned one (fosp finetune's --out, the ROS "
                         "learner's RUN/online): its policy with expansion, on the layouts of "
@@ -494,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "round (finetune --keep-every) instead of the latest")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("finetune", help="safe fine-tuning in the simulated twin (PEX)")
+    p = add_command(sub, "finetune", help="safe fine-tuning in the simulated twin (PEX)")
     _add_finetune_arguments(p, TASKS, trajectories=40, eval_episodes=20)
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--no-pex", action="store_true",
@@ -515,12 +493,44 @@ def build_parser() -> argparse.ArgumentParser:
                         "one stops the command, naming it)")
     p.set_defaults(func=_finetune)
 
-    p = sub.add_parser("compare", help="pool fine-tuning reports over seeds: PEX against "
+    p = add_command(sub, "compare", help="pool fine-tuning reports over seeds: PEX against "
                                        "direct fine-tuning, by task")
     p.add_argument("runs", nargs="+", metavar="OUT",
                    help="`fosp finetune` / `fosp demo` output dirs (or their report.json)")
     p.add_argument("--plot", metavar="PNG", help="also draw the pooled rates here")
     p.set_defaults(func=_compare)
+
+    p = add_command(sub, "demo", help="safe fine-tuning of a pretrained run through the ROS graph")
+    _add_finetune_arguments(p, TASKS, trajectories=5, eval_episodes=10)
+    p.add_argument("--config", default="", help="project YAML for the graph")
+    p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
+    p.set_defaults(func=_demo)
+
+    p = add_command(sub, "bringup", help="run a ROS graph (safereach, collect) in one process")
+    from fosp_ros.bringup import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_bringup)
+
+    p = add_command(sub, "export", help="a run's config and float16 weights, small enough to ship")
+    p.add_argument("--run", required=True, help="trained run directory")
+    p.add_argument("--out", required=True, help="directory to write (e.g. models/NAME)")
+    p.add_argument("--command", action="append", default=[],
+                   help="a command that trained the run, recorded in source.json for "
+                        "`make demo RETRAIN=1` (repeatable, in the order they ran)")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=_export)
+
+    p = add_command(sub, "bench", help="latency, training and simulator figures of this machine")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--grad-steps", type=count(1), default=40,
+                   help="steps of the fine-tuning round")
+    p.add_argument("--against", metavar="REV",
+                   help="instead: train and policy step of this tree against git revision "
+                        "REV (e.g. HEAD~1), measured in alternating rounds, with ratios")
+    p.add_argument("--rounds", type=count(1), default=3, help="rounds of --against")
+    p.set_defaults(func=_bench)
+
     return parser
 
 

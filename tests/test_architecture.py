@@ -80,3 +80,17 @@ def test_no_import_circles():
         if module not in state:
             visit(module, [module])
     assert not cycles, cycles[:3]
+
+
+def test_fosp_help_loads_no_heavy_library():
+    """`fosp --help` stays instant: no numpy, torch, MuJoCo or ROS to list the commands."""
+    code = """
+import sys
+from fosp.cli import build_parser
+build_parser().format_help()
+print(sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "torch", "mujoco", "rclpy"}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

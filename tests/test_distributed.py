@@ -21,7 +21,7 @@ def test_two_gloo_ranks_finish_with_identical_weights(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fosp.cli",
-         "pretrain", "--data", str(data), "--config", str(config), "--steps", "4",
+         "pretrain", "--data", str(data), "--preset", str(config), "--steps", "4",
          "--out", str(run), "--ckpt-every", "2"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -43,7 +43,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("errors")
     write_dataset(root / "data", episodes=4)
     save_yaml(tiny_config("state"), root / "tiny.yaml")
-    assert main(["pretrain", "--data", str(root / "data"), "--config", str(root / "tiny.yaml"),
+    assert main(["pretrain", "--data", str(root / "data"), "--preset", str(root / "tiny.yaml"),
                  "--steps", "2", "--out", str(root / "run"), "--ckpt-every", "1"]) == 0
     (root / "bad.yaml").write_text("model:\n  deter: [64\n  hidden: 2\n")
     return root
@@ -79,17 +79,17 @@ def checkpoint_run(world: Path, tmp: Path, damage: str) -> Path:
 CASES = {
     # Training on a dataset with unreadable files names each one and stops.
     "unreadable trajectories": (
-        lambda w, t: ["pretrain", "--data", str(damaged_dataset(w, t)), "--config",
+        lambda w, t: ["pretrain", "--data", str(damaged_dataset(w, t)), "--preset",
                       str(w / "tiny.yaml"), "--steps", "1", "--out", str(t / "r")],
         ["3 of 4 trajectory files are unreadable", "traj_000000.npz", "traj_000001.npz",
          "traj_000002.npz: 'action' contains 1 non-finite", "--skip-bad"]),
     # A state vector narrower than the others': the file, not numpy's concatenate.
     "state width": (
-        lambda w, t: ["pretrain", "--data", str(narrow_dataset(w, t)), "--config",
+        lambda w, t: ["pretrain", "--data", str(narrow_dataset(w, t)), "--preset",
                       str(w / "tiny.yaml"), "--steps", "1", "--out", str(t / "r")],
         ["traj_000003.npz: 'state' has 20 columns; the dataset's other trajectories have 25"]),
     "malformed agent YAML": (
-        lambda w, t: ["pretrain", "--data", str(w / "data"), "--config", str(w / "bad.yaml"),
+        lambda w, t: ["pretrain", "--data", str(w / "data"), "--preset", str(w / "bad.yaml"),
                       "--steps", "1", "--out", str(t / "r")],
         ["bad.yaml: not valid YAML at line 3"]),
     "malformed project YAML": (
@@ -113,9 +113,9 @@ CASES = {
         lambda w, t: ["pretrain", "--data", str(w / "data"), "--steps", "3", "--out",
                       str(w / "run"), "--resume", "--set", "actor_critic.horizon=7"],
         ["actor_critic.horizon: was 5, now 7"]),
-    "resume with another --config": (
+    "resume with another --preset": (
         lambda w, t: ["pretrain", "--data", str(w / "data"), "--steps", "3", "--out",
-                      str(w / "run"), "--resume", "--config", "paper"],
+                      str(w / "run"), "--resume", "--preset", "paper"],
         ["--resume continues", "batch_size: was 4, now 64"]),
 }
 
@@ -144,7 +144,7 @@ def test_a_bad_input_is_one_line_naming_it_and_exit_code_2(case, world, tmp_path
 
 def test_skip_bad_trains_on_the_rest_and_says_how_many_it_skipped(world, tmp_path, capsys):
     data = damaged_dataset(world, tmp_path)
-    assert main(["pretrain", "--data", str(data), "--config", str(world / "tiny.yaml"),
+    assert main(["pretrain", "--data", str(data), "--preset", str(world / "tiny.yaml"),
                  "--steps", "1", "--out", str(tmp_path / "r"), "--skip-bad"]) == 0
     assert "skipping 3 of 4 trajectory files are unreadable" in capsys.readouterr().err
 
@@ -173,7 +173,7 @@ def test_a_partial_yaml_config_records_the_preset_it_merged_onto(world, tmp_path
     partial = tmp_path / "partial.yaml"
     partial.write_text("obs_mode: state\nmodel:\n  deter: 32\n  hidden: 32\n  stoch: 4\n"
                        "  classes: 4\n  mlp_layers: 1\nbatch_size: 4\nbatch_length: 8\n")
-    assert main(["pretrain", "--data", str(world / "data"), "--config", str(partial),
+    assert main(["pretrain", "--data", str(world / "data"), "--preset", str(partial),
                  "--steps", "1", "--out", str(tmp_path / "r")]) == 0
     saved = load_yaml(AgentConfig, tmp_path / "r" / "config.yaml")
     assert saved.preset == "cpu" and saved.model.lr == 3e-4  # cpu's, not paper's 1e-4

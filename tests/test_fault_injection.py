@@ -77,7 +77,7 @@ def test_collect_killed_then_rerun(attempt, rng, tmp_path):
 
 
 def test_pretrain_killed_then_resumed_ends_as_an_uninterrupted_run(rng, world, tmp_path):
-    command = ["pretrain", "--data", str(world / "data"), "--config", str(world / "tiny.yaml"),
+    command = ["pretrain", "--data", str(world / "data"), "--preset", str(world / "tiny.yaml"),
                "--steps", "30", "--ckpt-every", "3"]
     finish(fosp_process(*command, "--out", str(tmp_path / "whole")))
     out = tmp_path / "killed"

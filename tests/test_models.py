@@ -64,7 +64,7 @@ def test_retrain_reruns_pretraining_and_extraction_on_new_data(tmp_path: Path) -
     model = tmp_path / "models" / "tiny"
     model.mkdir(parents=True)
     (model / "source.json").write_text(json.dumps({"step": 2, "commands": [
-        f"fosp pretrain --data elsewhere --config {tmp_path / 'tiny.yaml'} --steps 2 --out x",
+        f"fosp pretrain --data elsewhere --preset {tmp_path / 'tiny.yaml'} --steps 2 --out x",
         "fosp extract --run x --out y --updates 3 --set actor_critic.entropy=0.001"]}))
     data = write_dataset(tmp_path / "data", episodes=4)
     out = tmp_path / "demo" / "pretrained"

@@ -193,7 +193,7 @@ def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
     run = tmp_path / "cli-run"
     config_file = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(), config_file)
-    args = ["pretrain", "--data", str(data_dir), "--config", str(config_file), "--obs", "state",
+    args = ["pretrain", "--data", str(data_dir), "--preset", str(config_file), "--obs", "state",
             "--algo", "fosp-no-ref", "--out", str(run), "--ckpt-every", "1"]
     assert main(args + ["--steps", "2"]) == 0
     agent, step = load_agent(run)
@@ -222,7 +222,7 @@ def test_cli_pretrain_and_eval_json(data_dir, tmp_path, capsys):
          "index.json is a file, not a run directory"),
         (["pretrain", "--data", "{tmp}/missing", "--steps", "1", "--out", "{tmp}/r"],
          "does not exist"),
-        (["pretrain", "--data", "{data}", "--config", "nope", "--steps", "1", "--out", "{tmp}/r"],
+        (["pretrain", "--data", "{data}", "--preset", "nope", "--steps", "1", "--out", "{tmp}/r"],
          "no agent config preset"),
     ],
 )
@@ -253,7 +253,7 @@ def test_keep_every_keeps_earlier_weights_that_eval_step_loads(data_dir, tmp_pat
     run = tmp_path / "kept"
     config_file = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(), config_file)
-    assert main(["pretrain", "--data", str(data_dir), "--config", str(config_file),
+    assert main(["pretrain", "--data", str(data_dir), "--preset", str(config_file),
                  "--steps", "4", "--out", str(run), "--keep-every", "2"]) == 0
     assert sorted(p.name for p in (run / "checkpoints").glob("*")) == [
         "step_000002.pt", "step_000004.pt"]
@@ -344,7 +344,7 @@ def test_ctrl_c_stops_pretraining_with_a_checkpoint_to_resume(data_dir, tmp_path
     config = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(), config)
     out = tmp_path / "run"
-    args = ["pretrain", "--data", str(data_dir), "--config", str(config), "--out", str(out)]
+    args = ["pretrain", "--data", str(data_dir), "--preset", str(config), "--out", str(out)]
     err = interrupt(fosp_process(*args, "--steps", "1000000", "--ckpt-every", "20"),
                     (out / CHECKPOINT_NAME).exists)  # the loop runs: step 20 was saved
     step = int(err.split("pretraining stopped at step ")[1].split(";")[0])

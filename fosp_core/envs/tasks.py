@@ -1,15 +1,13 @@
 """The SafeReach tasks as geometry: the workspace, where targets and obstacles may stand, the
 four tasks (the original and the paper's three unseen ones, Fig. 6) and their layouts.
 
-Plain numpy: the command line lists the tasks, and the planner places the layouts, without
-loading the simulator.
+Pure Python: the command line lists the tasks without loading the simulator (or numpy,
+which the two functions that need it import), and the planner places the layouts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 EPISODE_STEPS = 80
 IMAGE_SIZE = 64
@@ -96,6 +94,8 @@ class Layout:
             raise ValueError(f"obstacle_indices must be {n_obstacles} distinct points of "
                              f"0..{len(OBSTACLE_POINTS) - 1} for this task, got {indices}")
         layout = cls(ti, indices, TARGET_POINTS[ti], [OBSTACLE_POINTS[i] for i in indices])
+        import numpy as np
+
         for key in ("target_xy", "obstacle_xy"):  # optional; a mismatch is a typo somewhere
             if key in data and not np.allclose(data[key], layout.to_dict()[key], atol=1e-6):
                 raise ValueError(f"{key} {data[key]} does not match the indices' points "
@@ -105,6 +105,8 @@ class Layout:
 
 def segment_hits_box(p0, p1, center, half, margin) -> bool:
     """Does the segment p0-p1 pass through the axis-aligned box grown by margin? (slab test)"""
+    import numpy as np
+
     p0, p1, center = np.asarray(p0), np.asarray(p1), np.asarray(center)
     lo, hi = center - np.asarray(half) - margin, center + np.asarray(half) + margin
     d = p1 - p0
