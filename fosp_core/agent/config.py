@@ -1,9 +1,8 @@
 """Every hyperparameter of the FOSP agent, in one dataclass tree.
 
 Sources, in order of precedence: the paper's Table 4 and App. B/C; where those are silent, the
-official code (JAX, built on SafeDreamer / DreamerV3) as summarised in
-``shared/reference/platform-notes.md``; where that is silent too, DreamerV3's defaults, and
-each such value says so. The dataclass defaults ARE the paper preset, so a YAML file only
+official code (JAX, built on SafeDreamer / DreamerV3); where that is silent too, DreamerV3's
+defaults, and each such value says so. The dataclass defaults ARE the paper preset, so a YAML file only
 lists what it changes.
 
 Two presets: ``paper()`` (Table 4) and ``cpu()`` (small enough that a world-model plus
