@@ -2,8 +2,8 @@
 
 Sources, in order of precedence: the paper's Table 4 and App. B/C; where those are silent, the
 official code (JAX, built on SafeDreamer / DreamerV3); where that is silent too, DreamerV3's
-defaults, and each such value says so. The dataclass defaults ARE the paper preset, so a YAML file only
-lists what it changes.
+defaults, and each such value says so. The dataclass defaults ARE the paper preset, so a YAML
+file only lists what it changes.
 
 Two presets: ``paper()`` (Table 4) and ``cpu()`` (small enough that a world-model plus
 actor-critic step on a 16 x 16 batch of 64x64 images takes about a second or less on 2 cores).
