@@ -150,12 +150,15 @@ def test_the_learner_node_killed_while_training_restarts_with_what_it_stored(
         assert 1 <= len(stored) <= 3
         if (out / "learner.pt").exists():
             torch.load(out / "learner.pt", weights_only=True)  # whole
+        # The killed node never said goodbye: until its DDS lease runs out its service still
+        # looks available on that domain, and a call could go to it alone. The restarted
+        # learner gets a domain of its own.
+        client.close()
+        domain = new_domain_id()
+        client = RosClient(domain)
         (tmp_path / "restarted").mkdir()
         node = NodeProcess("fosp_ros.learner", domain, dict(params, auto_finetune=False),
                            log_dir=tmp_path / "restarted")
-        # The killed node never said goodbye: until its DDS lease runs out its service still
-        # looks available, and a call made now could go to it alone.
-        wait_for(lambda: "storing to" in node.log(), 60, "the restarted learner")
         answer = client.call(Trigger, "/fosp/finetune", timeout=120)
         assert answer.success, answer.message
         assert f"trajectories={len(stored)}" in answer.message, answer.message
