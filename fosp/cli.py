@@ -339,6 +339,17 @@ def add_command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
                           **kwargs)
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU if torch sees one), cpu, cuda or cuda:N")
+
+
+def add_skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-bad", action="store_true",
+                   help="train without the dataset's unreadable trajectory files (by default "
+                        "one stops the command, naming it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fosp_core.envs.tasks import TASKS
 
@@ -413,8 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its saved config (--steps may grow)")
-    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
-                   "cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--ckpt-every", type=count(1), default=1000, metavar="K")
     p.add_argument("--keep-every", type=count(0), default=0, metavar="K",
@@ -423,9 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set actor_critic.awr_normalise=false "
                         "(repeatable; applied last)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="train without the dataset's unreadable trajectory files (by default "
-                        "one stops the command, naming it)")
+    add_skip_bad(p)
     p.set_defaults(func=_pretrain)
 
     p = add_command(sub, "extract", help="fit a fresh actor to a trained run's frozen critics "
@@ -440,15 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="eq19",  # checked by extract_policy (torch-free here)
                    help="eq19: the paper's weights (default); safe-success: clone only the "
                         "demonstrations that reached the target without a cost")
-    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
-                   "cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the extraction, e.g. "
                         "--set actor_critic.awr_beta_cost=20 (repeatable; not the world "
                         "model's or critics' sizes)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="train without the dataset's unreadable trajectory files (by default "
-                        "one stops the command, naming it)")
+    add_skip_bad(p)
     p.set_defaults(func=_extract)
 
     p = add_command(sub, "eval", help="evaluate a trained run in the simulated SafeReach")
@@ -463,8 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead, one episode on each distinct layout of the task (27-33), "
                         "and list those that violated or missed the target")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
-                   "cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--step", type=int, help="evaluate the weights kept at this step "
                    "(pretrain --keep-every) instead of the latest checkpoint")
@@ -483,14 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-every", type=count(0), default=0, metavar="K",
                    help="also keep the acting weights after every K-th round in OUT/rounds/, "
                         "for fosp eval --run OUT --round N")
-    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), "
-                   "cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for fine-tuning, e.g. "
                         "--set fosp.online_actor_init=copy (repeatable; not the network sizes)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="train without the dataset's unreadable trajectory files (by default "
-                        "one stops the command, naming it)")
+    add_skip_bad(p)
     p.set_defaults(func=_finetune)
 
     p = add_command(sub, "compare", help="pool fine-tuning reports over seeds: PEX against "
