@@ -120,12 +120,15 @@ def test_episodes_on_the_robot_graph_against_the_upstream_drivers(image_run, tmp
             poses = np.array(watch.pose_at_target)
         assert len(targets) > 20
         # The shield's box and step limit hold for every target the controller received: in
-        # the box, and one step at most from where the arm was (this test's view of the pose
-        # is a millisecond or two off the shield's: 5 mm of slack for the arm's motion).
+        # the box, and one step at most from where the arm was. This test's view of the pose
+        # is one pose message off the shield's at most: 5 mm of slack for the arm's motion in
+        # a millisecond or two at 1 kHz; at 10 Hz a pose is up to a control step old, so one
+        # more step.
+        slack = 0.005 + (0.0 if rate >= 100 else max(WS.max_step[:3]))
         assert np.all(targets >= np.array(WS.low) - 1e-9)
         assert np.all(targets <= np.array(WS.high) + 1e-9)
         assert np.all(np.abs(targets[:, :3] - poses[:, :3]) <= np.array(WS.max_step[:3])
-                      + 0.005)
+                      + slack)
 
         # /fosp/stop under CPU load holds the target exactly still.
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
