@@ -49,8 +49,8 @@ def run_nodes(factories: list[Callable[[], Node]], args: list[str] | None = None
     """
     # A thread that waits for the GIL gets it only when the holder's switch interval runs out
     # (5 ms by default), and a policy step is dozens of torch calls that each give the GIL
-    # back: beside the executor's and the simulator's busy Python threads, one step took
-    # 108-177 ms instead of 9 (measured in the one-process bringup, 2 cores).
+    # back: beside the executor's and the simulator's busy Python threads, each of those
+    # waits adds up to a step many times as long (docs/status.md has the figures).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     rclpy.init(args=args if args is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)

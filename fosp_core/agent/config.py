@@ -211,12 +211,9 @@ class FospConfig:
     # are. Without it, the chosen proposal is foreseen with the new actor taking over.
     foresight_veto: bool = False
     # With the veto: a proposal vetoed alone is left out for the rest of the episode, as the
-    # stop holds until the episode ends. Its policy's own path was foreseen to collide, and
-    # one step later it mostly still leads there: 3 of the 6 trajectories where PEX violated
-    # and direct fine-tuning did not had the offline proposal vetoed 2-7 times before the
-    # collision, re-offered after each veto (image mode, ``more-obstacles``, seeds 0-4).
-    # Measured with it (the same seeds): PEX still violated in 10 fine-tuning trajectories
-    # of 200 against direct fine-tuning's 8; it is off by default.
+    # stop holds until the episode ends: its policy's own path was foreseen to collide, and
+    # one step later it mostly still leads there. Off by default: it did not make PEX safer
+    # than direct fine-tuning (docs/results.md).
     foresight_veto_latch: bool = False
     # Acting, not in the paper: once the labeler reports the target touched, send the zero
     # action until the episode ends (as a lab ends an episode at success). Touching the
@@ -316,15 +313,13 @@ def paper() -> AgentConfig:
 def cpu() -> AgentConfig:
     """Small sizes and faster rates for training on a 2-core CPU.
 
-    Measured on a shared 2-core machine (load ~4 from other jobs), one torch thread, 16 x 16
-    batch of 64x64 images: world-model step ~0.5 s (2/3 of it convolutions), imagination of
-    256 starts x 15 steps ~0.13 s, actor plus five 255-bin critic/REF heads ~0.4 s. 16 x 32
-    would double the world-model part. Sequence length 16 is Table 4's T. On a loaded
-    machine use ``torch.set_num_threads(1)``: two OpenMP threads competing for cores ran 10x
-    slower there. Learning rates are raised with the smaller networks and batches, keeping
-    App. B's order where it matters, the REF faster than the critics. The actor's rate is 3x
-    the critics': with AWR the actor only regresses onto dataset actions, and at 1e-4 it was
-    still far from the data's actions after 4,000 steps (state mode, measured).
+    A 16 x 16 batch keeps a train step near half a second on two cores (``fosp bench``
+    reports it); sequence length 16 is Table 4's T. On a loaded machine use
+    ``torch.set_num_threads(1)``: OpenMP threads competing for cores slow every step down.
+    Learning rates are raised with the smaller networks and batches, keeping App. B's order
+    where it matters, the REF faster than the critics. The actor's rate is 3x the critics':
+    with AWR the actor only regresses onto dataset actions, and at the critics' rate it was
+    still far from them at the end of a run (docs/results.md).
     """
     base = paper()
     return dataclasses.replace(

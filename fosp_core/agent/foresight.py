@@ -24,13 +24,11 @@ With policy expansion the stop alone lets the frozen offline policy steer into a
 obstacle: its proposal is foreseen as if the new actor took over after it, which it does not
 at the next step when the offline policy wins again. The veto (``fosp.foresight_veto``)
 foresees each proposal along its own policy's path and drops those foreseen to collide from
-eq. 21's draw; the stop holds only when both are. Measured on image-mode fine-tuning, it
-rarely acts (0.03-0.3% of the steps): where one path is foreseen to collide, the other
-mostly is too, and the stop holds. The violations PEX added over direct fine-tuning came
-after the target was touched; ``fosp.hold_on_success`` is what removed them.
+eq. 21's draw; the stop holds only when both are. It rarely acts: where one path is
+foreseen to collide, the other mostly is too, and the stop holds (docs/results.md).
 With ``fosp.foresight_veto_latch`` a proposal vetoed alone stays out until the episode
 ends, for the stop's reason: re-offered at the next step, the vetoed policy mostly heads
-for the same obstacle. Measured, it did not make PEX safer than direct fine-tuning (README).
+for the same obstacle. It did not make PEX safer than direct fine-tuning (docs/results.md).
 """
 
 from __future__ import annotations
