@@ -114,6 +114,8 @@ class FrankaInterface(Node):
 
     def _on_robot_state(self, msg) -> None:
         mode = getattr(msg, self.cfg.ros.reflex.mode_field)
+        if mode == self.reflex.mode:  # at 1 kHz, the shield's lock only for a change
+            return
         with self._lock:
             line = self.reflex.on_mode(mode)
             self.shield.set_fault(self.reflex.fault())

@@ -38,6 +38,11 @@ from fosp_core.agent.networks import (
 )
 
 
+def most_likely(logits: Tensor) -> Tensor:
+    """One-hot of each categorical's most likely class, in the logits' dtype."""
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+
 @dataclass
 class Latent:
     """A batch of model states s = {h, z} with any leading shape."""
@@ -52,8 +57,7 @@ class Latent:
 
     def mode(self) -> Latent:
         """The same state with the sample z_t replaced by its most likely classes (one-hot)."""
-        mode = F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.stoch.dtype)
-        return Latent(self.deter, mode, self.logits)
+        return Latent(self.deter, most_likely(self.logits).to(self.stoch.dtype), self.logits)
 
     def mode_features(self) -> Tensor:
         """[h_t, flatten(mode of z_t)]: ``features`` of ``mode``."""
@@ -143,9 +147,7 @@ class RSSM(nn.Module):
     @classmethod
     def _stoch(cls, logits: Tensor, sample: bool) -> Tensor:
         """A sample of z (straight-through), or its most likely classes without drawing."""
-        if sample:
-            return cls._sample(logits)
-        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        return cls._sample(logits) if sample else most_likely(logits)
 
     def img_step(self, prev: Latent, action: Tensor, sample: bool = True) -> Latent:
         """Prior step: h_t = f(z_{t-1}, h_{t-1}, a_{t-1}), z_t ~ p(z_t | h_t) (or its mode)."""

@@ -232,8 +232,7 @@ def collected(out: Path, plan: dict) -> tuple[set[int], int]:
     """The episode indices of ``plan`` that ``out`` holds already, and how many of its files
     belong to no collection or another one. Files written before ``meta["plan"]`` existed
     belong to it when their intended episode is the plan's at that index."""
-    specs = {spec.index: asdict(spec) for spec in plan_episodes(**{
-        k: plan[k] for k in ("task", "episodes", "seed", "mix", "behaviour", "cover_layouts")})}
+    specs = {spec.index: asdict(spec) for spec in plan_episodes(**plan)}
     done: set[int] = set()
     others = 0
     for path in trajectory_files(out) if out.is_dir() else []:

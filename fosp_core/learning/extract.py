@@ -44,6 +44,7 @@ from fosp_core.agent.world_model import Latent
 from fosp_core.data.dataset import OUTCOME_KEYS
 from fosp_core.util import jsonfile
 from fosp_core.util.config import merge, save_yaml
+from fosp_core.util.files import write_text
 
 TERMS = ("adv_reward", "adv_cost", "v_cost", "reach", "weights")
 WEIGHTINGS = ("eq19", "safe-success")  # what eq. 20 weighs each dataset transition with
@@ -235,7 +236,7 @@ def extract_policy(run_dir: str | os.PathLike, out_dir: str | os.PathLike, updat
 
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(config, out / CONFIG_NAME)
-    (out / DATASET_NAME).write_text(str(Path(data).resolve()) + "\n")
+    write_text(out / DATASET_NAME, str(Path(data).resolve()) + "\n")
     from_step = int(checkpoint["step"])
     save_weights(out / CHECKPOINT_NAME, from_step, agent.state_dict()["modules"])
     info = {"extracted_from": str(run.resolve()), "step": from_step, "updates": updates,

@@ -93,15 +93,11 @@ class OfflineControl:
 
     def __init__(self, run: Path, config: AgentConfig, overrides: dict | None, device: str,
                  seed: int):
-        import torch
-
         with torch.random.fork_rng(devices=[]):  # building an Agent draws initial weights
             agent, _ = load_agent(run, device, overrides)
             self.policy = PexPolicy(config, acting_weights(agent, None), device, seed)
 
     def violates(self, env, seed: int, deterministic: bool, render: bool) -> bool:
-        import torch
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             arrays, _, _ = rollout(env, self.policy, seed, deterministic, render)

@@ -20,7 +20,7 @@ import torch
 from fosp_core.agent.agent import Agent
 from fosp_core.agent.config import AgentConfig
 from fosp_core.util.config import load_yaml, merge, save_yaml, to_dict
-from fosp_core.util.files import load_tensors, save_tensors
+from fosp_core.util.files import load_tensors, save_tensors, write_text
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -59,7 +59,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     step = int(checkpoint["step"])
     save_weights(out / CHECKPOINT_NAME, step, modules)
     info = {"step": step, "exported_from": str(Path(run_dir).resolve()), **source}
-    (out / SOURCE_NAME).write_text(json.dumps(info, indent=1) + "\n")
+    write_text(out / SOURCE_NAME, json.dumps(info, indent=1) + "\n")
     return out
 
 

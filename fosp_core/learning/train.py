@@ -47,7 +47,7 @@ from fosp_core.learning.runs import (
     load_run_config,
 )
 from fosp_core.util.config import save_yaml
-from fosp_core.util.files import save_figure, save_tensors
+from fosp_core.util.files import save_figure, save_tensors, write_text
 from fosp_core.util.stats import wilson_interval
 
 
@@ -168,7 +168,7 @@ def pretrain(
     if not resume and main_rank:
         save_yaml(config, out / CONFIG_NAME)
         # Fine-tuning continues from the same data: remember where it is.
-        (out / DATASET_NAME).write_text(str(Path(data_dir).resolve()) + "\n")
+        write_text(out / DATASET_NAME, str(Path(data_dir).resolve()) + "\n")
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -241,7 +241,7 @@ def _check_replicas(agent: Agent, out: Path, main_rank: bool) -> None:
     """All ranks must end with the same weights; rank 0 records the evidence in ddp.json."""
     checksums = distributed.weight_checksums(agent)
     if main_rank:
-        (out / "ddp.json").write_text(json.dumps(
+        write_text(out / "ddp.json", json.dumps(
             {"world_size": len(checksums), "weight_checksums": checksums}) + "\n")
     if len(set(checksums)) != 1:
         raise RuntimeError(f"data-parallel replicas diverged: weight checksums {checksums}")

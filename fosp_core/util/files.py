@@ -76,8 +76,8 @@ def save_figure(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format="png", **savefig))
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
-    """The YAML document in ``path`` (None for an empty file)."""
+def read_mapping(path: str | os.PathLike) -> dict:
+    """A YAML file that must hold a mapping (an empty file is an empty one)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -86,17 +86,12 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot be read ({exc})") from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-
-
-def read_mapping(path: str | os.PathLike) -> dict:
-    """A YAML file that must hold a mapping (an empty file is an empty one)."""
-    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
