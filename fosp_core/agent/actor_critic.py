@@ -49,7 +49,7 @@ Decisions where the paper is ambiguous or, read literally, unsound (each one tes
   every weight to ~1, so the actor clones the whole mix, violating demonstrations included.
   ``awr_normalise`` picks; both presets keep the official code's division, because eq. 19
   as printed (with the batch mean subtracted, ``awr_center``, so that exp() does not
-  saturate the clip) has not yet done better in full training (README, learning figures).
+  saturate the clip) has not yet done better in full training (docs/implementation.md).
 - The feasible part of eq. 19 can be restricted to actions with Q^c <= V^c
   (``feasible_mask``), the role of the official code's 1[Q^c <= 0]: in a feasible state,
   the reward advantage alone rewards a quick, costly route as much as a safe one.
@@ -65,13 +65,14 @@ Decisions where the paper is ambiguous or, read literally, unsound (each one tes
   model's reconstruction of it in imagination, where no observation exists. Sec. 3 has the
   actor read the latent; on SafeReach the latent blurs the 1-2 cm by which the
   demonstrations clear the obstacles, and clones through it violate several times as often
-  as clones on the state with the same weights (README). Critics and REF keep the latent.
+  as clones on the state with the same weights (docs/implementation.md). Critics and REF
+  keep the latent.
   ``actor_input: obstacle_set`` reads the same state as the gripper sees it: target and
   obstacles relative to the gripper, the obstacles as a set (``obstacle_set_input``,
   ``networks.ObstacleSetEncoder``). Per-slot inputs tie what the actor learned about an
   obstacle to the slot it stood in, and a slot the data never filled (a third obstacle)
   disturbed its avoidance of the other two; extracted from the same critics, the set actor
-  met the offline goal where the per-slot one did not (README).
+  met the offline goal where the per-slot one did not (docs/results.md).
 - The REF's "violation" indicator needs a threshold on the *predicted* cost, which is never
   exactly 0: a state counts as violating when its predicted cost exceeds 0.5 (costs are 0/1).
 

@@ -34,9 +34,9 @@ class VectorNormalizer(nn.Module):
     The SafeReach state holds positions in metres that vary by a few centimetres (the target's
     y is +-0.075). Symlog leaves such values unchanged, so their share of the reconstruction
     loss is ~1e-3 and a world model trained on raw values learns to ignore where the target is
-    (measured: its posterior decoded the target's y as ~0 for every layout, and the policy
-    could not tell left from right). Dataset mean / std, fitted once before training, fix the
-    scale; they are buffers, so checkpoints carry them and acting applies the same transform.
+    (its posterior cannot tell left from right; docs/implementation.md). Dataset mean / std,
+    fitted once before training, fix the scale; they are buffers, so checkpoints carry them
+    and acting applies the same transform.
     """
 
     def __init__(self, key: str, dim: int, min_std: float = 0.01) -> None:

@@ -65,7 +65,8 @@ class ModelConfig:
     # Weight of the pose / state reconstruction terms (DreamerV3: 1). A low-dimensional
     # vector costs little to reconstruct badly next to the KL terms, so at an episode's first
     # step, where the latent must carry the whole observation, a weight of 1 leaves positions
-    # blurred by centimetres (measured); the twin's obstacles are 2 cm from the start.
+    # blurred by centimetres, and the twin's obstacles are 2 cm from the start
+    # (docs/implementation.md).
     vector_weight: float = 1.0
     lr: float = 1e-4  # l_wm (Table 4)
     eps: float = 1e-8  # Adam epsilon (DreamerV3)
@@ -91,8 +92,8 @@ class ActorCriticConfig:
     # Divide A^r, A^c of eq. 19 by the return range (DreamerV3, official code). Eq. 19 does
     # not: exp(beta * A) with raw advantages. With SafeReach's returns (range ~50 for reward,
     # ~20 for cost) the division left weights within a few percent of 1, i.e. behaviour
-    # cloning of the whole mix, violations included (measured). Off has not yet done better
-    # in full training (README, learning figures), so both presets keep it on.
+    # cloning of the whole mix, violations included. Off has not yet done better in full
+    # training, so both presets keep it on (docs/implementation.md).
     awr_normalise: bool = True
     # Subtract the batch mean of A^r and A^c before exp(): exp(beta * A) with raw advantages
     # otherwise saturates the max_weight clip for a whole batch at once.
@@ -100,7 +101,7 @@ class ActorCriticConfig:
     # What the actor, critics and REF read of a model state: "sample" = [h, z] with z the
     # sampled latent (DreamerV3), "mode" = [h, one-hot argmax of z's distribution]. At an
     # episode's first step the posterior is wide, and a sampled z made the actor's input
-    # noisy exactly where SafeReach's route around the obstacles is decided (measured).
+    # noisy exactly where SafeReach's route around the obstacles is decided.
     latent_input: str = "sample"
     awr_max_weight: float = 100.0  # exp(beta * A) is clipped here, as in IQL
     entropy: float = 3e-4  # eta of eq. 20 (Table 4)
@@ -113,18 +114,17 @@ class ActorCriticConfig:
     grad_clip: float = 100.0  # global grad-norm clip per network (DreamerV3)
     actor_min_std: float = 0.1  # the actor's std lies in [min, max] (DreamerV3)
     actor_max_std: float = 1.0
-    # The actor's distribution (networks.ACTOR_DIST_CLASSES): "truncated_normal" (default,
-    # every run and figure in the README) or "normal", DreamerV3's bounded normal. Cloning the
-    # safe demonstrations on the true state, the truncated one's mean overshoots towards the
-    # bounds and its clones cut corners (38-66% violating episodes against 4%); in full FOSP
-    # training through the world model's features "normal" violated more (74-78% vs 56%, README).
+    # The actor's distribution (networks.ACTOR_DIST_CLASSES): "truncated_normal" (default)
+    # or "normal", DreamerV3's bounded normal. Cloning on the true state, the truncated one's
+    # mean overshoots towards the bounds and its clones cut corners; in full FOSP training
+    # through the world model's features "normal" violated more (docs/implementation.md).
     actor_dist: str = "truncated_normal"
     # What the actor reads (the critics and the REF always read the model state):
     # "features" (the paper, DreamerV3) or, in state mode only, "observation": the state
     # itself where there is one (dataset rows, acting) and the world model's reconstruction of
-    # it in imagination. Cloning the safe demonstrations through the features violated in
-    # 26-54% of episodes, on the true state in 8% (README): the latent blurs the centimetres
-    # by which the demonstrations clear the obstacles. "obstacle_set" reads the same state as
+    # it in imagination. Cloning through the features violates far more often than on the
+    # true state: the latent blurs the centimetres by which the demonstrations clear the
+    # obstacles (docs/implementation.md). "obstacle_set" reads the same state as
     # the gripper's view of a set: target and every obstacle relative to the gripper, the
     # obstacles through one shared encoder pooled over the slots (networks.ObstacleSetEncoder),
     # so a task with more obstacles than the data (safereach-more-obstacles) shows the actor
@@ -177,9 +177,8 @@ class FospConfig:
     online_actor_loss: str = "eq23"
     # The learning rate of the actor being fine-tuned (the new one with expansion, the offline
     # one without): Table 4's l_ac. The ``cpu`` preset trains offline at ten times that, to
-    # finish on a CPU; online at that rate, the shipped state-mode model's policy swung from
-    # 1% to 39% violating episodes within five rounds (PEX, ``target-shape``), and at this one
-    # it stayed at 1-8% from round 10 on (README, "The shipped model, fine-tuned").
+    # finish on a CPU; online at that rate the fine-tuned policy swung into violations
+    # within a few rounds, and at this one it stayed steady (docs/implementation.md).
     online_actor_lr: float = 3e-5
     # With 'safe_success' only: the weight of each row of a safe successful fine-tuning
     # trajectory, where a demonstration's row weighs 1. Sampling stays uniform over the one

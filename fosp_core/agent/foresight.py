@@ -7,7 +7,7 @@ the frozen one cannot change), for ``horizon`` steps, from
 the cost head predicts along a rollout, averaged over the draws. At or above the threshold
 (``fosp.foresight_stop``) the policy sends the zero action (hold still) instead, and keeps
 holding until the episode ends: a stop that could be released would creep into the obstacle
-one released step at a time (measured).
+one released step at a time (docs/implementation.md).
 
 Why it stops rather than re-plans (``benchmarks/foresight.py`` on an image-mode fine-tuning
 run of ``safereach-more-obstacles``, seed 0): along the actor's own path the foreseen cost

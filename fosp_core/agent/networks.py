@@ -189,10 +189,9 @@ class BoundedNormal:
     ``TruncatedNormal``'s likelihood divides by the mass inside the box, which it raises by
     moving the mean towards the nearer bound while the std is wide, so a cloned mean
     overshoots the demonstrations' towards +-1 (a bolder move;
-    ``test_bounded_normal_clones_the_mean_where_the_truncated_one_overshoots``). Cloning
-    SafeReach's safe demonstrations on the true state (``benchmarks/bc_state.py``, 4,000
-    updates, 50 episodes) gave 4% violating episodes with this distribution and 38-66%
-    with the truncated one. Through FOSP's world-model features it did not help (README).
+    ``test_bounded_normal_clones_the_mean_where_the_truncated_one_overshoots``). Cloning on
+    the true state it violates far less than the truncated one; through FOSP's world-model
+    features it did not help (docs/implementation.md).
     """
 
     def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0) -> None:

@@ -4,9 +4,8 @@ Every *row* of the dataset is equally likely to be trained on. Uniform window st
 DreamerV3's replay) would not do that: the first and last ``length - 1`` rows of a trajectory
 lie in fewer windows, row 0 in one window of the 66 that an 81-row trajectory offers, 16 times
 less often than a middle row. The start of an episode is where SafeReach's decisions are made
-(the first obstacle stands 6 cm ahead), and under-sampling it was measured to matter: behaviour
-cloning on the true state, with rows drawn as uniform windows cover them, gave 100% violating
-episodes where uniform rows gave 15% (3k updates, same data). So a window start is drawn
+(the first obstacle stands 6 cm ahead), and under-sampling it makes cloned policies violate
+far more often (docs/implementation.md, "Replay"). So a window start is drawn
 uniformly from ``length - 1`` places before the first start to as many after the last one,
 and clamped to the trajectory: the first and last windows take the extra draws, and every row
 lies in at least ``length`` of the ``rows + length - 1`` draws of its trajectory (the early and

@@ -29,9 +29,7 @@ MARGIN = GRIPPER_HALF + CLEARANCE
 # Clearances (x, y) the scripted demonstrator keeps where the layout allows, widest first, as
 # a human operator gives obstacles a wide berth (more sideways, where the fingers spread).
 # With 12 mm only, policies learned from the demonstrations cut the corners by 1-2 cm and
-# touched the obstacles. Measured with behaviour cloning on the true state from 120 safe
-# demonstrations, 20 episodes: 12 mm gave 100% / 55% / 10% violating episodes after 3k / 10k /
-# 30k updates; these margins gave 20% / 10% after 3k / 10k.
+# touched the obstacles (docs/implementation.md, "clearances").
 DEMO_MARGINS = (GRIPPER_HALF + np.array([0.025, 0.04]), GRIPPER_HALF + np.array([0.018, 0.018]))
 
 

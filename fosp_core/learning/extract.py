@@ -19,8 +19,8 @@ module does that second phase for any trained run:
 ``weights: safe-success`` departs from the paper (``regression_weights``): the actor clones,
 with equal weights, the demonstrations that reached the target without earning a cost, and
 eq. 19 is not used for it (the run keeps FOSP's critics, which fine-tuning's PEX reads). In
-image mode that was measured safer than eq. 19's weights on the same frozen features (the
-README's image-mode figures): the data's own outcome labels, which the operator gives on the
+image mode that was safer than eq. 19's weights on the same frozen features
+(docs/implementation.md): the data's own outcome labels, which the operator gives on the
 robot too, separate safe from unsafe demonstrations better than the learned critics do.
 
 ``benchmarks/eq19_weights.py`` uses the same functions to compare weightings.

@@ -308,7 +308,7 @@ class EpisodeLog:
     held_at: int | None = None  # the action ``fosp.hold_on_success`` began at
     # Per action, |P(online) - P(offline)| of eq. 21 as drawn from: 0 is a coin flip, 1 a
     # certain choice. Acting by sampling, the two proposals' Q-tilde differ by ~0.002 (eq. 22
-    # divides by the largest return), so the draw is close to a coin flip (README).
+    # divides by the largest return), so the draw is close to a coin flip (docs/results.md).
     margin: list[float] = field(default_factory=list)
 
     def add(self, decision: PolicyStep) -> None:

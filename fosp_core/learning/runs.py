@@ -70,7 +70,7 @@ def kept_weights_path(run_dir: str | os.PathLike, step: int) -> Path:
 def keep_weights(run_dir: str | os.PathLike, step: int, agent: Agent) -> None:
     """Weights and buffers alone (no optimiser, replay or RNG state) of this step.
 
-    Offline training does not settle on its best policy (README, image-mode figures), so a
+    Offline training does not settle on its best policy (docs/results.md, image mode), so a
     run can keep its earlier weights to evaluate and choose from; they act and fine-tune like
     the latest checkpoint but cannot be resumed.
     """
