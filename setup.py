@@ -111,6 +111,8 @@ setup(
         ("share/fosp_ros", ["package.xml"]),
         ("share/fosp_teleop", ["resource/fosp_teleop/package.xml"]),
         ("share/fosp_ros/config", ["config/safereach.yaml"]),
+        ("share/fosp_ros/config/recipes", ["config/recipes/paper.yaml",
+                                           "config/recipes/safe-clone.yaml"]),
         ("share/fosp_ros/launch", ["launch/safereach.launch.py"]),
         ("share/fosp_teleop/launch", ["launch/collect.launch.py"]),
         # The learner's model when no run is given (a state-mode model: the twin only).

@@ -122,15 +122,18 @@ def _check_device(args: argparse.Namespace) -> None:
 
 def pretrain_config(args: argparse.Namespace, base=None):
     """The agent config a ``fosp pretrain`` command line trains with: ``--preset`` (``base``
-    instead when given and --preset is the default), then --obs, --algo, --seed and the
-    --set overrides."""
+    instead when given and --preset is the default), the --recipe's pretraining settings,
+    then --obs, --algo, --seed and the --set overrides."""
     from fosp_core.agent.config import config_by_name
+    from fosp_core.learning.recipes import load_recipe, with_recipe
     from fosp_core.util.config import dotted_overrides, merge
 
     overrides = {"obs_mode": args.obs, "algo": args.algo, "seed": args.seed}
     explicit = base is None or args.preset is not None
     start = config_by_name(args.preset or "cpu") if explicit else base
-    config = merge(start, {k: v for k, v in overrides.items() if v is not None})
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    config = merge(start, with_recipe(recipe, "pretrain", {}))
+    config = merge(config, {k: v for k, v in overrides.items() if v is not None})
     return merge(config, dotted_overrides(args.set))
 
 
@@ -215,15 +218,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    from fosp_core.learning.finetune_run import finetune, format_report
+def finetune_settings(args: argparse.Namespace) -> tuple[dict, bool, bool]:
+    """Config overrides, policy expansion and deterministic acting of a fine-tuning command:
+    the recipe's (--recipe, else the run's own), then the command line's."""
+    from fosp_core.learning.recipes import recipe_of_run, with_recipe
     from fosp_core.util.config import dotted_overrides
 
+    recipe = recipe_of_run(args.recipe, args.run)
+    overrides = with_recipe(recipe, "finetune", dotted_overrides(getattr(args, "set", [])))
+    pex = not getattr(args, "no_pex", False) and (recipe is None or recipe.pex)
+    deterministic = args.deterministic
+    if deterministic is None:
+        deterministic = recipe is not None and recipe.deterministic
+    return overrides, pex, deterministic
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from fosp_core.learning.finetune_run import finetune, format_report
+
     _check_device(args)
+    overrides, pex, deterministic = finetune_settings(args)
     report = finetune(args.run, args.task, args.trajectories, args.grad_steps, args.out,
-                      data=args.data, pex=not args.no_pex, eval_episodes=args.eval_episodes,
-                      seed=args.seed, device=args.device, overrides=dotted_overrides(args.set),
-                      deterministic=args.deterministic, resume=args.resume,
+                      data=args.data, pex=pex, eval_episodes=args.eval_episodes,
+                      seed=args.seed, device=args.device, overrides=overrides,
+                      deterministic=deterministic, resume=args.resume,
                       keep_every=args.keep_every, skip_bad=args.skip_bad)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png")
@@ -243,12 +261,22 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     from fosp_core.learning.extract import extract_policy
+    from fosp_core.learning.recipes import recipe_of_run, with_recipe
     from fosp_core.util.config import dotted_overrides
 
     _check_device(args)
+    recipe = recipe_of_run(args.recipe, args.run)
+    extraction = recipe.extract if recipe and recipe.extract else None
+    if recipe is not None and extraction is None and args.recipe:
+        raise UserError(f"recipe {recipe.name} keeps the jointly trained actor (extract: "
+                        "null): there is nothing to extract")
+    args.weights = args.weights or (extraction.weights if extraction else "eq19")
+    args.updates = args.updates or (extraction.updates if extraction else 4000)
     info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
-                          step=args.step, overrides=dotted_overrides(args.set),
-                          device=args.device, weights=args.weights, skip_bad=args.skip_bad)
+                          step=args.step, device=args.device, weights=args.weights,
+                          overrides=with_recipe(recipe if extraction else None, "extract",
+                                                dotted_overrides(args.set)),
+                          skip_bad=args.skip_bad)
     fitted_on = (f"{info['rows']} dataset transitions" if args.weights == "eq19" else
                  f"the {info['rows_weighted']} of {info['rows']} dataset transitions from "
                  "demonstrations that reached the target without a cost")
@@ -267,9 +295,10 @@ def _demo(args: argparse.Namespace) -> int:
     from fosp_core.learning.finetune_run import format_report
     from fosp_ros.demo import run_demo
 
+    _, pex, deterministic = finetune_settings(args)
     report = run_demo(args.run, args.task, args.trajectories, args.grad_steps, args.out,
                       eval_episodes=args.eval_episodes, seed=args.seed, config=args.config,
-                      data=args.data, deterministic=args.deterministic)
+                      data=args.data, deterministic=deterministic, recipe=args.recipe, pex=pex)
     print(format_report(report))
     print(f"report: {args.out}/report.json, plot: {args.out}/finetune.png, "
           f"graph log: {args.out}/graph.log")
@@ -328,9 +357,16 @@ def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int
     p.add_argument("--eval-episodes", type=count(1), default=eval_episodes)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deterministic", action="store_true",
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
                    help="fine-tuning trajectories take each policy's most likely action and "
-                        "eq. 21's most likely choice (default: sample them, as the paper)")
+                        "eq. 21's most likely choice, or (--no-deterministic) sample them as "
+                        "the paper does (default: the recipe's; without one, sample)")
+    add_recipe(p, "fine-tuning (default: the run's own recipe)")
+
+
+def add_recipe(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--recipe", metavar="NAME", help="a recipe of config/recipes (paper, "
+                   f"safe-clone) or a recipe YAML file: its settings of {what}")
 
 
 def add_command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
@@ -424,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its saved config (--steps may grow)")
+    add_recipe(p, "pretraining (recorded in the run for extract and finetune)")
     add_device(p)
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--ckpt-every", type=count(1), default=1000, metavar="K")
@@ -440,14 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "(policy extraction, eq. 19-20)")
     p.add_argument("--run", required=True, help="trained FOSP run directory")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--updates", type=count(1), default=4000, help="actor updates (default 4000)")
+    p.add_argument("--updates", type=count(1),
+                   help="actor updates (default: the recipe's; without one, 4000)")
     p.add_argument("--data", help="offline dataset (default: the one the run was trained on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, help="the critics kept at this step "
                    "(pretrain --keep-every) instead of the latest checkpoint")
-    p.add_argument("--weights", default="eq19",  # checked by extract_policy (torch-free here)
-                   help="eq19: the paper's weights (default); safe-success: clone only the "
-                        "demonstrations that reached the target without a cost")
+    p.add_argument("--weights",  # checked by extract_policy (torch-free here)
+                   help="eq19: the paper's weights; safe-success: clone only the "
+                        "demonstrations that reached the target without a cost (default: the "
+                        "recipe's; without one, eq19)")
+    add_recipe(p, "the extraction (default: the pretrained run's own recipe)")
     add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the extraction, e.g. "

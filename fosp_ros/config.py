@@ -8,34 +8,17 @@ below, so the CLI, the nodes and the launch files cannot disagree about a topic 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fosp_core.envs.safereach import SafeReachConfig
 from fosp_core.robot.shield import ShieldConfig
 from fosp_core.util.config import from_dict
-from fosp_core.util.files import read_mapping
+from fosp_core.util.files import read_mapping, shipped_path
 
 CONFIG_NAME = "safereach.yaml"
 # The model the learner starts from when no run is given (a simulator-only, state-mode model).
 SHIPPED_MODEL = "fosp-safereach-state-cover"
-
-
-def shipped_path(relative: str) -> Path:
-    """``relative`` (e.g. ``config/safereach.yaml``) in the source tree, else in
-    share/fosp_ros where ``pip install .`` or colcon put it."""
-    candidates = [Path(__file__).resolve().parents[1] / relative,
-                  Path(sys.prefix) / "share" / "fosp_ros" / relative]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "fosp_ros" / relative)
-    for path in candidates:
-        if path.exists():
-            return path
-    raise FileNotFoundError(f"{relative} not found in the source tree or share/fosp_ros "
-                            f"(looked in {[str(c) for c in candidates]})")
 
 
 def default_config_path() -> Path:

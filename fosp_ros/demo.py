@@ -32,6 +32,7 @@ from fosp_core.learning.finetune_run import (
     finetuned_policy,
     plot_finetune,
 )
+from fosp_core.learning.recipes import recipe_of_run, with_recipe
 from fosp_core.learning.runs import load_run_config
 from fosp_core.util import jsonfile
 from fosp_ros.config import load_graph_config
@@ -62,7 +63,8 @@ def _during(online: Path) -> tuple[dict, list[dict]]:
 def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: int,
              out: str | os.PathLike, eval_episodes: int = 10, seed: int = 0,
              config: str = "", timeout_per_trajectory: float = 300.0,
-             data: str | os.PathLike | None = None, deterministic: bool = False) -> dict:
+             data: str | os.PathLike | None = None, deterministic: bool = False,
+             recipe: str | None = None, pex: bool = True) -> dict:
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
@@ -72,8 +74,12 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     out.mkdir(parents=True, exist_ok=True)
     env_config = load_graph_config(config or None).env
     env_config.task, env_config.obs_mode = task, load_run_config(run).obs_mode
-    print(f"[1/4] before fine-tuning: {eval_episodes} evaluation episodes on {task}", flush=True)
-    before = _evaluate(PexPolicy.from_run(run, seed=seed), env_config, eval_episodes, seed)
+    recipe = recipe_of_run(recipe, run)
+    print(f"[1/4] before fine-tuning: {eval_episodes} evaluation episodes on {task}"
+          + (f" (recipe {recipe.name})" if recipe else ""), flush=True)
+    before = _evaluate(PexPolicy.from_run(run, pex=pex, seed=seed,
+                                          overrides=with_recipe(recipe, "finetune", {})),
+                       env_config, eval_episodes, seed)
 
     print(f"[2/4] ROS graph with the simulated robot: {trajectories} trajectories, "
           f"/fosp/finetune ({grad_steps} steps) after each", flush=True)
@@ -83,7 +89,8 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         "sim_robot": {"task": task, "seed": seed},
         "policy": {"episodes": trajectories, "seed": seed, "deterministic": deterministic},
         "learner": {"run": str(run), "out": str(out / "online"), "auto_finetune": False,
-                    "grad_steps": grad_steps, "data": str(data or "")},
+                    "grad_steps": grad_steps, "data": str(data or ""), "pex": pex,
+                    "recipe": recipe.name if recipe else ""},
     }
     log_file = open(out / "graph.log", "wb")
     nodes = []
@@ -144,7 +151,8 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
     during, log = _during(out / "online" / "online_data")
     config_used = load_run_config(run)
     report = {"run": str(run), "task": task, "algo": config_used.algo,
-              "obs_mode": config_used.obs_mode, "pex": True, "trajectories": trajectories,
+              "obs_mode": config_used.obs_mode, "pex": pex, "trajectories": trajectories,
+              "recipe": recipe.name if recipe else "",
               "grad_steps": grad_steps, "seed": seed, "deterministic": deterministic,
               "before": before, "during": during,
               "after": after, "log": log,

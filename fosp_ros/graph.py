@@ -54,6 +54,7 @@ FORWARDED = {
                 "task": (("sim_robot", "task"),), "controller": _CONTROLLER},
     "safereach": {"task": (("sim_robot", "task"),), "run": (("learner", "run"),),
                   "data": (("learner", "data"),), "policy_run": (("policy", "run"),),
+                  "recipe": (("learner", "recipe"), ("policy", "recipe")),
                   "controller": _CONTROLLER},
 }
 
@@ -117,6 +118,13 @@ def launch_plan(graph: str, arguments: dict[str, str]) -> tuple[list[tuple[NodeS
 
         if task not in TASKS:
             raise ValueError(f"launch argument task: {task!r} is not one of {', '.join(TASKS)}")
+    if arguments.get("recipe"):
+        from fosp_core.learning.recipes import load_recipe
+
+        try:
+            load_recipe(arguments["recipe"])
+        except ValueError as err:  # UserError is one
+            raise ValueError(f"launch argument recipe: {err}") from None
     for name, what in (("run", "a pretrained run"), ("policy_run", "a pretrained or "
                        "fine-tuned run"), ("data", "a dataset")):
         _directory(arguments, name, what)

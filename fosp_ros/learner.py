@@ -13,7 +13,8 @@ Parameters: ``run`` (pretrained run; '' = the shipped model, which acts on the s
 state), ``out`` ('' = RUN/online), ``data`` (offline dataset; '' = the one the run was trained
 on; a run that records none, as the shipped models, fine-tunes on the online trajectories
 alone and says so), ``grad_steps`` (40, as the paper),
-``auto_finetune``, ``pex``, ``device``, ``seed``, and ``set``: config overrides as
+``auto_finetune``, ``pex``, ``device``, ``seed``, ``recipe`` (a recipe of config/recipes, or
+a YAML file; '' = the run's own) and ``set``: config overrides, applied after the recipe, as
 ``fosp finetune --set`` takes them, a string array, e.g.
 ``-p set:='["fosp.online_actor_loss=safe_success", "fosp.online_hold_weight=0.25"]'``.
 The policy node gets the changed config with the weights.
@@ -35,6 +36,7 @@ from std_srvs.srv import Trigger
 
 from fosp_core.data.dataset import DatasetWriter, load_dataset, trajectory_from_bytes
 from fosp_core.learning.finetune import Learner, RoundLog, round_summary, weights_to_bytes
+from fosp_core.learning.recipes import recipe_of_run, with_recipe
 from fosp_core.learning.runs import LEARNER_FILE, run_dataset
 from fosp_core.util.config import dotted_overrides, save_yaml
 from fosp_core.util.files import load_tensors
@@ -49,7 +51,8 @@ class LearnerNode(Node):
         self.declare_parameter("config", "")  # the graph's YAML; the run holds the agent's
         p = {name: self.declare_parameter(name, default).value for name, default in (
             ("run", ""), ("out", ""), ("data", ""), ("grad_steps", 40), ("auto_finetune", True),
-            ("pex", True), ("device", "cpu"), ("seed", 0), ("skip_bad", False))}
+            ("pex", True), ("device", "cpu"), ("seed", 0), ("skip_bad", False),
+            ("recipe", ""))}
         run = Path(p["run"]) if p["run"] else shipped_model_path()
         self.out = Path(p["out"]) if p["out"] else run / "online"
         try:
@@ -69,7 +72,11 @@ class LearnerNode(Node):
             overrides = dotted_overrides(list(self.get_parameter("set").value))
         except ParameterUninitializedException:
             overrides = {}
-        self.learner = Learner.from_run(run, data, pex=p["pex"], device=p["device"],
+        # The recipe's fine-tuning settings (the one named, else the run's own), then 'set'.
+        recipe = recipe_of_run(p["recipe"] or None, run)
+        overrides = with_recipe(recipe, "finetune", overrides)
+        pex = bool(p["pex"]) and (recipe is None or recipe.pex)
+        self.learner = Learner.from_run(run, data, pex=pex, device=p["device"],
                                         seed=p["seed"], overrides=overrides,
                                         skip_bad=p["skip_bad"])
         self.writer = DatasetWriter(self.out / "online_data")

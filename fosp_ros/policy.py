@@ -21,7 +21,8 @@ episode's reset belongs to the previous episode and is dropped.
 Parameters: ``run`` (a pretrained run, or a fine-tuned one such as the learner's
 ``RUN/online``, to act with until a learner sends weights; '' = wait for them),
 ``episodes`` (0 = until stopped), ``autostart``, ``reset_service``, ``deterministic``,
-``device``, ``seed``, ``wait_for_weights`` (default true: while a learner is connected, the
+``device``, ``seed``, ``recipe`` (a recipe that acts by the most likely choice turns on
+``deterministic``), ``wait_for_weights`` (default true: while a learner is connected, the
 next episode starts only with weights newer than the last episode's, as in the paper's
 protocol of fine-tuning after each trajectory; at most ``weights_timeout`` seconds).
 Services: ``/fosp/policy/start``, ``/fosp/policy/stop`` (Trigger).
@@ -46,6 +47,7 @@ from fosp_core.data.dataset import rows_to_arrays, trajectory_to_bytes
 from fosp_core.data.images import to_policy_image
 from fosp_core.learning.finetune import EpisodeLog, PexPolicy, weights_from_bytes
 from fosp_core.learning.finetune_run import load_policy
+from fosp_core.learning.recipes import load_recipe
 from fosp_core.util.stats import rate_text
 from fosp_ros.config import load_graph_config
 from fosp_ros.conversions import array_from_msg, array_to_msg, image_from_msg, pose_from_msg
@@ -70,7 +72,9 @@ class Policy(Node):
         p = {name: self.declare_parameter(name, default).value for name, default in (
             ("run", ""), ("episodes", 0), ("autostart", True), ("reset_service", "/fosp/home"),
             ("deterministic", False), ("device", "cpu"), ("seed", 0),
-            ("wait_for_weights", True), ("weights_timeout", 300.0))}
+            ("wait_for_weights", True), ("weights_timeout", 300.0), ("recipe", ""))}
+        if p["recipe"]:  # a recipe that acts by the most likely choice makes the policy do so
+            p["deterministic"] = p["deterministic"] or load_recipe(p["recipe"]).deterministic
         self.params = p
         # Until the learner's weights arrive, if one is connected.
         self.policy = load_policy(p["run"], p["device"], p["seed"]) if p["run"] else None

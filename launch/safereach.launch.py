@@ -12,6 +12,8 @@ Arguments:
 - ``with_learner`` (true): false on a robot PC whose learner runs on a GPU machine.
 - ``camera`` (fosp): on the robot, fosp | realsense-ros (its rs_launch.py) | none.
 - ``controller`` ('' = the config's ``ros.controller``): a profile of ``ros.controllers``.
+- ``recipe`` ('' = the run's own): a recipe of config/recipes (paper, safe-clone) for the
+  learner's fine-tuning and the policy's acting.
 - ``config`` ('' = the installed config/safereach.yaml), ``task`` (simulated task).
 
 Every argument is checked before a node starts (``fosp_ros.graph.launch_plan``): a wrong one
@@ -23,7 +25,8 @@ from fosp_ros.launch_description import launch_description
 
 GRAPH = "safereach"
 ARGUMENTS = {"use_sim": "true", "config": "", "run": "", "data": "", "task": "",
-             "with_learner": "true", "policy_run": "", "camera": "fosp", "controller": ""}
+             "with_learner": "true", "policy_run": "", "camera": "fosp", "controller": "",
+             "recipe": ""}
 
 
 def generate_launch_description():

@@ -91,6 +91,8 @@ def test_colcon_build_installs_a_tree_ros2_launch_resolves(tmp_path, setuptools,
     assert (prefix / "share/fosp_ros/launch/safereach.launch.py").is_file()
     assert (prefix / "share/fosp_teleop/launch/collect.launch.py").is_file()
     assert (prefix / "share/fosp_ros/config/safereach.yaml").is_file()
+    assert {p.name for p in (prefix / "share/fosp_ros/config/recipes").iterdir()} == {
+        p.name for p in Path("config/recipes").glob("*.yaml")}
     for package, executables in EXECUTABLES.items():
         folder = prefix / "lib" / package
         assert sorted(p.name for p in folder.iterdir()) == sorted(executables), folder

@@ -240,6 +240,8 @@ class AgentConfig:
     # The preset this config was built from ('paper', 'cpu'; '' where not recorded): a YAML
     # file given as a config takes its missing keys from the preset it names here.
     preset: str = ""
+    # The recipe (config/recipes/NAME.yaml) the run was made with; "" where none was named.
+    recipe: str = ""
     algo: str = "fosp"  # one of ALGOS
     obs_mode: str = "image"  # 'image': {'image', 'pose'}; 'state': {'state'}
     state_dim: int = STATE_DIM  # length of the 'state' vector in state mode

@@ -355,14 +355,15 @@ class PexPolicy:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, pex: bool | None = True, device: str = "cpu",
-                 seed: int = 0) -> PexPolicy:
-        """Acting weights straight from a pretrained run, expanded as ``Learner.from_run`` does.
+                 seed: int = 0, overrides: dict[str, Any] | None = None) -> PexPolicy:
+        """Acting weights straight from a pretrained run, expanded as ``Learner.from_run`` does,
+        with the fine-tuning config ``overrides`` (acting settings such as the foresight stop).
 
         ``pex=None`` expands when the run has Q critics (a FOSP run) and acts directly when not.
         """
         from fosp_core.learning.runs import load_agent
 
-        agent, _ = load_agent(run_dir, device)
+        agent, _ = load_agent(run_dir, device, overrides)
         if pex is None:
             pex = agent.config.algo in FOSP_ALGOS
         elif pex:

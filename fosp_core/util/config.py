@@ -73,7 +73,7 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
 
 def merge(obj: T, data: dict[str, Any]) -> T:
     """A copy of dataclass ``obj`` with the nested overrides in ``data`` applied."""
-    return from_dict(type(obj), _deep_update(to_dict(obj), data))
+    return from_dict(type(obj), deep_update(to_dict(obj), data))
 
 
 def dotted_overrides(items: list[str]) -> dict[str, Any]:
@@ -127,11 +127,11 @@ def save_yaml(obj: Any, path: str | os.PathLike) -> None:
     write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=False))
 
 
-def _deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+def deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in updates.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_update(merged[key], value)
+            merged[key] = deep_update(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -121,3 +122,18 @@ def load_tensors(source: str | os.PathLike | Any, label: str | None = None) -> A
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"{name}: not a readable checkpoint, truncated or damaged "
                         f"({first})") from None
+
+
+def shipped_path(relative: str) -> Path:
+    """``relative`` (e.g. ``config/safereach.yaml``) in the source tree, else in
+    share/fosp_ros where ``pip install .`` or colcon put it."""
+    candidates = [Path(__file__).resolve().parents[2] / relative,
+                  Path(sys.prefix) / "share" / "fosp_ros" / relative]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "fosp_ros" / relative)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{relative} not found in the source tree or share/fosp_ros "
+                            f"(looked in {[str(c) for c in candidates]})")
