@@ -51,7 +51,7 @@ class SimRobot(Node):
         indices = self.declare_parameter("layout", Parameter.Type.INTEGER_ARRAY).value
         self.layout = None if not indices else Layout.from_dict(
             {"target_index": indices[0], "obstacle_indices": list(indices[1:])},
-            task_spec(env_cfg.task).n_obstacles)
+            task_spec(env_cfg.task).n_obstacles, task_spec(env_cfg.task))
         self.env = SafeReachEnv(config=env_cfg)
         self._episode = 0
         self._target: np.ndarray | None = None

@@ -266,3 +266,51 @@ def test_shipped_yaml_matches_defaults_and_is_checked(tmp_path):
     small.write_text("env:\n  task: safereach-more-obstacles\n  obs_mode: state\n")
     e = SafeReachEnv(config=load_env_config(small))
     assert e.spec_.n_obstacles == 3 and "state" in e.observation_space.spaces
+
+
+def _first_frame(task: str, seed: int = 3):
+    env = SafeReachEnv(task=task, obs_mode="image")
+    obs, info = env.reset(seed=seed)
+    return env, obs, info
+
+
+def test_placement_shifts_move_every_obstacle_and_keep_every_layout_passable():
+    from fosp_core.envs.tasks import obstacle_points, task_spec
+
+    for task in ("safereach-obstacles-nearer", "safereach-obstacles-aside"):
+        spec = task_spec(task)
+        shifted = obstacle_points(spec)
+        assert not set(shifted) & set(OBSTACLE_POINTS)  # placements the data never shows
+        assert np.allclose(np.subtract(shifted, OBSTACLE_POINTS), spec.obstacle_shift)
+        layouts = all_layouts(spec)
+        assert len(layouts) >= 12
+        env, _, _ = _first_frame(task)
+        assert np.allclose(env.obstacle_positions()[:, :2], env.layout.obstacle_xy, atol=1e-4)
+        assert all(p in shifted for p in env.layout.obstacle_xy)
+
+
+@pytest.mark.parametrize("task", ["safereach-camera-moved", "safereach-dim-light",
+                                  "safereach-tablecloth", "safereach-colours-swapped"])
+def test_visual_shifts_change_the_image_and_nothing_else(task):
+    base_env, base_obs, base_info = _first_frame("safereach")
+    env, obs, info = _first_frame(task)
+    assert env.layout.key == base_env.layout.key
+    assert np.array_equal(info["state"], base_info["state"])  # same scene, other pixels
+    changed = np.abs(obs["image"].astype(int) - base_obs["image"]).max(-1) > 30
+    assert changed.mean() > 0.02, f"{task}: only {changed.mean():.1%} of pixels changed"
+
+
+def test_dim_light_is_darker_and_swapped_colours_swap_red_and_green():
+    _, base, _ = _first_frame("safereach")
+    _, dim, _ = _first_frame("safereach-dim-light")
+    assert dim["image"].mean() < 0.75 * base["image"].mean()
+    _, swapped, _ = _first_frame("safereach-colours-swapped")
+
+    def count(image, channel):  # pixels clearly of one primary colour
+        others = [c for c in range(3) if c != channel]
+        return int((image[..., channel].astype(int) - image[..., others].max(-1) > 60).sum())
+
+    red, green = count(base["image"], 0), count(base["image"], 1)
+    assert red > 0 and green > 0
+    assert count(swapped["image"], 0) == pytest.approx(green, rel=0.25)
+    assert count(swapped["image"], 1) == pytest.approx(red, rel=0.25)

@@ -38,7 +38,7 @@ def sample_layout(spec: TaskSpec, rng: np.random.Generator) -> Layout:
         first = int(rng.choice(blocking_points(spec, TARGET_POINTS[ti])))
         rest = [i for i in range(len(OBSTACLE_POINTS)) if i != first]
         others = rng.choice(rest, size=spec.n_obstacles - 1, replace=False).tolist()
-        layout = make_layout(ti, [first] + [int(i) for i in others])
+        layout = make_layout(ti, [first] + [int(i) for i in others], spec)
         if _passable(layout, spec):
             return layout
 
@@ -55,7 +55,7 @@ def all_layouts(spec: TaskSpec) -> list[Layout]:
         for first in blocking_points(spec, target):
             rest = [i for i in range(len(OBSTACLE_POINTS)) if i != first]
             for others in itertools.combinations(rest, spec.n_obstacles - 1):
-                layout = make_layout(ti, [first, *others])
+                layout = make_layout(ti, [first, *others], spec)
                 if layout.key not in found and _passable(layout, spec):
                     found[layout.key] = layout
     return [found[key] for key in sorted(found)]

@@ -75,6 +75,17 @@ CAMERA_POS = (0.98, 0.30, 0.42)
 CAMERA_LOOK_AT = (0.47, 0.0, 0.05)
 CAMERA_FOVY = 42
 
+def camera_pose(spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Camera position and the point it looks at: the usual ones, moved and turned about the
+    vertical through the camera by the task's ``camera_shift`` and ``camera_turn``."""
+    pos = np.add(CAMERA_POS, spec.camera_shift)
+    turn = np.radians(spec.camera_turn)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0.0], [np.sin(turn), np.cos(turn), 0.0],
+                         [0.0, 0.0, 1.0]])
+    look_at = pos + rotation @ np.subtract(CAMERA_LOOK_AT, CAMERA_POS)
+    return pos, look_at
+
+
 def _look_at_xyaxes(pos, target) -> str:
     """MJCF camera ``xyaxes`` (right and up vectors) for a camera at pos looking at target."""
     forward = np.subtract(target, pos) / np.linalg.norm(np.subtract(target, pos))
@@ -124,37 +135,51 @@ def build_xml(spec: TaskSpec) -> str:
             (cx, cy - h, h + w, w), (cx, cy + h, h + w, w),
         ]
     )  # fmt: skip
-    objects = [_object_xml("target", spec.target_shape, TARGET_POINTS[0], RED, False, 0.04)]
+    target_rgba, obstacle_rgba = (GREEN, RED) if spec.swap_colours else (RED, GREEN)
+    objects = [_object_xml("target", spec.target_shape, TARGET_POINTS[0], target_rgba, False,
+                           0.04)]
     for i in range(spec.n_obstacles):
         objects.append(
             # Parked off the workspace until reset() places it, so it never disturbs the arm.
-            _object_xml(f"obstacle{i}", spec.obstacle_shape, (0.3 + 0.1 * i, 0.4), GREEN, True,
-                        OBSTACLE_HEIGHT)
+            _object_xml(f"obstacle{i}", spec.obstacle_shape, (0.3 + 0.1 * i, 0.4),
+                        obstacle_rgba, True, OBSTACLE_HEIGHT)
         )
     quat = " ".join(f"{v:.6f}" for v in matrix_to_quat(TOOL_DOWN))
+    camera_pos, look_at = camera_pose(spec)
+    ambient, diffuse = (" ".join([f"{level * spec.light:.3f}"] * 3) for level in (0.45, 0.5))
+    if spec.table == "checker":
+        cloth = ('<asset><texture name="cloth" type="2d" builtin="checker" '
+                 'rgb1="0.55 0.45 0.35" rgb2="0.42 0.4 0.5" width="256" height="256"/>'
+                 '<material name="cloth" texture="cloth" texrepeat="14 14"/></asset>')
+        table_look = 'material="cloth"'
+    elif spec.table == "plain":
+        cloth, table_look = "", 'rgba="0.55 0.45 0.35 1"'
+    else:
+        raise ValueError(f"unknown table {spec.table!r}")
     return f"""
 <mujoco model="safereach">
   <include file="{assets}/assets.xml"/>
+  {cloth}
   <compiler angle="radian" meshdir="{assets}/meshes"/>
   <option timestep="0.002"/>
   <visual>
     <quality shadowsize="0" offsamples="0"/>
     <global offwidth="640" offheight="480"/>
-    <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
+    <headlight ambient="{ambient}" diffuse="{diffuse}" specular="0 0 0"/>
   </visual>
   <worldbody>
-    <light pos="0.6 0.2 1.6" dir="-0.1 -0.1 -1" diffuse="0.5 0.5 0.5" castshadow="false"/>
+    <light pos="0.6 0.2 1.6" dir="-0.1 -0.1 -1" diffuse="{diffuse}" castshadow="false"/>
     <geom name="floor" type="plane" pos="0 0 -0.75" size="3 3 0.1" rgba="0.3 0.3 0.32 1"/>
     <geom name="table" type="box" pos="0.45 0 -0.02" size="0.55 0.5 0.02"
-          rgba="0.55 0.45 0.35 1" friction="0.4 0.005 0.0001"/>
+          {table_look} friction="0.4 0.005 0.0001"/>
     {lines}
     <body name="panda_base" pos="0 0 0">
       <include file="{assets}/chain.xml"/>
     </body>
     <body name="ee_target" mocap="true" pos="{START_XY[0]} {START_XY[1]} {START_Z}"
           quat="{quat}"/>
-    <camera name="third_person" pos="{CAMERA_POS[0]} {CAMERA_POS[1]} {CAMERA_POS[2]}"
-            xyaxes="{_look_at_xyaxes(CAMERA_POS, CAMERA_LOOK_AT)}" fovy="{CAMERA_FOVY}"/>
+    <camera name="third_person" pos="{camera_pos[0]:.4f} {camera_pos[1]:.4f} {camera_pos[2]:.4f}"
+            xyaxes="{_look_at_xyaxes(camera_pos, look_at)}" fovy="{CAMERA_FOVY}"/>
     {''.join(objects)}
   </worldbody>
   <equality>

@@ -1,5 +1,6 @@
 """The SafeReach tasks as geometry: the workspace, where targets and obstacles may stand, the
-four tasks (the original and the paper's three unseen ones, Fig. 6) and their layouts.
+tasks (the original, the paper's three unseen ones of Fig. 6, and the shifts a lab meets on a
+real setup) and their layouts.
 
 Pure Python: the command line lists the tasks without loading the simulator (or numpy,
 which the two functions that need it import), and the planner places the layouts.
@@ -26,19 +27,41 @@ OBSTACLE_POINTS = (
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What differs between the original task and the paper's three unseen tasks (Fig. 6)."""
+    """What differs between the original task and an unseen one.
+
+    The first three fields are the paper's unseen tasks (Fig. 6); the rest are shifts a lab
+    meets when its setup is not the one the demonstrations were recorded on.
+    """
 
     obstacle_shape: str = "box"  # "box" (green rectangular block) or "cylinder"
     target_shape: str = "cylinder"  # the paper's original red target is cylindrical
     n_obstacles: int = 2
+    # Every obstacle stands this far (x, y in metres) from its usual point: placements the
+    # demonstrations never show.
+    obstacle_shift: tuple[float, float] = (0.0, 0.0)
+    # The camera moved (x, y, z in metres) and turned about the vertical (degrees).
+    camera_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    camera_turn: float = 0.0
+    light: float = 1.0  # the scene's light, as a fraction of the usual
+    table: str = "plain"  # "plain" (the usual colour) or "checker" (a patterned tablecloth)
+    swap_colours: bool = False  # a green target among red obstacles
 
 
 TASKS: dict[str, TaskSpec] = {
     "safereach": TaskSpec(),
+    # The paper's unseen tasks (Fig. 6).
     "safereach-obstacle-shape": TaskSpec(obstacle_shape="cylinder"),
     "safereach-target-shape": TaskSpec(target_shape="box"),
     "safereach-more-obstacles": TaskSpec(n_obstacles=3),
+    # Shifts of a real setup (docs/twin.md lists which are in the hard transfer suite).
+    "safereach-obstacles-nearer": TaskSpec(obstacle_shift=(-0.02, 0.0)),
+    "safereach-obstacles-aside": TaskSpec(obstacle_shift=(0.0, 0.03)),
+    "safereach-camera-moved": TaskSpec(camera_shift=(0.04, -0.04, 0.03), camera_turn=3.0),
+    "safereach-dim-light": TaskSpec(light=0.5),
+    "safereach-tablecloth": TaskSpec(table="checker"),
+    "safereach-colours-swapped": TaskSpec(swap_colours=True),
 }
+PAPER_TASKS = ("safereach-obstacle-shape", "safereach-target-shape", "safereach-more-obstacles")
 
 
 def task_spec(task: str) -> TaskSpec:
@@ -79,9 +102,9 @@ class Layout:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, n_obstacles: int) -> Layout:
+    def from_dict(cls, data: dict, n_obstacles: int, spec: TaskSpec | None = None) -> Layout:
         """The layout ``to_dict`` wrote (a trajectory's ``meta['layout']``), checked against
-        the points a layout can use and the task's number of obstacles."""
+        the points a layout can use (those of ``spec``) and the task's number of obstacles."""
         try:
             ti, indices = int(data["target_index"]), [int(i) for i in data["obstacle_indices"]]
         except (KeyError, TypeError, ValueError) as err:
@@ -93,7 +116,7 @@ class Layout:
                 0 <= i < len(OBSTACLE_POINTS) for i in indices):
             raise ValueError(f"obstacle_indices must be {n_obstacles} distinct points of "
                              f"0..{len(OBSTACLE_POINTS) - 1} for this task, got {indices}")
-        layout = cls(ti, indices, TARGET_POINTS[ti], [OBSTACLE_POINTS[i] for i in indices])
+        layout = make_layout(ti, indices, spec)
         import numpy as np
 
         for key in ("target_xy", "obstacle_xy"):  # optional; a mismatch is a typo somewhere
@@ -123,15 +146,23 @@ def segment_hits_box(p0, p1, center, half, margin) -> bool:
     return True
 
 
+def obstacle_points(spec: TaskSpec | None = None) -> list[tuple[float, float]]:
+    """Where the task's obstacles may stand: ``OBSTACLE_POINTS``, moved by its shift."""
+    dx, dy = spec.obstacle_shift if spec else (0.0, 0.0)
+    return [(round(x + dx, 6), round(y + dy, 6)) for x, y in OBSTACLE_POINTS]
+
+
 def blocking_points(spec: TaskSpec, target: tuple[float, float]) -> list[int]:
     """The obstacle points that stand on the straight line from the start to ``target``."""
     half = obstacle_half_extent(spec.obstacle_shape)
-    return [i for i, p in enumerate(OBSTACLE_POINTS)
+    return [i for i, p in enumerate(obstacle_points(spec))
             if segment_hits_box(START_XY, target, p, half, margin=0.01)]
 
 
-def make_layout(target_index: int, obstacle_indices: list[int]) -> Layout:
+def make_layout(target_index: int, obstacle_indices: list[int],
+                spec: TaskSpec | None = None) -> Layout:
+    points = obstacle_points(spec)
     return Layout(target_index, obstacle_indices, TARGET_POINTS[target_index],
-                  [OBSTACLE_POINTS[i] for i in obstacle_indices])
+                  [points[i] for i in obstacle_indices])
 
 
