@@ -259,6 +259,39 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    import shlex
+
+    from fosp_core.envs.tasks import TASKS
+    from fosp_core.learning import transfer
+    from fosp_core.learning.recipes import load_recipe
+
+    models = {}
+    for item in args.model:
+        recipe, sep, run = item.partition("=")
+        if not sep or not Path(run).is_dir():
+            raise UserError(f"--model {item}: expected RECIPE=RUN with RUN a run directory")
+        models[load_recipe(recipe).name] = run
+    tasks = list(TASKS) if args.tasks in (["all"], ["hard"]) else args.tasks
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise UserError(f"--tasks: unknown {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    out = Path(args.out)
+    offline = transfer.offline_suite(models, tasks, args.episodes, out, args.workers)
+    hard = [t for t in tasks if transfer.is_hard(offline, t)]
+    print(f"hard suite ({len(hard)} of {len(tasks)}): {', '.join(hard) or 'none'}")
+    tuned = hard if args.tasks == ["hard"] else tasks
+    cells = [] if args.offline_only else transfer.finetune_cells(
+        models, tuned, args.seeds, args.methods, out, args.trajectories, args.grad_steps,
+        args.eval_episodes, args.data, args.safedreamer)
+    transfer.finetune_grid(cells, args.workers)
+    command = "fosp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path = transfer.write_page(transfer.page(offline, cells, command), args.page
+                               or out / "transfer.md")
+    print(f"page: {path}")
+    return 0
+
+
 def _extract(args: argparse.Namespace) -> int:
     from fosp_core.learning.extract import extract_policy
     from fosp_core.learning.recipes import recipe_of_run, with_recipe
@@ -540,6 +573,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="`fosp finetune` / `fosp demo` output dirs (or their report.json)")
     p.add_argument("--plot", metavar="PNG", help="also draw the pooled rates here")
     p.set_defaults(func=_compare)
+
+    p = add_command(sub, "transfer", help="the transfer suite and the Table-3 comparison over "
+                       "recipes, tasks and seeds, as a results page")
+    p.add_argument("--model", action="append", required=True, metavar="RECIPE=RUN",
+                   help="a recipe's offline model, e.g. paper=models/fosp-safereach-image-paper "
+                        "(repeatable)")
+    p.add_argument("--tasks", nargs="+", default=["hard"], metavar="TASK",
+                   help="tasks to fine-tune on: names, 'all', or 'hard' (those the offline "
+                        "evaluation finds hard); the offline evaluation covers every task")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--methods", nargs="+", choices=("pex", "direct"), default=["pex", "direct"])
+    p.add_argument("--safedreamer", metavar="RUN",
+                   help="also fine-tune this SafeDreamer-style run (--algo safedreamer)")
+    p.add_argument("--episodes", type=count(1), default=100, help="offline episodes per task")
+    p.add_argument("--trajectories", type=count(1), default=20)
+    p.add_argument("--grad-steps", type=count(0), default=40)
+    p.add_argument("--eval-episodes", type=count(1), default=20)
+    p.add_argument("--data", help="offline dataset (default: the one each run was trained on)")
+    p.add_argument("--offline-only", action="store_true", help="stop after the offline suite")
+    p.add_argument("--workers", type=count(1), default=2, help="runs at a time")
+    p.add_argument("--out", required=True, help="directory of the runs (resumable)")
+    p.add_argument("--page", help="markdown page to write (default: OUT/transfer.md)")
+    p.set_defaults(func=_transfer)
 
     p = add_command(sub, "demo", help="safe fine-tuning of a pretrained run through the ROS graph")
     _add_finetune_arguments(p, TASKS, trajectories=5, eval_episodes=10)
