@@ -20,6 +20,9 @@ from tests.agent_helpers import tiny_config, write_dataset
     ("cuda", "bf16", True, torch.bfloat16),
     ("cuda", "bf16", False, torch.float16),  # a GPU before Ampere: fp16 instead
     ("cuda", "fp16", True, torch.float16),
+    ("cpu", "auto", True, torch.bfloat16),  # native bfloat16: use it
+    ("cpu", "auto", False, None),  # emulated bfloat16 is slower than float32
+    ("cuda", "auto", False, None),
 ])
 def test_autocast_dtype(device, precision, bf16_supported, expected):
     assert autocast_dtype(device, precision, bf16_supported) == expected

@@ -226,8 +226,9 @@ class FospConfig:
 class TrainConfig:
     """How the computation runs, not what it computes (``fosp_core.agent.precision``)."""
 
-    # fp32 | bf16 | fp16: bf16 (and fp16) runs matrix multiplies and convolutions in 16 bits,
-    # keeping distributions, losses, returns and optimiser states in float32.
+    # fp32 | bf16 | fp16 | auto: bf16 (and fp16) runs matrix multiplies and convolutions in
+    # 16 bits, keeping distributions, losses, returns and optimiser states in float32; auto
+    # is bf16 where the hardware runs it natively, else fp32 (the cpu preset's default).
     precision: str = "fp32"
     # Convolutions of the image encoder and decoder in NHWC (channels-last) memory layout.
     channels_last: bool = True
@@ -344,6 +345,7 @@ def cpu() -> AgentConfig:
             critic_lr=1e-4,
             ref_lr=2e-4,
         ),
+        train=dataclasses.replace(base.train, precision="auto"),
     )
 
 

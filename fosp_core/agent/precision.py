@@ -8,6 +8,10 @@
   losses, lambda-returns, the recurrent state and the optimiser states stay float32.
 - ``fp16``: the same in float16, with a gradient scaler per optimiser (float16 overflows
   where bfloat16 does not); for GPUs without bfloat16.
+- ``auto``: ``bf16`` where the hardware runs bfloat16 natively (a CPU with AVX512-BF16 or
+  AMX, a GPU from Ampere on), else ``fp32``: emulated bfloat16 is slower than float32. The
+  ``cpu`` preset's default, since bf16 was shown to learn what fp32 learns
+  (docs/results.md, "bf16 learning equivalence").
 
 ``Precision.step`` is the one place a loss becomes an optimiser step (scale, backward,
 unscale, clip, step), for the world model and every actor-critic optimiser alike.
@@ -21,7 +25,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -35,14 +39,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_runs_bf16() -> bool:
+    """Does this CPU run bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX)?"""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast_dtype(device_type: str, precision: str, bf16_supported: bool) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on a device (None: float32 throughout).
 
     bf16 on a CUDA device without bfloat16 (before Ampere) falls back to fp16, which such
-    GPUs run fast; the CPU runs both (bfloat16 natively with AVX512-BF16 or AMX).
+    GPUs run fast; the CPU runs both. ``auto`` is bfloat16 where ``bf16_supported`` (native
+    bfloat16 on this device), else float32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported else None
     if precision == "fp32":
         return None
     if precision == "bf16" and device_type == "cuda" and not bf16_supported:
@@ -55,7 +70,7 @@ class Precision:
 
     def __init__(self, device: torch.device, precision: str = "fp32") -> None:
         self.device = device
-        bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+        bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_runs_bf16()
         self.dtype = autocast_dtype(device.type, precision, bf16)
         self._scalers: dict[int, torch.amp.GradScaler] = {}
 
