@@ -14,6 +14,7 @@ from fosp.cli import build_parser, pretrain_config
 from fosp.shipped import main as shipped_main
 from fosp.shipped import recorded_commands, rerun_commands
 from fosp_core.envs.safereach import SafeReachEnv
+from fosp_core.learning.recipes import load_recipe, with_recipe
 from fosp_core.learning.runs import load_agent, load_run_config
 from fosp_core.util.config import dotted_overrides, merge, save_yaml
 from tests.agent_helpers import tiny_config, write_dataset
@@ -42,7 +43,11 @@ def test_shipped_model_is_what_its_recorded_commands_train(model: Path) -> None:
     assert args.steps == source["step"]
     for argv in commands[1:]:
         assert argv[:2] == ["fosp", "extract"]
-        config = merge(config, dotted_overrides(build_parser().parse_args(argv[1:]).set))
+        args = build_parser().parse_args(argv[1:])
+        name = args.recipe or config.recipe  # as fosp extract: the named recipe, or the run's
+        recipe = load_recipe(name) if name else None
+        extracting = recipe if recipe and recipe.extract else None
+        config = merge(config, with_recipe(extracting, "extract", dotted_overrides(args.set)))
     assert config == load_run_config(model)
 
 
@@ -92,3 +97,9 @@ def test_shipped_model_loads_without_pickle_and_acts(model: Path) -> None:
     assert actions.shape == (3, config.action_dim)
     assert np.isfinite(actions).all() and np.abs(actions).max() <= 1.0
     assert np.abs(actions).max() > 1e-3  # a trained actor moves the arm
+
+
+def test_no_shipped_model_records_a_machine_path():
+    for source in Path("models").glob("*/source.json"):
+        text = source.read_text()
+        assert "/work/" not in text and '"/' not in text, f"{source}: an absolute path"

@@ -58,7 +58,11 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     save_yaml(config, out / CONFIG_NAME)
     step = int(checkpoint["step"])
     save_weights(out / CHECKPOINT_NAME, step, modules)
-    info = {"step": step, "exported_from": str(Path(run_dir).resolve()), **source}
+    # No machine path in what ships: the run as seen from the working directory, or its name.
+    run_path = Path(run_dir).resolve()
+    origin = (run_path.relative_to(Path.cwd()) if run_path.is_relative_to(Path.cwd())
+              else Path(run_path.name))
+    info = {"step": step, "exported_from": origin.as_posix(), **source}
     write_text(out / SOURCE_NAME, json.dumps(info, indent=1) + "\n")
     return out
 
