@@ -47,17 +47,19 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q
 
-# The FOSP story on the simulated twin (about 10 minutes on 2 cores): the paper's real-robot
-# dataset mix with safe demonstrations of every layout (--cover-layouts), the pretrained
-# agent, evaluation, then safe fine-tuning on an unseen task through the ROS 2 graph (sim
-# robot, shield, policy, learner; /fosp/finetune after each trajectory) with a before /
-# during / after report. The agent is the checkpoint shipped in $(MODEL), made by this
-# project's own commands (listed in $(MODEL)/source.json); RETRAIN=1 runs them again on
-# the demo's dataset (about 55 minutes on 2 cores). The dataset is reused when complete;
-# an interrupted collection is completed.
-MODEL ?= models/fosp-safereach-state-cover
+# The FOSP story on the simulated twin, in image mode as on the robot (about 12 minutes on
+# 2 cores): the paper's real-robot dataset mix with safe demonstrations of every layout
+# (--cover-layouts), the shipped image model, evaluation, then safe fine-tuning on a task of
+# the hard transfer suite (the camera moved) through the ROS 2 graph: camera frames from the
+# simulated robot, shield, policy, learner, /fosp/finetune after each trajectory; a before /
+# during / after report. The model was made by this project's own commands (listed in
+# $(MODEL)/source.json) and follows its recipe (config/recipes); RETRAIN=1 runs them again
+# on the demo's dataset (about 35 minutes on 2 cores). MODEL=models/fosp-safereach-image-paper
+# runs the paper's recipe instead. The dataset is reused when complete; an interrupted
+# collection is completed.
+MODEL ?= models/fosp-safereach-image-safe-clone
 DEMO_DATA ?= $(DEMO)/data-cover
-DEMO_TASK ?= safereach-obstacle-shape
+DEMO_TASK ?= safereach-camera-moved
 demo: install
 	$(VENV)/bin/fosp collect --task safereach --mix real --episodes 200 --seed 0 \
 		--cover-layouts --out $(DEMO_DATA)
@@ -71,7 +73,7 @@ demo: install
 	$(VENV)/bin/fosp eval --run $(DEMO)/pretrained --task safereach --episodes 10
 	rm -rf $(DEMO)/finetune
 	$(VENV)/bin/fosp demo --run $(DEMO)/pretrained --data $(DEMO_DATA) --task $(DEMO_TASK) \
-		--trajectories 5 --grad-steps 40 --eval-episodes 10 --deterministic --out $(DEMO)/finetune
+		--trajectories 5 --grad-steps 40 --eval-episodes 10 --out $(DEMO)/finetune
 	@echo "plots: $(DEMO)/returns.png $(DEMO)/pretrained/rollout.png $(DEMO)/finetune/finetune.png"
 
 bench: install

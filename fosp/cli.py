@@ -272,15 +272,15 @@ def _transfer(args: argparse.Namespace) -> int:
         if not sep or not Path(run).is_dir():
             raise UserError(f"--model {item}: expected RECIPE=RUN with RUN a run directory")
         models[load_recipe(recipe).name] = run
-    tasks = list(TASKS) if args.tasks in (["all"], ["hard"]) else args.tasks
-    unknown = [t for t in tasks if t not in TASKS]
+    named = [] if args.tasks in (["all"], ["hard"]) else args.tasks
+    unknown = [t for t in named if t not in TASKS]
     if unknown:
         raise UserError(f"--tasks: unknown {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     out = Path(args.out)
-    offline = transfer.offline_suite(models, tasks, args.episodes, out, args.workers)
-    hard = [t for t in tasks if transfer.is_hard(offline, t)]
-    print(f"hard suite ({len(hard)} of {len(tasks)}): {', '.join(hard) or 'none'}")
-    tuned = hard if args.tasks == ["hard"] else tasks
+    offline = transfer.offline_suite(models, list(TASKS), args.episodes, out, args.workers)
+    hard = [t for t in TASKS if transfer.is_hard(offline, t)]
+    print(f"hard suite ({len(hard)} of {len(TASKS)}): {', '.join(hard) or 'none'}")
+    tuned = named or (hard if args.tasks == ["hard"] else list(TASKS))
     cells = [] if args.offline_only else transfer.finetune_cells(
         models, tuned, args.seeds, args.methods, out, args.trajectories, args.grad_steps,
         args.eval_episodes, args.data, args.safedreamer)
