@@ -40,7 +40,7 @@ def test_the_generated_reference_pages_are_current():
 def shell_commands(text: str) -> list[list[str]]:
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines as one
             line = line.split("#", 1)[0].strip()
             if line:
                 commands.append(shlex.split(line))
