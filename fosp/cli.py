@@ -266,12 +266,13 @@ def _transfer(args: argparse.Namespace) -> int:
     from fosp_core.learning import transfer
     from fosp_core.learning.recipes import load_recipe
 
-    models = {}
+    models, recipes = {}, {}
     for item in args.model:
-        recipe, sep, run = item.partition("=")
+        name, sep, run = item.partition("=")
         if not sep or not Path(run).is_dir():
             raise UserError(f"--model {item}: expected RECIPE=RUN with RUN a run directory")
-        models[load_recipe(recipe).name] = run
+        recipe = load_recipe(name)
+        models[recipe.name], recipes[recipe.name] = run, recipe
     named = [] if args.tasks in (["all"], ["hard"]) else args.tasks
     unknown = [t for t in named if t not in TASKS]
     if unknown:
@@ -282,10 +283,10 @@ def _transfer(args: argparse.Namespace) -> int:
     print(f"hard suite ({len(hard)} of {len(TASKS)}): {', '.join(hard) or 'none'}")
     tuned = named or (hard if args.tasks == ["hard"] else list(TASKS))
     cells = [] if args.offline_only else transfer.finetune_cells(
-        models, tuned, args.seeds, args.methods, out, args.trajectories, args.grad_steps,
+        models, recipes, tuned, args.seeds, args.methods, out, args.trajectories, args.grad_steps,
         args.eval_episodes, args.data, args.safedreamer)
     transfer.finetune_grid(cells, args.workers)
-    command = "fosp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "fosp " + " ".join(shlex.quote(a) for a in args.argv)
     path = transfer.write_page(transfer.page(offline, cells, command), args.page
                                or out / "transfer.md")
     print(f"page: {path}")
@@ -294,22 +295,15 @@ def _transfer(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     from fosp_core.learning.extract import extract_policy
-    from fosp_core.learning.recipes import recipe_of_run, with_recipe
+    from fosp_core.learning.recipes import extract_settings
     from fosp_core.util.config import dotted_overrides
 
     _check_device(args)
-    recipe = recipe_of_run(args.recipe, args.run)
-    extraction = recipe.extract if recipe and recipe.extract else None
-    if recipe is not None and extraction is None and args.recipe:
-        raise UserError(f"recipe {recipe.name} keeps the jointly trained actor (extract: "
-                        "null): there is nothing to extract")
-    args.weights = args.weights or (extraction.weights if extraction else "eq19")
-    args.updates = args.updates or (extraction.updates if extraction else 4000)
+    args.weights, args.updates, overrides = extract_settings(
+        args.recipe, args.run, args.weights, args.updates, dotted_overrides(args.set))
     info = extract_policy(args.run, args.out, args.updates, data=args.data, seed=args.seed,
                           step=args.step, device=args.device, weights=args.weights,
-                          overrides=with_recipe(recipe if extraction else None, "extract",
-                                                dotted_overrides(args.set)),
-                          skip_bad=args.skip_bad)
+                          overrides=overrides, skip_bad=args.skip_bad)
     fitted_on = (f"{info['rows']} dataset transitions" if args.weights == "eq19" else
                  f"the {info['rows_weighted']} of {info['rows']} dataset transitions from "
                  "demonstrations that reached the target without a cost")
@@ -632,7 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # as given, for pages that say how they were made
     try:
         return args.func(args)
     except KeyboardInterrupt:  # a second Ctrl-C, or one where nothing catches the first

@@ -90,7 +90,7 @@ def run_demo(run: str | os.PathLike, task: str, trajectories: int, grad_steps: i
         "policy": {"episodes": trajectories, "seed": seed, "deterministic": deterministic},
         "learner": {"run": str(run), "out": str(out / "online"), "auto_finetune": False,
                     "grad_steps": grad_steps, "data": str(data or ""), "pex": pex,
-                    "recipe": recipe.name if recipe else ""},
+                    "recipe": recipe.source if recipe else ""},
     }
     log_file = open(out / "graph.log", "wb")
     nodes = []

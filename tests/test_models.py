@@ -14,7 +14,7 @@ from fosp.cli import build_parser, pretrain_config
 from fosp.shipped import main as shipped_main
 from fosp.shipped import recorded_commands, rerun_commands
 from fosp_core.envs.safereach import SafeReachEnv
-from fosp_core.learning.recipes import load_recipe, with_recipe
+from fosp_core.learning.recipes import extract_settings
 from fosp_core.learning.runs import load_agent, load_run_config
 from fosp_core.util.config import dotted_overrides, merge, save_yaml
 from tests.agent_helpers import tiny_config, write_dataset
@@ -32,7 +32,7 @@ def test_the_demo_model_is_shipped() -> None:
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
-def test_shipped_model_is_what_its_recorded_commands_train(model: Path) -> None:
+def test_shipped_model_is_what_its_recorded_commands_train(model: Path, tmp_path: Path) -> None:
     """RETRAIN=1 reruns source.json's commands (pretraining, then perhaps extracting an
     actor): they must give the shipped config exactly."""
     source = json.loads((model / "source.json").read_text())
@@ -44,10 +44,10 @@ def test_shipped_model_is_what_its_recorded_commands_train(model: Path) -> None:
     for argv in commands[1:]:
         assert argv[:2] == ["fosp", "extract"]
         args = build_parser().parse_args(argv[1:])
-        name = args.recipe or config.recipe  # as fosp extract: the named recipe, or the run's
-        recipe = load_recipe(name) if name else None
-        extracting = recipe if recipe and recipe.extract else None
-        config = merge(config, with_recipe(extracting, "extract", dotted_overrides(args.set)))
+        save_yaml(config, tmp_path / "config.yaml")  # the run extract reads its recipe from
+        _, _, overrides = extract_settings(args.recipe, tmp_path, None, None,
+                                           dotted_overrides(args.set))
+        config = merge(config, overrides)
     assert config == load_run_config(model)
 
 

@@ -89,3 +89,18 @@ def test_extracting_with_a_recipe_that_keeps_the_joint_actor_is_refused(tmp_path
     assert main(["extract", "--run", str(run), "--out", str(tmp_path / "x"),
                  "--recipe", "paper"]) != 0
     assert "nothing to extract" in capsys.readouterr().err
+
+
+def test_a_recipe_file_of_ones_own_is_recorded_so_later_steps_find_it_again(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("finetune: {deterministic: true, set: {fosp.cost_max: 0.2}}\n")
+    args = ["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--recipe", str(mine)]
+    config = pretrain_config(build_parser().parse_args(args))
+    assert config.recipe == str(mine)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_yaml(config, run / "config.yaml")
+    overrides, _, deterministic = finetune_settings(build_parser().parse_args(
+        ["finetune", "--run", str(run), "--out", str(tmp_path / "o")]))
+    assert deterministic and overrides["fosp"]["cost_max"] == 0.2

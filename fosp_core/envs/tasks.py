@@ -61,7 +61,6 @@ TASKS: dict[str, TaskSpec] = {
     "safereach-tablecloth": TaskSpec(table="checker"),
     "safereach-colours-swapped": TaskSpec(swap_colours=True),
 }
-PAPER_TASKS = ("safereach-obstacle-shape", "safereach-target-shape", "safereach-more-obstacles")
 
 
 def task_spec(task: str) -> TaskSpec:

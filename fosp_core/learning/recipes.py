@@ -40,24 +40,14 @@ class Extraction:
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
+    name: str  # the file's stem, for reports
+    source: str  # what ``load_recipe`` finds it by again: a shipped name or a file's path
     description: str
     pretrain: dict[str, Any]  # nested config overrides (``merge``'s form)
     extract: Extraction | None  # None: keep the jointly trained actor
     pex: bool  # fine-tune with policy expansion (sec. 4.3) or the offline actor directly
     deterministic: bool  # fine-tuning trajectories act by the most likely choice
     finetune: dict[str, Any]  # nested config overrides for fine-tuning
-
-    def commands(self, data: str, run: str, steps: int, seed: int, preset: str = "cpu",
-                 obs: str = "image") -> list[str]:
-        """The ``fosp`` commands that make this recipe's offline model (for source.json)."""
-        pretrained = run if self.extract is None else f"{run}-pretrained"
-        out = [f"fosp pretrain --data {data} --preset {preset} --obs {obs} --steps {steps} "
-               f"--seed {seed} --recipe {self.name} --out {pretrained}"]
-        if self.extract is not None:
-            out.append(f"fosp extract --run {pretrained} --recipe {self.name} --seed {seed} "
-                       f"--out {run}")
-        return out
 
 
 def recipe_names() -> list[str]:
@@ -116,6 +106,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
                         f"got {finetune!r}")
     recipe = Recipe(
         name=path.stem, description=str(data.get("description", "")),
+        source=path.stem if path.parent == shipped_path(RECIPES_DIR) else str(path),
         pretrain=nested(data.get("pretrain") or {}, f"{path}: pretrain"), extract=extract,
         pex=bool(finetune.get("pex", True)),
         deterministic=bool(finetune.get("deterministic", False)),
@@ -149,11 +140,27 @@ def recipe_of_run(name: str | None, run_dir: str | os.PathLike) -> Recipe | None
 
 def with_recipe(recipe: Recipe | None, step: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Config overrides for ``step`` (pretrain, extract, finetune): the recipe's settings, its
-    name (the run records it), then ``overrides`` (``--set``), which win."""
+    source (the run records it, so later steps find it again), then ``overrides``
+    (``--set``), which win."""
     if recipe is None:
         return overrides
     from fosp_core.util.config import deep_update
 
     own = {"pretrain": recipe.pretrain, "finetune": recipe.finetune,
            "extract": recipe.extract.overrides if recipe.extract else {}}[step]
-    return deep_update(deep_update(own, {"recipe": recipe.name}), overrides)
+    return deep_update(deep_update(own, {"recipe": recipe.source}), overrides)
+
+
+def extract_settings(name: str | None, run_dir: str | os.PathLike, weights: str | None,
+                     updates: int | None, overrides: dict[str, Any]
+                     ) -> tuple[str, int, dict[str, Any]]:
+    """Weights, updates and config overrides of ``fosp extract``: the recipe's (the one named,
+    else the pretrained run's own), where the command line does not give them."""
+    recipe = recipe_of_run(name, run_dir)
+    extraction = recipe.extract if recipe else None
+    if name and extraction is None:
+        raise UserError(f"recipe {recipe.name} keeps the jointly trained actor (extract: "
+                        "null): there is nothing to extract")
+    return (weights or (extraction.weights if extraction else "eq19"),
+            updates or (extraction.updates if extraction else 4000),
+            with_recipe(recipe if extraction else None, "extract", overrides))

@@ -67,8 +67,9 @@ def offline_suite(models: dict[str, str], tasks: list[str], episodes: int, out: 
     for recipe, run in models.items():
         for task in tasks:
             path = out / "offline" / recipe / f"{task}.json"
-            if path.is_file() and json.loads(path.read_text())["episodes"] == episodes:
-                results[recipe][task] = json.loads(path.read_text())
+            stored = json.loads(path.read_text()) if path.is_file() else None
+            if stored and stored["episodes"] == episodes:
+                results[recipe][task] = stored
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 todo.append((recipe, task, run, str(path)))
@@ -95,18 +96,19 @@ def _finetune_cell(cell: dict) -> str:
     return cell["out"]
 
 
-def finetune_cells(models: dict[str, str], tasks: list[str], seeds: list[int],
+def finetune_cells(models: dict[str, str], recipes: dict, tasks: list[str], seeds: list[int],
                    methods: list[str], out: Path, trajectories: int, grad_steps: int,
                    eval_episodes: int, data: str | None = None,
                    safedreamer: str | None = None) -> list[dict]:
-    """The ``finetune`` keyword arguments of every cell of the grid."""
-    from fosp_core.learning.recipes import load_recipe, with_recipe
+    """The ``finetune`` keyword arguments of every cell of the grid; ``recipes`` holds the
+    ``Recipe`` of each model's name."""
+    from fosp_core.learning.recipes import with_recipe
 
     common = dict(trajectories=trajectories, grad_steps=grad_steps, data=data,
                   eval_episodes=eval_episodes)
     cells = []
     for recipe_name, run in models.items():
-        recipe = load_recipe(recipe_name)
+        recipe = recipes[recipe_name]
         for task in tasks:
             for method in methods:
                 for seed in seeds:
