@@ -112,13 +112,14 @@ setup(
         ("share/fosp_teleop", ["resource/fosp_teleop/package.xml"]),
         ("share/fosp_ros/config", ["config/safereach.yaml"]),
         ("share/fosp_ros/config/recipes", ["config/recipes/paper.yaml",
-                                           "config/recipes/safe-clone.yaml"]),
+                                           "config/recipes/safe-clone.yaml",
+                                           "config/recipes/safe-clone-aug.yaml"]),
         ("share/fosp_ros/launch", ["launch/safereach.launch.py"]),
         ("share/fosp_teleop/launch", ["launch/collect.launch.py"]),
-        # The learner's model when no run is given (a state-mode model: the twin only).
-        ("share/fosp_ros/models/fosp-safereach-state-cover",
-         ["models/fosp-safereach-state-cover/checkpoint.pt",
-          "models/fosp-safereach-state-cover/config.yaml",
-          "models/fosp-safereach-state-cover/source.json"]),
+        # The learner's model when no run is given (image mode: the twin and the robot).
+        ("share/fosp_ros/models/fosp-safereach-image-safe-clone",
+         ["models/fosp-safereach-image-safe-clone/checkpoint.pt",
+          "models/fosp-safereach-image-safe-clone/config.yaml",
+          "models/fosp-safereach-image-safe-clone/source.json"]),
     ],
 )

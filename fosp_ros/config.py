@@ -17,8 +17,9 @@ from fosp_core.util.config import from_dict
 from fosp_core.util.files import read_mapping, shipped_path
 
 CONFIG_NAME = "safereach.yaml"
-# The model the learner starts from when no run is given (a simulator-only, state-mode model).
-SHIPPED_MODEL = "fosp-safereach-state-cover"
+# The model the learner starts from when no run is given: an image-mode model, so the same
+# default acts on the twin's camera and on a RealSense on the robot.
+SHIPPED_MODEL = "fosp-safereach-image-safe-clone"
 
 
 def default_config_path() -> Path:

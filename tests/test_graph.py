@@ -169,8 +169,11 @@ def test_launch_plan_on_the_robot_picks_the_camera_and_refuses_a_state_model(tmp
         names = [s.executable for s, _ in nodes]
         assert ("camera" in names) == expected and "sim_robot" not in names
         assert choices["camera"] == camera
+    # No run: the learner starts from the shipped model, an image model, so this launches.
+    nodes, _ = launch_plan("safereach", {**robot, "run": ""})
+    assert "learner" in [s.executable for s, _ in nodes]
     with pytest.raises(ValueError, match="launch argument run: .* state-mode model"):
-        launch_plan("safereach", {**robot, "run": ""})  # the shipped model reads sim state
+        launch_plan("safereach", {**robot, "run": str(REPO / "models/fosp-safereach-state")})
     with pytest.raises(ValueError, match="launch argument policy_run: .* state-mode model"):
         launch_plan("safereach", {**robot, "with_learner": "false",
                                   "policy_run": str(REPO / "models/fosp-safereach-state")})

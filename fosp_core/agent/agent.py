@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fosp_core.agent.actor_critic import ActorCritic
+from fosp_core.agent.augment import augment_images
 from fosp_core.agent.config import AgentConfig
 from fosp_core.agent.precision import Precision
 from fosp_core.agent.replay import OBS_KEYS
@@ -100,6 +101,9 @@ class Agent(nn.Module):
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """World-model update (eq. 1), then actor-critic update; returns float metrics."""
         batch = self.normalizer(self.precision.to_device(batch))
+        m = self.config.model
+        if "image" in batch and (m.aug_shift or m.aug_light):
+            batch["image"] = augment_images(batch["image"], m.aug_shift, m.aug_light)
         if self.config.algo == "dreamer":
             # DreamerV3 has no cost: its world model sees an all-zero cost signal.
             batch["cost"] = torch.zeros_like(batch["cost"])

@@ -71,6 +71,12 @@ class ModelConfig:
     lr: float = 1e-4  # l_wm (Table 4)
     eps: float = 1e-8  # Adam epsilon (DreamerV3)
     grad_clip: float = 1000.0  # global grad-norm clip (DreamerV3)
+    # Not in the paper (0 = off): image augmentation of the world model's training batches
+    # (fosp_core.agent.augment), so that a moved camera or another light is not a new input.
+    # Each sequence is shifted by up to aug_shift pixels (DrQ's pad-and-crop) and each of its
+    # colour channels scaled by a gain drawn in [1 - aug_light, 1 + aug_light].
+    aug_shift: int = 0
+    aug_light: float = 0.0
 
 
 @dataclass
@@ -298,6 +304,9 @@ class AgentConfig:
             raise ValueError("fosp.foresight_horizon and fosp.foresight_samples must be >= 1, "
                              f"got {self.fosp.foresight_horizon} and "
                              f"{self.fosp.foresight_samples}")
+        if self.model.aug_shift < 0 or not 0 <= self.model.aug_light < 1:
+            raise ValueError("model.aug_shift must be >= 0 pixels and model.aug_light in "
+                             f"[0, 1), got {self.model.aug_shift} and {self.model.aug_light}")
         if self.actor_reads_state and self.obs_mode != "state":
             raise ValueError(f"actor_critic.actor_input {self.actor_critic.actor_input!r} needs "
                              "obs_mode 'state' (an actor on raw images is not offered), "
