@@ -74,7 +74,8 @@ class ModelConfig:
     # Not in the paper (0 = off): image augmentation of the world model's training batches
     # (fosp_core.agent.augment), so that a moved camera or another light is not a new input.
     # Each sequence is shifted by up to aug_shift pixels (DrQ's pad-and-crop) and each of its
-    # colour channels scaled by a gain drawn in [1 - aug_light, 1 + aug_light].
+    # colour channels scaled by a gain drawn in [1 - aug_light, 1 + aug_light], in every
+    # world-model update, pretraining and fine-tuning alike.
     aug_shift: int = 0
     aug_light: float = 0.0
 
