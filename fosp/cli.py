@@ -286,9 +286,9 @@ def _transfer(args: argparse.Namespace) -> int:
         models, recipes, tuned, args.seeds, args.methods, out, args.trajectories, args.grad_steps,
         args.eval_episodes, args.data, args.safedreamer)
     transfer.finetune_grid(cells, args.workers)
-    command = "fosp " + " ".join(shlex.quote(a) for a in args.argv)
-    path = transfer.write_page(transfer.page(offline, cells, command), args.page
-                               or out / "transfer.md")
+    commands = transfer.record_command(out, "fosp " + " ".join(map(shlex.quote, args.argv)))
+    path = transfer.write_page(transfer.page(offline, transfer.stored_runs(out), commands),
+                               args.page or out / "transfer.md")
     print(f"page: {path}")
     return 0
 

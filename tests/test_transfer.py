@@ -48,6 +48,13 @@ def test_transfer_evaluates_offline_fine_tunes_and_writes_the_page(pretrained, t
     assert main(command) == 0
     assert report.stat().st_mtime_ns == before
     assert "0 to run" in capsys.readouterr().out
+    # Another seed by another command: the page pools every stored run and lists both
+    # commands, each once.
+    assert main([*command, "--seeds", "1"]) == 0
+    text = (out / "transfer.md").read_text()
+    assert "| paper | `safereach-dim-light` | direct | 0, 1 |" in text
+    listed = [line for line in text.splitlines() if line.startswith("fosp transfer")]
+    assert listed == ["fosp " + " ".join(command), "fosp " + " ".join([*command, "--seeds", "1"])]
 
 
 def test_transfer_refuses_a_model_that_is_not_recipe_equals_run(tmp_path, capsys):

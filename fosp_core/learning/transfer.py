@@ -10,7 +10,10 @@
    with the paper's plain protocol (sampled actions, no recipe).
 3. **The page.** Markdown: the offline figures of every candidate (kept or not), then the
    pooled before / during / after rows with 95% intervals, violating fine-tuning trajectories
-   and cost regret, beside the paper's Table 3.
+   and cost regret, beside the paper's Table 3. It reports every fine-tuning run stored
+   under ``out``, so a grid grown by several commands (two seeds on one task, one on the
+   others) is one page; the commands that filled ``out`` are kept in ``out/commands.txt``
+   and the page lists them.
 
 Every cell is stored under ``out`` as it finishes (``offline/RECIPE/TASK.json``,
 ``finetune/RECIPE/TASK/METHOD-sSEED/``), so the same command again resumes where a stop left
@@ -134,19 +137,35 @@ def finetune_grid(cells: list[dict], workers: int = 2, log=print) -> None:
             log(f"fine-tuned: {done}")
 
 
+def record_command(out: Path, command: str) -> list[str]:
+    """The commands that filled ``out`` (``out/commands.txt``), ``command`` added once."""
+    path = out / "commands.txt"
+    commands = path.read_text().splitlines() if path.is_file() else []
+    if command not in commands:
+        commands.append(command)
+        write_text(path, "\n".join(commands) + "\n")
+    return commands
+
+
+def stored_runs(out: Path) -> list[str]:
+    """Every finished fine-tuning run under ``out`` (``finetune/RECIPE/TASK/METHOD-sSEED``)."""
+    return sorted(str(p.parent) for p in (out / "finetune").glob("*/*/*/report.json"))
+
+
 def _rate(rate: float, ci) -> str:
     return f"{rate:.0%} ({ci[0]:.0%}-{ci[1]:.0%})"
 
 
-def page(offline: dict[str, dict[str, dict]], cells: list[dict], command: str) -> str:
-    """The results page: offline suite, the pooled fine-tuning rows, the paper's Table 3."""
+def page(offline: dict[str, dict[str, dict]], runs: list[str], commands: list[str]) -> str:
+    """The results page: offline suite, the pooled rows of the fine-tuning ``runs``, the
+    paper's Table 3; ``commands`` reproduce it."""
     from fosp_core.learning import finetune_compare as compare
 
     recipes = list(offline)
     tasks = list(next(iter(offline.values()))) if offline else []
     lines = ["# The transfer suite and the Table-3 comparison", "",
              "Made by `fosp transfer` (fosp_core/learning/transfer.py); it reproduces with:", "",
-             "```bash", command, "```", "",
+             "```bash", *commands, "```", "",
              "## Offline: every candidate task", "",
              f"Deterministic episodes of each recipe's offline actor (seeds {OFFLINE_SEED}, "
              f"{OFFLINE_SEED + 1}, ...), success / violating episodes with 95% intervals. "
@@ -163,23 +182,21 @@ def page(offline: dict[str, dict[str, dict]], cells: list[dict], command: str) -
                      _rate(r["violation_rate"], r["violation_ci"])]
         lines.append(f"| `{task}` | " + " | ".join(cols)
                      + f" | {'**yes**' if is_hard(offline, task) else 'no'} |")
-    finished = [c for c in cells if (Path(c["out"]) / "report.json").is_file()]
     lines += ["", "## Fine-tuning", ""]
-    if not finished:
+    if not runs:
         lines.append("No fine-tuning run has finished yet.")
     else:
-        first = finished[0]
-        lines += [f"Before and after: {first['eval_episodes']} evaluation episodes per seed; "
-                  f"during: the {first['trajectories']} fine-tuning trajectories per seed "
-                  f"({first['grad_steps']} gradient steps after each). Success / violating "
-                  "episodes, pooled over seeds, with 95% intervals.", "",
+        first = compare.load_report(runs[0])[0]
+        lines += [f"Before and after: {first['before']['episodes']} evaluation episodes per "
+                  f"seed; during: the {first['trajectories']} fine-tuning trajectories per "
+                  f"seed ({first['grad_steps']} gradient steps after each). Success / "
+                  "violating episodes, pooled over seeds, with 95% intervals.", "",
                   "| recipe | task | method | seeds | before | during | after | "
                   "violating fine-tuning trajectories | cost regret |",
                   "|---|---|---|---|---|---|---|---|---|"]
         by_recipe: dict[str, list] = {}
-        for c in finished:  # out/finetune/RECIPE/TASK/METHOD-sSEED
-            by_recipe.setdefault(Path(c["out"]).parts[-3], []).append(
-                compare.load_report(c["out"]))
+        for run in runs:  # out/finetune/RECIPE/TASK/METHOD-sSEED
+            by_recipe.setdefault(Path(run).parts[-3], []).append(compare.load_report(run))
         for recipe, reports in by_recipe.items():
             for group in compare.pool(reports):
                 rows = []
