@@ -265,6 +265,7 @@ def _transfer(args: argparse.Namespace) -> int:
     from fosp_core.envs.tasks import TASKS
     from fosp_core.learning import transfer
     from fosp_core.learning.recipes import load_recipe
+    from fosp_core.util.files import write_text
 
     models, recipes = {}, {}
     for item in args.model:
@@ -287,8 +288,8 @@ def _transfer(args: argparse.Namespace) -> int:
         args.eval_episodes, args.data, args.safedreamer)
     transfer.finetune_grid(cells, args.workers)
     commands = transfer.record_command(out, "fosp " + " ".join(map(shlex.quote, args.argv)))
-    path = transfer.write_page(transfer.page(offline, transfer.stored_runs(out), commands),
-                               args.page or out / "transfer.md")
+    path = write_text(Path(args.page or out / "transfer.md"),
+                      transfer.page(offline, transfer.stored_runs(out), commands))
     print(f"page: {path}")
     return 0
 
@@ -392,8 +393,10 @@ def _add_finetune_arguments(p: argparse.ArgumentParser, tasks, trajectories: int
 
 
 def add_recipe(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--recipe", metavar="NAME", help="a recipe of config/recipes (paper, "
-                   f"safe-clone) or a recipe YAML file: its settings of {what}")
+    from fosp_core.learning.recipes import recipe_names
+
+    p.add_argument("--recipe", metavar="NAME", help=f"a recipe of config/recipes "
+                   f"({', '.join(recipe_names())}) or a recipe YAML file: its settings of {what}")
 
 
 def add_command(sub, name: str, **kwargs) -> argparse.ArgumentParser:

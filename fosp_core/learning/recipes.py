@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fosp_core.util.config import deep_update, merge, nest
 from fosp_core.util.errors import UserError
 from fosp_core.util.files import read_mapping, shipped_path
 
@@ -69,17 +70,11 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def nested(flat: dict[str, Any], where: str) -> dict[str, Any]:
-    """``{"fosp.cost_max": 0.1}`` -> ``{"fosp": {"cost_max": 0.1}}`` (``merge``'s form)."""
+def nested(flat: Any, where: str) -> dict[str, Any]:
+    """A recipe section's dotted keys in ``merge``'s nested form."""
     if not isinstance(flat, dict):
         raise UserError(f"{where}: expected a mapping of config keys, got {flat!r}")
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node, parts = out, str(key).split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
+    return nest(flat)
 
 
 def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
@@ -118,7 +113,6 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
 def _check_keys(recipe: Recipe, path: Path) -> None:
     """Every key must be an agent config key: a typo fails here, not after an hour's training."""
     from fosp_core.agent.config import cpu
-    from fosp_core.util.config import merge
 
     for section, overrides in (("pretrain", recipe.pretrain), ("finetune", recipe.finetune),
                                ("extract", recipe.extract.overrides if recipe.extract else {})):
@@ -144,8 +138,6 @@ def with_recipe(recipe: Recipe | None, step: str, overrides: dict[str, Any]) -> 
     (``--set``), which win."""
     if recipe is None:
         return overrides
-    from fosp_core.util.config import deep_update
-
     own = {"pretrain": recipe.pretrain, "finetune": recipe.finetune,
            "extract": recipe.extract.overrides if recipe.extract else {}}[step]
     return deep_update(deep_update(own, {"recipe": recipe.source}), overrides)

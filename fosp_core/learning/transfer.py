@@ -23,7 +23,6 @@ it; cells run ``workers`` at a time, one torch thread each.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -73,8 +72,7 @@ def offline_suite(models: dict[str, str], tasks: list[str], episodes: int, out: 
             stored = json.loads(path.read_text()) if path.is_file() else None
             if stored and stored["episodes"] == episodes:
                 results[recipe][task] = stored
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            else:  # the atomic writer makes the folders
                 todo.append((recipe, task, run, str(path)))
     with _pool(workers) as pool:
         futures = {pool.submit(_offline_cell, run, task, episodes, path): (recipe, task)
@@ -213,7 +211,3 @@ def page(offline: dict[str, dict[str, dict]], runs: list[str], commands: list[st
     for task, rows in PAPER_TABLE3.items():
         lines.append(f"| {task} | " + " | ".join(f"{s}% / {v}%" for s, v in rows) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_page(text: str, path: str | os.PathLike) -> Path:
-    return write_text(Path(path), text)

@@ -79,18 +79,26 @@ def merge(obj: T, data: dict[str, Any]) -> T:
 def dotted_overrides(items: list[str]) -> dict[str, Any]:
     """``["fosp.pex_temperature=100", "seed=3"]`` -> ``{"fosp": {"pex_temperature": 100},
     "seed": 3}``, for ``merge``. Values are read as YAML (numbers, true/false, strings)."""
-    result: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        parts = key.split(".")
-        if not sep or not all(parts):
+        if not sep or not all(key.split(".")):
             raise ConfigError(f"bad override {item!r}; expected KEY=VALUE, e.g. fosp.cost_limit=0")
-        node = result
+        flat[key] = yaml.safe_load(raw) if raw else ""
+    return nest(flat)
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"fosp.cost_max": 0.1, "seed": 3}`` -> ``{"fosp": {"cost_max": 0.1}, "seed": 3}``:
+    dotted keys as ``merge`` takes them."""
+    result: dict[str, Any] = {}
+    for key, value in flat.items():
+        node, parts = result, str(key).split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier one")
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+                raise ConfigError(f"key {key!r} conflicts with an earlier one")
+        node[parts[-1]] = value
     return result
 
 
